@@ -1,0 +1,53 @@
+"""Opening trained models: ``vislang.load(path) -> (model, tokenizer, preprocess)``.
+
+A path is a checkpoint file or a run directory (its latest checkpoint is taken). The checkpoint
+carries its config and tokenizer, so it opens without the run directory around it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from vislang.config import RunConfig
+from vislang.data.transforms import resize_center_crop, to_tensor
+from vislang.errors import CheckpointError
+from vislang.objectives import build_objective
+from vislang.objectives.base import Objective
+from vislang.tokenizers import BPETokenizer
+from vislang.train.checkpoint import load_checkpoint
+
+
+def load_objective(path: str | Path, device: str | torch.device = "cpu") -> tuple[Objective, BPETokenizer, RunConfig]:
+    """The trained objective (in eval mode), its tokenizer and its config."""
+    checkpoint = load_checkpoint(path)
+    try:
+        cfg = RunConfig.model_validate(checkpoint["config"])
+        tokenizer = BPETokenizer(Tokenizer.from_str(checkpoint["tokenizer"]), cfg.model.text.context_length)
+        objective = build_objective(cfg, tokenizer.vocab_size, tokenizer.pad_id)
+        objective.load_state_dict(checkpoint["model"])
+    except (KeyError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{path}: not a vislang checkpoint ({str(error).splitlines()[0]})") from None
+    return objective.to(device).eval(), tokenizer, cfg
+
+
+def make_preprocess(cfg: RunConfig) -> Callable:
+    """PIL image(s) -> normalised [N, 3, S, S] tensor: shortest side to S, centre crop."""
+    v = cfg.model.vision
+
+    def preprocess(images) -> torch.Tensor:
+        images = images if isinstance(images, (list, tuple)) else [images]
+        arrays = np.stack([resize_center_crop(image, v.image_size) for image in images])
+        return to_tensor(arrays, v.image_mean, v.image_std)
+
+    return preprocess
+
+
+def load(path: str | Path, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, BPETokenizer, Callable]:
+    """(model with ``encode_image``/``encode_text``, tokenizer, preprocess) of a vislang checkpoint."""
+    objective, tokenizer, cfg = load_objective(path, device)
+    return objective.model, tokenizer, make_preprocess(cfg)

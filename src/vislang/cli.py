@@ -1,0 +1,169 @@
+"""The ``vislang`` command: parses arguments, loads the config and calls library functions.
+
+Problems with the user's input (config, paths, checkpoints) end with one line on stderr naming
+the problem and exit status 2; nothing here prints a traceback for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from vislang.errors import VislangError
+
+DEMO_TARGETS = {"zeroshot/shape/top1": 0.90, "zeroshot/color/top1": 0.95}
+
+
+def _default_out(name: str) -> Path:
+    return Path("runs") / f"{name}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from vislang.config import build_config
+    from vislang.train.loop import train
+
+    overrides = [f"train.seed={args.seed}", f"data.world.seed={args.seed}"]
+    if args.steps is not None:
+        overrides.append(f"train.steps={args.steps}")
+    cfg = build_config({}, overrides, source="demo")
+    out = Path(args.out) if args.out else _default_out("demo")
+    start = time.perf_counter()
+    print(f"vislang demo: training a tiny CLIP on the built-in world; run directory {out}")
+    metrics = train(cfg, out, quiet=args.quiet)
+    minutes = (time.perf_counter() - start) / 60
+    print(f"\nfinished in {minutes:.1f} min")
+    for key, target in DEMO_TARGETS.items():
+        print(f"  {key:28s} {metrics.get(key, float('nan')):.3f}  (target >= {target})")
+    for key in ("retrieval/text_to_image/R@1", "retrieval/image_to_text/R@1",
+                "compositional/relation/acc", "compositional/attribute/acc", "compositional/order/acc"):
+        print(f"  {key:28s} {metrics.get(key, float('nan')):.3f}")
+    print(f"report: {out / 'report.md'}")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from vislang.config import load_config
+    from vislang.train.loop import train
+
+    cfg = load_config(args.config, args.set)
+    out = Path(args.out) if args.out else _default_out(Path(args.config).stem)
+    metrics = train(cfg, out, resume=args.resume, quiet=args.quiet)
+    print(json.dumps(metrics, indent=2))
+    print(f"report: {out / 'report.md'}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from vislang.api import load_objective
+    from vislang.config import build_config
+    from vislang.eval import build_evaluators, evaluate
+
+    objective, tokenizer, cfg = load_objective(args.checkpoint)
+    cfg = build_config(cfg.model_dump(mode="json"), args.set, source=str(args.checkpoint))
+    metrics = evaluate(objective, build_evaluators(cfg, tokenizer))
+    for key, value in metrics.items():
+        print(f"{key:40s} {value:.4f}")
+    if args.out:
+        Path(args.out).write_text(json.dumps(metrics, indent=2) + "\n")
+    return 0
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    from vislang.config import load_config, to_yaml
+
+    print(to_yaml(load_config(args.config, args.set)), end="")
+    return 0
+
+
+def cmd_data_world(args: argparse.Namespace) -> int:
+    import numpy as np
+    from PIL import Image
+
+    from vislang.data.world import World
+
+    world = World(args.image_size, args.seed)
+    samples = [world.sample(args.split, i) for i in range(args.n)]
+    cols = min(8, args.n)
+    rows = -(-args.n // cols)
+    grid = np.zeros((rows * args.image_size, cols * args.image_size, 3), dtype=np.uint8)
+    for i, (image, _, _) in enumerate(samples):
+        r, c = divmod(i, cols)
+        grid[r * args.image_size : (r + 1) * args.image_size, c * args.image_size : (c + 1) * args.image_size] = image
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(grid).save(out / "grid.png")
+    (out / "captions.txt").write_text("".join(f"{i}\t{caption}\n" for i, (_, caption, _) in enumerate(samples)))
+    print(f"wrote {out / 'grid.png'} and {out / 'captions.txt'} ({args.n} samples of the {args.split} split)")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vislang",
+        description="Learn vision models from language supervision: train, evaluate and use CLIP-style models.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("demo", help="train and evaluate a tiny CLIP on the built-in world (CPU, ~5 min)",
+                       description="Train a tiny CLIP on the built-in compositional world, evaluate it (zero-shot, "
+                                   "retrieval, compositional probes) and write a run directory with report.md.")
+    p.add_argument("--out", help="run directory (default: runs/demo-TIMESTAMP)")
+    p.add_argument("--steps", type=int, help="training steps (default: the demo config's)")
+    p.add_argument("--seed", type=int, default=0, help="seed for the model and the world (default 0)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("train", help="train from a YAML config",
+                       description="Train the experiment a YAML config describes. Every config field can be "
+                                   "overridden with --set section.key=value (values are read as YAML).")
+    p.add_argument("config", help="YAML config file (see configs/)")
+    p.add_argument("--out", help="run directory (default: runs/CONFIGNAME-TIMESTAMP)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field, e.g. train.lr=1e-3")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint",
+                       description="Run the evaluators (zero-shot, retrieval, compositional probes) on a checkpoint "
+                                   "file or a run directory's latest checkpoint.")
+    p.add_argument("checkpoint", help="checkpoint file (.pt) or run directory")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field, e.g. eval.n_probe=1000")
+    p.add_argument("--out", help="also write the metrics to this JSON file")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("config", help="print a resolved config",
+                       description="Print the resolved config (defaults, file, presets and --set overrides) as YAML.")
+    p.add_argument("config", nargs="?", help="YAML config file (default: the built-in defaults)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
+    p.set_defaults(func=cmd_config)
+
+    p = sub.add_parser("data", help="look at training data", description="Inspect data sources.")
+    data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    w = data_sub.add_parser("world", help="render samples of the built-in world to a PNG grid with captions",
+                            description="Render samples of the built-in world to OUT/grid.png and OUT/captions.txt.")
+    w.add_argument("--out", required=True, help="output folder")
+    w.add_argument("--n", type=int, default=32, help="number of samples (default 32)")
+    w.add_argument("--split", choices=["train", "test"], default="train")
+    w.add_argument("--image-size", type=int, default=64)
+    w.add_argument("--seed", type=int, default=0)
+    w.set_defaults(func=cmd_data_world)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except VislangError as error:
+        print(f"vislang: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vislang: interrupted (a run continues from its last checkpoint with --resume)", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,276 @@
+"""The typed run config: one validated object that *is* the experiment.
+
+Sections mirror the parts of the system (``model``, ``data``, ``tokenizer``, ``train``,
+``loss``, ``eval``); the objective is chosen by the explicit ``objective`` field. Validation is
+done by pydantic with unknown keys forbidden, so a typo or a wrong type fails before any work
+starts, and :func:`load_config` turns the first problem into one line naming the key.
+
+The defaults are the demo: a tiny CLIP that learns the built-in world on a laptop CPU.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
+
+from vislang.errors import ConfigError
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class VisionConfig(Section):
+    image_size: int = 64
+    patch_size: int = 8
+    width: int = 128
+    depth: int = 3
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    # "patch": one strided convolution; "conv": log2(patch_size) stride-2 3x3 convolutions
+    # (Xiao et al. 2021), which make small ViTs learn shape far faster.
+    stem: Literal["patch", "conv"] = "conv"
+    pool: Literal["cls", "mean", "map"] = "cls"
+    # FLIP-style random token dropping while training (0 = off); never applied in eval mode.
+    mask_ratio: float = 0.0
+    image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
+    image_std: tuple[float, float, float] = (0.25, 0.25, 0.25)
+    grad_checkpointing: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> VisionConfig:
+        if self.image_size % self.patch_size:
+            raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
+        if self.stem == "conv" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
+            raise ValueError(f"the conv stem needs a power-of-two patch_size, got {self.patch_size}")
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        if not 0.0 <= self.mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        return self
+
+
+class TextConfig(Section):
+    context_length: int = 32
+    width: int = 128
+    depth: int = 2
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    # causal + "eot": CLIP; bidirectional + "last"/"mean": SigLIP-style.
+    causal: bool = True
+    pool: Literal["eot", "last", "mean", "cls"] = "eot"
+    grad_checkpointing: bool = False
+
+    @model_validator(mode="after")
+    def _check(self) -> TextConfig:
+        if self.width % self.heads:
+            raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
+        if self.context_length < 3:
+            raise ValueError(f"context_length must be at least 3, got {self.context_length}")
+        return self
+
+
+class ModelConfig(Section):
+    # A named architecture from vislang.models.presets; fields given beside it override it.
+    preset: str | None = None
+    embed_dim: int = 128
+    attn_impl: Literal["auto", "sdpa", "math"] = "auto"
+    init_logit_scale: float = 1 / 0.07
+    max_logit_scale: float = 100.0
+    # None: no learnable bias (CLIP); a number: learnable bias with that start (SigLIP: -10).
+    init_logit_bias: float | None = None
+    vision: VisionConfig = VisionConfig()
+    text: TextConfig = TextConfig()
+
+
+class WorldConfig(Section):
+    seed: int = 0
+    two_object_prob: float = 0.5
+    partial_caption_prob: float = 0.2
+
+
+class DataConfig(Section):
+    # "world": the built-in procedural world; "csv": a CSV/TSV table of image paths and captions.
+    source: Literal["world", "csv"] = "world"
+    path: str | None = None
+    image_column: str = "image"
+    caption_column: str = "caption"
+    num_workers: int = 1
+    world: WorldConfig = WorldConfig()
+
+    @model_validator(mode="after")
+    def _check(self) -> DataConfig:
+        if self.source == "csv" and not self.path:
+            raise ValueError("data.source 'csv' needs data.path")
+        return self
+
+
+class TokenizerConfig(Section):
+    # A saved tokenizer.json to use; without it a byte-level BPE is trained on the training captions.
+    path: str | None = None
+    vocab_size: int = 512
+    train_texts: int = 20000
+    lowercase: bool = True
+
+
+class LossConfig(Section):
+    label_smoothing: float = 0.0  # softmax contrastive only (ALIGN uses 0.1)
+
+
+class TrainConfig(Section):
+    steps: int = 500
+    batch_size: int = 256
+    lr: float = 2e-3
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.98)
+    eps: float = 1e-6
+    warmup_steps: int = 50
+    min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
+    grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
+    seed: int = 0
+    precision: Literal["fp32", "bf16"] = "fp32"
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    threads: int = 0  # torch intra-op threads; 0 = all cores
+    checkpoint_every: int = 100
+    keep_checkpoints: int = 2
+    eval_every: int = 100
+    log_every: int = 10
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        for name in ("steps", "batch_size", "checkpoint_every", "eval_every", "log_every", "keep_checkpoints"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"train.{name} must be at least 1, got {getattr(self, name)}")
+        return self
+
+
+class EvalConfig(Section):
+    zeroshot: bool = True
+    retrieval: bool = True
+    compositional: bool = True
+    n_classify: int = 1000  # test images per zero-shot task
+    n_retrieval: int = 1000  # test image–caption pairs
+    n_probe: int = 500  # items per compositional probe
+    batch_size: int = 500
+
+
+class RunConfig(Section):
+    objective: str = "clip"
+    model: ModelConfig = ModelConfig()
+    data: DataConfig = DataConfig()
+    tokenizer: TokenizerConfig = TokenizerConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @field_validator("objective")
+    @classmethod
+    def _known_objective(cls, value: str) -> str:
+        from vislang.objectives import OBJECTIVES
+
+        if value not in OBJECTIVES:
+            raise ValueError(f"unknown objective {value!r}; choose from {', '.join(sorted(OBJECTIVES))}")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> RunConfig:
+        if self.objective == "siglip" and self.model.init_logit_bias is None:
+            raise ValueError("the siglip objective needs model.init_logit_bias (SigLIP: init_logit_scale 10, init_logit_bias -10)")
+        return self
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``tree[a][b][c] = value`` for ``key == "a.b.c"``, creating sections as needed."""
+    *parents, leaf = key.split(".")
+    node = tree
+    for i, part in enumerate(parents):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"--set {key}: {'.'.join(parents[: i + 1])} is not a section")
+        node = child
+    node[leaf] = value
+
+
+def parse_override(text: str) -> tuple[str, Any]:
+    """``"train.lr=1e-3"`` -> ``("train.lr", 0.001)``; the value is read as YAML."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--set expects key=value, got {text!r}")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.strip(), value
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = copy.deepcopy(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _expand_preset(raw: dict[str, Any]) -> dict[str, Any]:
+    model = raw.get("model")
+    if not isinstance(model, dict) or not model.get("preset"):
+        return raw
+    from vislang.models.presets import PRESETS
+
+    name = model["preset"]
+    if name not in PRESETS:
+        raise ConfigError(f"model.preset: unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    return {**raw, "model": _deep_merge(PRESETS[name], model)}
+
+
+def _format_error(error: ValidationError, source: str) -> str:
+    first = error.errors()[0]
+    key = ".".join(str(part) for part in first["loc"]) or "<root>"
+    if first["type"] == "extra_forbidden":
+        return f"{source}: unknown config key '{key}'"
+    message = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "value_error" or "input" not in first:
+        return f"{source}: {key}: {message}"
+    return f"{source}: {key}: {message} (got {first['input']!r})"
+
+
+def build_config(raw: dict[str, Any], overrides: list[str] = (), source: str = "config") -> RunConfig:
+    """Validate a raw mapping plus ``key=value`` overrides into a :class:`RunConfig`."""
+    raw = copy.deepcopy(raw)
+    for text in overrides:
+        set_dotted(raw, *parse_override(text))
+    raw = _expand_preset(raw)
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(_format_error(error, source)) from None
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> RunConfig:
+    """Read a YAML file (or start from the defaults) and apply ``--set`` overrides."""
+    raw: Any = {}
+    source = "config"
+    if path is not None:
+        source = str(path)
+        try:
+            raw = yaml.safe_load(Path(path).read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"config file not found: {path}") from None
+        except (OSError, yaml.YAMLError) as error:
+            raise ConfigError(f"cannot read config {path}: {str(error).splitlines()[0]}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: the config must be a mapping of sections, got {type(raw).__name__}")
+    return build_config(raw, overrides, source)
+
+
+def to_yaml(config: RunConfig) -> str:
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

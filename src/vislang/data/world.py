@@ -1,0 +1,217 @@
+"""The built-in compositional world: a seeded, procedural source of image–caption pairs.
+
+Why it exists: it lets every part of vislang (losses, loop, evaluators, probes) be trained and
+checked end to end on a laptop, with no files, on a task whose structure is known exactly —
+which shapes, colours and sizes are present and how two objects are placed relative to each
+other. That structure is what the compositional probes (relation swap, attribute swap, word
+order) test, in the form ARO uses on real data.
+
+Every sample is a pure function of ``(seed, split, index)``: the stream can be resumed at any
+index and regenerated bit for bit in any process. The train split never contains the
+``HOLDOUT`` colour–shape combinations; the test split does, so zero-shot accuracy on them
+measures compositional generalisation rather than memorisation.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+SHAPES: tuple[str, ...] = ("circle", "square", "triangle", "diamond", "cross", "star")
+COLORS: dict[str, tuple[int, int, int]] = {
+    "red": (225, 35, 35),
+    "green": (40, 185, 60),
+    "blue": (45, 85, 235),
+    "yellow": (235, 225, 45),
+    "purple": (150, 55, 205),
+    "orange": (250, 140, 25),
+    "white": (240, 240, 240),
+    "cyan": (40, 215, 225),
+}
+SIZES: tuple[str, ...] = ("small", "large")
+# Relation of object 0 to object 1, the phrase used in captions, and its converse.
+RELATIONS: dict[str, tuple[str, str]] = {
+    "left": ("to the left of", "right"),
+    "right": ("to the right of", "left"),
+    "above": ("above", "below"),
+    "below": ("below", "above"),
+}
+# Colour–shape pairs never drawn in the train split (one per colour, every shape at least once).
+HOLDOUT: frozenset[tuple[str, str]] = frozenset(
+    (color, SHAPES[i % len(SHAPES)]) for i, color in enumerate(COLORS)
+)
+SPLITS: dict[str, int] = {"train": 0, "test": 1}
+
+_SINGLE_TEMPLATES = (
+    "a {size} {color} {shape}",
+    "a {color} {shape}",
+    "a photo of a {size} {color} {shape}",
+    "a {color} {shape} on a dark background",
+    "there is a {color} {shape}",
+    "a picture of a {size} {color} {shape}",
+)
+# Partial descriptions, as real captions often are; they also make the zero-shot prompts
+# ("a circle", "a red object") in-distribution for the text tower.
+_PARTIAL_TEMPLATES = (
+    "a {shape}",
+    "a photo of a {shape}",
+    "a {color} object",
+    "something {color}",
+    "a {size} {shape}",
+)
+_PAIR_TEMPLATES = (
+    "a {a} {rel} a {b}",
+    "a {a} is {rel} a {b}",
+    "there is a {a} {rel} a {b}",
+    "a photo of a {a} {rel} a {b}",
+)
+
+
+@dataclass(frozen=True)
+class WorldObject:
+    shape: str
+    color: str
+    size: str
+
+    def describe(self, with_size: bool = True) -> str:
+        return f"{self.size} {self.color} {self.shape}" if with_size else f"{self.color} {self.shape}"
+
+
+@dataclass(frozen=True)
+class Scene:
+    """One or two objects; with two, ``relation`` says where object 0 is relative to object 1."""
+
+    objects: tuple[WorldObject, ...]
+    relation: str | None = None
+
+
+def canonical_caption(scene: Scene, with_size: bool = True) -> str:
+    """The one fixed wording of a scene, used for retrieval and the probes."""
+    a = scene.objects[0].describe(with_size)
+    if len(scene.objects) == 1:
+        return f"a {a}"
+    b = scene.objects[1].describe(with_size)
+    return f"a {a} {RELATIONS[scene.relation][0]} a {b}"
+
+
+class World:
+    """Samples scenes, renders them and writes captions for them.
+
+    ``image_size`` is the side in pixels; ``two_object_prob`` the share of two-object scenes;
+    ``partial_caption_prob`` the share of one-object captions that name only some attributes.
+    """
+
+    def __init__(
+        self,
+        image_size: int = 64,
+        seed: int = 0,
+        two_object_prob: float = 0.5,
+        partial_caption_prob: float = 0.2,
+    ) -> None:
+        if image_size < 16:
+            raise ValueError(f"world image_size must be at least 16, got {image_size}")
+        self.image_size = image_size
+        self.seed = seed
+        self.two_object_prob = two_object_prob
+        self.partial_caption_prob = partial_caption_prob
+        coords = np.arange(image_size, dtype=np.float32) + 0.5
+        self._yy, self._xx = np.meshgrid(coords, coords, indexing="ij")
+
+    # -- sampling ---------------------------------------------------------------------------
+    def rng(self, split: str, index: int) -> np.random.Generator:
+        return np.random.default_rng([self.seed, SPLITS[split], index])
+
+    def sample_object(self, rng: np.random.Generator, split: str) -> WorldObject:
+        while True:
+            shape = SHAPES[rng.integers(len(SHAPES))]
+            color = list(COLORS)[rng.integers(len(COLORS))]
+            if split != "train" or (color, shape) not in HOLDOUT:
+                return WorldObject(shape, color, SIZES[rng.integers(len(SIZES))])
+
+    def sample_scene(self, rng: np.random.Generator, split: str, n_objects: int | None = None) -> Scene:
+        if n_objects is None:
+            n_objects = 2 if rng.random() < self.two_object_prob else 1
+        objects = tuple(self.sample_object(rng, split) for _ in range(n_objects))
+        relation = list(RELATIONS)[rng.integers(len(RELATIONS))] if n_objects == 2 else None
+        return Scene(objects, relation)
+
+    def sample(self, split: str, index: int) -> tuple[np.ndarray, str, Scene]:
+        """Sample ``index`` of ``split``: (uint8 image HxWx3, a random paraphrase, the scene)."""
+        rng = self.rng(split, index)
+        scene = self.sample_scene(rng, split)
+        return self.render(scene, rng), self.caption(scene, rng), scene
+
+    # -- captions ---------------------------------------------------------------------------
+    def caption(self, scene: Scene, rng: np.random.Generator) -> str:
+        if len(scene.objects) == 1:
+            obj = scene.objects[0]
+            partial = rng.random() < self.partial_caption_prob
+            templates = _PARTIAL_TEMPLATES if partial else _SINGLE_TEMPLATES
+            template = templates[rng.integers(len(templates))]
+            return template.format(shape=obj.shape, color=obj.color, size=obj.size)
+        with_size = bool(rng.random() < 0.5)
+        a, b = (o.describe(with_size) for o in scene.objects)
+        phrase, converse = RELATIONS[scene.relation]
+        if rng.random() < 0.5:  # the converse wording says the same thing
+            a, b, phrase = b, a, RELATIONS[converse][0]
+        template = _PAIR_TEMPLATES[rng.integers(len(_PAIR_TEMPLATES))]
+        return template.format(a=a, b=b, rel=phrase)
+
+    # -- rendering --------------------------------------------------------------------------
+    def render(self, scene: Scene, rng: np.random.Generator) -> np.ndarray:
+        size = self.image_size
+        base = rng.uniform(5, 60) + rng.uniform(-10, 10, size=3)
+        image = base + rng.normal(0.0, 6.0, size=(size, size, 3))
+        radii = [size * (rng.uniform(0.16, 0.20) if o.size == "large" else rng.uniform(0.09, 0.12))
+                 for o in scene.objects]
+        centers = self._place(scene, radii, rng)
+        for obj, radius, (cx, cy) in zip(scene.objects, radii, centers):
+            angle = rng.uniform(-0.2, 0.2)
+            cos, sin = np.cos(angle), np.sin(angle)
+            u0, v0 = (self._xx - cx) / radius, (self._yy - cy) / radius
+            u, v = cos * u0 + sin * v0, -sin * u0 + cos * v0
+            color = np.asarray(COLORS[obj.color], dtype=np.float64) + rng.uniform(-12, 12, size=3)
+            image[_shape_mask(obj.shape, u, v)] = color
+        return np.clip(image, 0, 255).astype(np.uint8)
+
+    def _place(self, scene: Scene, radii: list[float], rng: np.random.Generator) -> list[tuple[float, float]]:
+        size, margin = self.image_size, 1.0
+        if len(radii) == 1:
+            r = radii[0]
+            return [(rng.uniform(r + margin, size - r - margin), rng.uniform(r + margin, size - r - margin))]
+        # Object 0 goes in the half its relation names, object 1 in the other half; the other
+        # coordinate stays close so that the relation is unambiguous.
+        r0, r1 = radii
+        half = size / 2
+        first = (rng.uniform(r0 + margin, half - r0 - margin), rng.uniform(r0 + margin, size - r0 - margin))
+        lo = max(r1 + margin, first[1] - 0.2 * size)
+        hi = min(size - r1 - margin, first[1] + 0.2 * size)
+        second = (rng.uniform(half + r1 + margin, size - r1 - margin), rng.uniform(lo, max(lo, hi)))
+        near, far = first, second  # near = smaller main coordinate
+        if scene.relation in ("right", "below"):
+            pos0, pos1 = far, near
+        else:
+            pos0, pos1 = near, far
+        if scene.relation in ("above", "below"):  # swap axes: main coordinate is y
+            pos0, pos1 = (pos0[1], pos0[0]), (pos1[1], pos1[0])
+        return [pos0, pos1]
+
+
+def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Boolean mask of ``shape`` in object coordinates (unit radius, v pointing down)."""
+    if shape == "circle":
+        return u * u + v * v <= 1.0
+    if shape == "square":
+        return np.maximum(np.abs(u), np.abs(v)) <= 0.8
+    if shape == "diamond":
+        return np.abs(u) + np.abs(v) <= 1.0
+    if shape == "triangle":
+        return (v <= 0.75) & (np.abs(u) <= (v + 1.0) * 0.55)
+    if shape == "cross":
+        return ((np.abs(u) <= 0.3) & (np.abs(v) <= 1.0)) | ((np.abs(v) <= 0.3) & (np.abs(u) <= 1.0))
+    if shape == "star":
+        radius = np.sqrt(u * u + v * v)
+        theta = np.arctan2(v, u) + np.pi / 2
+        return radius <= 0.4 + 0.6 * ((1.0 + np.cos(5 * theta)) / 2) ** 2
+    raise ValueError(f"unknown shape {shape!r}")

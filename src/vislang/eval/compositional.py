@@ -1,0 +1,24 @@
+"""Compositional probes in ARO's form: does the true caption outscore its perturbations?"""
+
+from __future__ import annotations
+
+import torch
+
+from vislang.data.world_tasks import ProbeSet
+from vislang.eval.encode import image_features, text_features
+from vislang.eval.metrics import candidate_accuracy
+from vislang.objectives.base import Objective
+
+
+class ProbeEvaluator:
+    def __init__(self, probe: str, data: ProbeSet, tokenizer, mean, std, batch_size: int = 500) -> None:
+        self.name, self.data, self.mean, self.std, self.batch_size = f"compositional/{probe}", data, mean, std, batch_size
+        self.k = len(data.candidates[0])
+        self.tokens = tokenizer([text for row in data.candidates for text in row])  # [N * K, L]
+
+    @torch.no_grad()
+    def __call__(self, objective: Objective) -> dict[str, float]:
+        images = image_features(objective, self.data.images, self.mean, self.std, self.batch_size)
+        texts = text_features(objective, self.tokens, self.batch_size)
+        scores = objective.pair_scores(images, texts.view(len(images), self.k, *texts.shape[1:]))
+        return {f"{self.name}/acc": candidate_accuracy(scores.cpu())}

@@ -1,0 +1,67 @@
+"""Contrastive losses as pure functions of L2-normalised features.
+
+``logit_scale`` is the multiplicative temperature (already exponentiated). With ``group`` (a
+``torch.distributed`` process group) the features of all ranks are gathered with autograd and
+each rank computes the rows of its own samples against the global batch ("local loss"): the
+mean of the per-rank losses is the loss of the concatenated batch, so DDP's averaged gradients
+are the global-batch gradients.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+
+
+def _gather(features: torch.Tensor, group: dist.ProcessGroup | None) -> tuple[torch.Tensor, int]:
+    """All ranks' features concatenated (with autograd), and the offset of this rank's block."""
+    if group is None:
+        return features, 0
+    from torch.distributed.nn.functional import all_gather
+
+    gathered = torch.cat(all_gather(features, group=group), dim=0)
+    return gathered, dist.get_rank(group) * features.shape[0]
+
+
+def clip_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    logit_scale: torch.Tensor | float,
+    *,
+    label_smoothing: float = 0.0,
+    group: dist.ProcessGroup | None = None,
+) -> torch.Tensor:
+    """Symmetric InfoNCE (CLIP): mean of image→text and text→image cross-entropies over the batch.
+
+    Pair i is the positive of row i; every other text (image) in the global batch is a negative.
+    ``label_smoothing`` spreads that share of the target over all columns (ALIGN uses 0.1).
+    """
+    all_images, offset = _gather(image_features, group)
+    all_texts, _ = _gather(text_features, group)
+    labels = torch.arange(image_features.shape[0], device=image_features.device) + offset
+    logits_per_image = logit_scale * image_features.float() @ all_texts.float().T
+    logits_per_text = logit_scale * text_features.float() @ all_images.float().T
+    image_loss = F.cross_entropy(logits_per_image, labels, label_smoothing=label_smoothing)
+    text_loss = F.cross_entropy(logits_per_text, labels, label_smoothing=label_smoothing)
+    return (image_loss + text_loss) / 2
+
+
+def siglip_loss(
+    image_features: torch.Tensor,
+    text_features: torch.Tensor,
+    logit_scale: torch.Tensor | float,
+    logit_bias: torch.Tensor | float,
+    *,
+    group: dist.ProcessGroup | None = None,
+) -> torch.Tensor:
+    """Sigmoid loss (SigLIP): -(1/B) Σ_i Σ_j log σ(z_ij (t·x_i·y_j + b)), z = +1 on pairs, -1 elsewhere.
+
+    B is the number of images on this rank; with a group, j runs over the texts of all ranks.
+    """
+    all_texts, offset = _gather(text_features, group)
+    logits = logit_scale * image_features.float() @ all_texts.float().T + logit_bias
+    rows = torch.arange(image_features.shape[0], device=logits.device)
+    signs = -torch.ones_like(logits)
+    signs[rows, rows + offset] = 1.0
+    return -F.logsigmoid(signs * logits).sum() / image_features.shape[0]

@@ -1,0 +1,35 @@
+"""Named architectures: partial ``model`` config sections that ``model.preset`` expands.
+
+The CLIP-paper geometries keep their published shapes (image 224, patch 32/16/14, widths
+768/1024, text width 512/768, context 77, embedding 512/768). Fields given beside the preset
+in a config override it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _clip(image: dict[str, Any], text: dict[str, Any], embed_dim: int) -> dict[str, Any]:
+    vision = {"image_size": 224, "stem": "patch", "pool": "cls", "mlp_ratio": 4.0,
+              "image_mean": (0.48145466, 0.4578275, 0.40821073),
+              "image_std": (0.26862954, 0.26130258, 0.27577711), **image}
+    return {"embed_dim": embed_dim, "vision": vision,
+            "text": {"context_length": 77, "causal": True, "pool": "eot", "mlp_ratio": 4.0, **text}}
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # The demo's model: ~1M parameters, learns the built-in world on a CPU in minutes.
+    "tiny": {"embed_dim": 128,
+             "vision": {"image_size": 64, "patch_size": 8, "width": 128, "depth": 3, "heads": 4, "stem": "conv"},
+             "text": {"context_length": 32, "width": 128, "depth": 2, "heads": 4}},
+    "small": {"embed_dim": 256,
+              "vision": {"image_size": 64, "patch_size": 8, "width": 256, "depth": 6, "heads": 8, "stem": "conv"},
+              "text": {"context_length": 32, "width": 256, "depth": 4, "heads": 8}},
+    "ViT-B-32": _clip({"patch_size": 32, "width": 768, "depth": 12, "heads": 12},
+                      {"width": 512, "depth": 12, "heads": 8}, 512),
+    "ViT-B-16": _clip({"patch_size": 16, "width": 768, "depth": 12, "heads": 12},
+                      {"width": 512, "depth": 12, "heads": 8}, 512),
+    "ViT-L-14": _clip({"patch_size": 14, "width": 1024, "depth": 24, "heads": 16},
+                      {"width": 768, "depth": 12, "heads": 12}, 768),
+}

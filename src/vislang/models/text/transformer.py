@@ -1,0 +1,58 @@
+"""Text transformer tower.
+
+Causal (CLIP: the feature is the output at the end-of-text token) or bidirectional with a
+padding mask (SigLIP-style: pool the last real token or the mean of real tokens). Tokens are
+[B, context_length] with ``pad_id`` after the end-of-text token.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from vislang.config import TextConfig
+from vislang.models.layers import Transformer
+
+
+class TextTransformer(nn.Module):
+    def __init__(self, cfg: TextConfig, vocab_size: int, embed_dim: int, pad_id: int = 0, attn_impl: str = "auto") -> None:
+        super().__init__()
+        self.cfg, self.pad_id = cfg, pad_id
+        self.token_embed = nn.Embedding(vocab_size, cfg.width)
+        self.pos_embed = nn.Parameter(torch.randn(1, cfg.context_length, cfg.width) * 0.01)
+        self.transformer = Transformer(cfg.width, cfg.depth, cfg.heads, cfg.mlp_ratio, attn_impl)
+        self.transformer.grad_checkpointing = cfg.grad_checkpointing
+        self.ln_final = nn.LayerNorm(cfg.width)
+        self.proj = nn.Linear(cfg.width, embed_dim, bias=False)
+        causal = torch.full((cfg.context_length, cfg.context_length), float("-inf")).triu(1)
+        self.register_buffer("causal_mask", causal, persistent=False)
+        nn.init.normal_(self.token_embed.weight, std=0.02)
+
+    def attention_mask(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Additive mask [B, 1, L, L]: causal, or hiding padding keys when bidirectional."""
+        length = tokens.shape[1]
+        if self.cfg.causal:
+            return self.causal_mask[:length, :length][None, None]
+        pad = torch.zeros(tokens.shape, dtype=torch.float32, device=tokens.device)
+        return pad.masked_fill(tokens == self.pad_id, float("-inf"))[:, None, None, :]
+
+    def tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Per-token outputs after the final norm: [B, L, width]."""
+        length = tokens.shape[1]
+        if length > self.cfg.context_length:
+            raise ValueError(f"got {length} tokens, the context length is {self.cfg.context_length}")
+        x = self.token_embed(tokens) + self.pos_embed[:, :length]
+        return self.ln_final(self.transformer(x, self.attention_mask(tokens)))
+
+    def pool(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        real = tokens != self.pad_id
+        if self.cfg.pool in ("eot", "last"):  # the end-of-text token is the last real token
+            last = real.sum(dim=1).clamp(min=1) - 1
+            return x[torch.arange(x.shape[0], device=x.device), last]
+        if self.cfg.pool == "cls":
+            return x[:, 0]
+        weights = real.unsqueeze(-1).to(x.dtype)
+        return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.pool(self.tokens(tokens), tokens))

@@ -1,0 +1,77 @@
+"""Vision Transformer image tower.
+
+Stem: a single strided "patch" convolution, or a small convolutional stem of stride-2 3x3
+convolutions (BatchNorm + GELU) ending in a 1x1 projection, which gives tiny ViTs the locality
+prior they otherwise lack. Pooling: class token, mean of patch tokens, or multihead attention
+pooling (MAP). ``mask_ratio`` drops a random subset of patch tokens per sample while training
+(FLIP); in eval mode nothing is ever dropped.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+from vislang.config import VisionConfig
+from vislang.models.layers import AttentionPool, Transformer
+
+
+def conv_stem(width: int, patch_size: int) -> nn.Sequential:
+    """log2(patch_size) stride-2 3x3 convolutions doubling channels up to ``width``, then 1x1."""
+    n = int(math.log2(patch_size))
+    channels = [3] + [max(width // 2 ** (n - i), 16) for i in range(1, n + 1)]
+    layers: list[nn.Module] = []
+    for c_in, c_out in zip(channels[:-1], channels[1:]):
+        layers += [nn.Conv2d(c_in, c_out, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.GELU()]
+    layers.append(nn.Conv2d(channels[-1], width, 1))
+    return nn.Sequential(*layers)
+
+
+def keep_random_tokens(tokens: torch.Tensor, keep: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Keep ``keep`` random tokens per sample of [B, L, D], in their original order."""
+    b, length, _ = tokens.shape
+    noise = torch.rand(b, length, device=tokens.device, generator=generator)
+    index = noise.argsort(dim=1)[:, :keep].sort(dim=1).values
+    return tokens.gather(1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+
+
+class VisionTransformer(nn.Module):
+    def __init__(self, cfg: VisionConfig, embed_dim: int, attn_impl: str = "auto") -> None:
+        super().__init__()
+        self.cfg = cfg
+        w = cfg.width
+        if cfg.stem == "conv":
+            self.stem = conv_stem(w, cfg.patch_size)
+        else:
+            self.stem = nn.Conv2d(3, w, cfg.patch_size, stride=cfg.patch_size)
+        self.grid = cfg.image_size // cfg.patch_size
+        self.cls_token = nn.Parameter(torch.randn(1, 1, w) * w**-0.5) if cfg.pool == "cls" else None
+        self.pos_embed = nn.Parameter(torch.randn(1, self.grid**2, w) * 0.02)
+        self.ln_pre = nn.LayerNorm(w)
+        self.transformer = Transformer(w, cfg.depth, cfg.heads, cfg.mlp_ratio, attn_impl)
+        self.transformer.grad_checkpointing = cfg.grad_checkpointing
+        self.ln_post = nn.LayerNorm(w)
+        self.attn_pool = AttentionPool(w, cfg.heads, cfg.mlp_ratio, attn_impl=attn_impl) if cfg.pool == "map" else None
+        self.proj = nn.Linear(w, embed_dim, bias=False)
+        self.mask_ratio = cfg.mask_ratio
+
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """Patch tokens after the transformer and final norm: [B, L, width] (class token first if any)."""
+        x = self.stem(images).flatten(2).transpose(1, 2) + self.pos_embed.to(images.dtype)
+        if self.training and self.mask_ratio > 0:
+            x = keep_random_tokens(x, max(1, round(x.shape[1] * (1 - self.mask_ratio))))
+        if self.cls_token is not None:
+            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
+        return self.ln_post(self.transformer(self.ln_pre(x)))
+
+    def pool(self, tokens: torch.Tensor) -> torch.Tensor:
+        if self.cfg.pool == "cls":
+            return tokens[:, 0]
+        if self.cfg.pool == "mean":
+            return tokens.mean(dim=1)
+        return self.attn_pool(tokens)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.pool(self.tokens(images)))

@@ -1,0 +1,31 @@
+"""Objectives by name: the ``objective`` config field picks one of :data:`OBJECTIVES`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vislang.config import RunConfig
+    from vislang.objectives.base import Objective
+
+
+def _clip(cfg: RunConfig, vocab_size: int, pad_id: int) -> Objective:
+    from vislang.models import build_two_tower
+    from vislang.objectives.contrastive import ClipObjective
+
+    return ClipObjective(build_two_tower(cfg.model, vocab_size, pad_id), cfg.loss.label_smoothing)
+
+
+def _siglip(cfg: RunConfig, vocab_size: int, pad_id: int) -> Objective:
+    from vislang.models import build_two_tower
+    from vislang.objectives.sigmoid import SiglipObjective
+
+    return SiglipObjective(build_two_tower(cfg.model, vocab_size, pad_id))
+
+
+OBJECTIVES: dict[str, Callable[[RunConfig, int, int], Objective]] = {"clip": _clip, "siglip": _siglip}
+
+
+def build_objective(cfg: RunConfig, vocab_size: int, pad_id: int) -> Objective:
+    return OBJECTIVES[cfg.objective](cfg, vocab_size, pad_id)

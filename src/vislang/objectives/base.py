@@ -1,0 +1,52 @@
+"""The objective interface: what the one training loop and the evaluators need from a paradigm.
+
+An objective owns its model, computes its loss on a dict batch (returning named tensors with
+the total under ``"loss"``), reports scalars worth logging, and exposes the scoring functions
+evaluators call. The loop never asks which paradigm it runs.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+
+import torch
+from torch import nn
+
+
+class Objective(nn.Module, ABC):
+    """Base class; subclasses set ``self.model`` and implement :meth:`loss`."""
+
+    model: nn.Module
+
+    @abstractmethod
+    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Loss parts on one batch; ``"loss"`` is the total that is back-propagated."""
+
+    def log_values(self) -> dict[str, float]:
+        """Scalars to log beside the loss (temperature, bias, ...)."""
+        return {}
+
+    # -- scoring for evaluators ---------------------------------------------------------------
+    # Evaluators see images and texts through features and a pairwise score, so a paradigm that
+    # does not embed (a captioner scoring log-likelihoods) can implement the same three methods.
+
+    @abstractmethod
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Per-image representation [N, ...] used by :meth:`scores`."""
+
+    @abstractmethod
+    def text_features(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Per-text representation [M, ...] used by :meth:`scores`."""
+
+    @abstractmethod
+    def scores(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        """Similarity of every image to every text: [N, M], higher = better match."""
+
+    def pair_scores(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        """Score of image i against each of its own K candidates: [N], [N, K, ...] -> [N, K]."""
+        n, k = text_features.shape[:2]
+        return torch.stack([self.scores(image_features[i : i + 1], text_features[i])[0] for i in range(n)])
+
+    def ensemble_texts(self, text_features: torch.Tensor) -> torch.Tensor:
+        """Combine [T, C, ...] features of T prompt templates for C classes into [C, ...]."""
+        return text_features.mean(dim=0)

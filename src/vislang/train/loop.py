@@ -1,0 +1,167 @@
+"""The one training loop. It knows devices, precision, checkpoints, logging and the evaluation
+schedule; what is learned and how the loss is computed belong to the objective.
+
+Read top to bottom: set up the run directory, tokenizer, objective, optimizer and schedule;
+restore the latest checkpoint when resuming; then step, log, evaluate and checkpoint; finish
+with a final evaluation, ``metrics.json`` and ``report.md``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from collections import Counter
+from pathlib import Path
+
+import torch
+
+from vislang.config import RunConfig, to_yaml
+from vislang.data import tokenizer_corpus, train_loader
+from vislang.errors import ConfigError, TrainingDiverged
+from vislang.eval import build_evaluators, evaluate
+from vislang.objectives import build_objective
+from vislang.tokenizers import BPETokenizer
+from vislang.train.checkpoint import list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from vislang.train.log import RunLogger
+from vislang.train.optim import build_optimizer, build_scheduler
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device: {name!r} requested but CUDA is not available")
+    return device
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def build_tokenizer(cfg: RunConfig) -> BPETokenizer:
+    t = cfg.tokenizer
+    if t.path:
+        return BPETokenizer.load(t.path, cfg.model.text.context_length)
+    return BPETokenizer.train(tokenizer_corpus(cfg), t.vocab_size, cfg.model.text.context_length, t.lowercase)
+
+
+def prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
+    """Write config.yaml; refuse to overwrite a run's checkpoints or to resume under another config."""
+    config_file = run_dir / "config.yaml"
+    if resume and config_file.exists() and config_file.read_text() != to_yaml(cfg):
+        raise ConfigError(f"--resume: the config differs from {config_file}; resume with the same config")
+    if not resume and list_checkpoints(run_dir / "checkpoints"):
+        raise ConfigError(f"{run_dir} already holds checkpoints; pass --resume to continue it or choose another --out")
+    run_dir.mkdir(parents=True, exist_ok=True)
+    config_file.write_text(to_yaml(cfg))
+
+
+def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool = False) -> dict[str, float]:
+    """Train ``cfg`` in ``run_dir``; returns the final evaluation metrics."""
+    run_dir, t = Path(run_dir), cfg.train
+    prepare_run_dir(cfg, run_dir, resume)
+    device = resolve_device(t.device)
+    torch.set_num_threads(t.threads or os.cpu_count() or 1)
+    torch.manual_seed(t.seed)
+
+    # Model, tokenizer, optimizer: restored from the latest checkpoint when resuming.
+    checkpoint = load_checkpoint(run_dir) if resume and list_checkpoints(run_dir / "checkpoints") else None
+    if checkpoint is not None:
+        from tokenizers import Tokenizer
+
+        tokenizer = BPETokenizer(Tokenizer.from_str(checkpoint["tokenizer"]), cfg.model.text.context_length)
+    else:
+        tokenizer = build_tokenizer(cfg)
+    tokenizer.save(run_dir / "tokenizer.json")
+    objective = build_objective(cfg, tokenizer.vocab_size, tokenizer.pad_id).to(device)
+    optimizer = build_optimizer(objective, t)
+    scheduler = build_scheduler(optimizer, t)
+    step = 0
+    if checkpoint is not None:
+        objective.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        set_rng_state(checkpoint["rng"])
+        step = checkpoint["step"]
+    skipped: Counter[str] = Counter(checkpoint["data"]["skipped"] if checkpoint else {})
+    n_params = sum(p.numel() for p in objective.parameters())
+
+    def save(step: int) -> None:
+        state = {"step": step, "model": objective.state_dict(), "optimizer": optimizer.state_dict(),
+                 "scheduler": scheduler.state_dict(), "rng": rng_state(), "data": {"next_batch": step, "skipped": dict(skipped)},
+                 "config": cfg.model_dump(mode="json"), "tokenizer": tokenizer.tokenizer.to_str()}
+        save_checkpoint(state, run_dir / "checkpoints", step, t.keep_checkpoints)
+
+    evaluators = build_evaluators(cfg, tokenizer)
+    batches = train_loader(cfg, tokenizer, step, pin_memory=device.type == "cuda")
+    logger = RunLogger(run_dir, t.steps, step, quiet=quiet)
+    logger.write(f"vislang: {cfg.objective} objective, {n_params / 1e6:.2f}M parameters, {device}, "
+                 f"steps {step}->{t.steps}, batch {t.batch_size}, {t.precision}")
+    window = {"samples": 0, "time": 0.0, "wait": 0.0, "steps": 0}
+    history: dict[str, float] = {}
+    objective.train()
+    try:
+        while step < t.steps:
+            tick = time.perf_counter()
+            batch = next(batches)
+            skipped.update(batch.pop("skipped", {}))
+            if "image" not in batch:  # every sample of this batch was unusable
+                step += 1
+                continue
+            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            ready = time.perf_counter()
+
+            with autocast(t.precision, device):
+                parts = objective.loss(batch)
+            loss = parts["loss"]
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"loss is {loss.item()} at step {step + 1}; lower train.lr or check the data")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            grad_norm = torch.nn.utils.clip_grad_norm_(objective.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
+            optimizer.step()
+            scheduler.step()
+            step += 1
+
+            done = time.perf_counter()
+            window["samples"] += len(batch["image"])
+            window["time"] += done - tick
+            window["wait"] += ready - tick
+            window["steps"] += 1
+            if step % t.log_every == 0 or step == t.steps:
+                values = {f"train/{k}": v.item() for k, v in parts.items()}
+                values |= {f"train/{k}": v for k, v in objective.log_values().items()}
+                values |= {"train/lr": scheduler.get_last_lr()[0], "train/grad_norm": grad_norm.item(),
+                           "train/samples_per_s": window["samples"] / window["time"],
+                           "train/data_wait_s": window["wait"] / window["steps"]}
+                values |= {f"data/skipped/{k}": v for k, v in skipped.items()}
+                logger.log(step, values)
+                postfix = {"loss": f"{values['train/loss']:.3f}", "lr": f"{values['train/lr']:.1e}",
+                           "samples/s": f"{values['train/samples_per_s']:.0f}"}
+                if skipped:
+                    postfix["skipped"] = str(sum(skipped.values()))
+                logger.progress(window["steps"], postfix)
+                window = {"samples": 0, "time": 0.0, "wait": 0.0, "steps": 0}
+            if step % t.eval_every == 0 or step == t.steps:
+                with autocast(t.precision, device):
+                    history = evaluate(objective, evaluators)
+                logger.log(step, history)
+                logger.write(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in history.items() if k.endswith(("top1", "acc"))))
+            if step % t.checkpoint_every == 0 or step == t.steps:
+                save(step)
+        if not history:  # resumed a finished run: evaluate what it left
+            history = evaluate(objective, evaluators)
+    finally:
+        logger.close()
+
+    final = {**history, **{f"data/skipped/{k}": float(v) for k, v in skipped.items()}}
+    (run_dir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
+    from vislang.report import write_report
+
+    write_report(run_dir)
+    return final

@@ -1,0 +1,82 @@
+"""Towers, pooling, masking, the two-tower model and the named presets."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from vislang.config import TextConfig, VisionConfig, build_config
+from vislang.models import build_two_tower
+from vislang.models.text.transformer import TextTransformer
+from vislang.models.vision.vit import VisionTransformer, keep_random_tokens
+
+
+@pytest.mark.parametrize("stem", ["patch", "conv"])
+@pytest.mark.parametrize("pool", ["cls", "mean", "map"])
+def test_vit_shapes(stem, pool):
+    cfg = VisionConfig(image_size=32, patch_size=8, width=32, depth=1, heads=2, stem=stem, pool=pool)
+    out = VisionTransformer(cfg, embed_dim=16)(torch.randn(3, 3, 32, 32))
+    assert out.shape == (3, 16)
+
+
+def test_masking_only_in_training_and_keeps_order():
+    cfg = VisionConfig(image_size=32, patch_size=8, width=32, depth=1, heads=2, mask_ratio=0.75)
+    vit = VisionTransformer(cfg, embed_dim=16)
+    images = torch.randn(2, 3, 32, 32)
+    assert vit.train().tokens(images).shape[1] == 1 + 4  # class token + 25% of 16 patches
+    assert vit.eval().tokens(images).shape[1] == 1 + 16
+    tokens = torch.arange(10.0).view(1, 10, 1).expand(4, 10, 1)
+    kept = keep_random_tokens(tokens, 5)[..., 0]
+    assert kept.shape == (4, 5) and bool((kept.diff(dim=1) > 0).all())
+
+
+def test_bidirectional_text_ignores_padding():
+    cfg = TextConfig(context_length=12, width=32, depth=2, heads=2, causal=False, pool="mean")
+    text = TextTransformer(cfg, vocab_size=50, embed_dim=16, pad_id=0).eval()
+    short = torch.tensor([[1, 7, 8, 2] + [0] * 4])
+    longer = torch.tensor([[1, 7, 8, 2] + [0] * 8])
+    torch.testing.assert_close(text(short), text(longer))
+
+
+def test_causal_text_pools_end_of_text():
+    cfg = TextConfig(context_length=12, width=32, depth=2, heads=2, causal=True, pool="eot")
+    text = TextTransformer(cfg, vocab_size=50, embed_dim=16, pad_id=0).eval()
+    a = torch.tensor([[1, 7, 8, 2, 0, 0], [1, 7, 8, 9, 2, 0]])
+    out = text(a)
+    # the feature is read at EOT: the same tokens up to EOT give it, whatever padding follows
+    torch.testing.assert_close(text(a[:1, :4]), out[:1])
+    assert not torch.allclose(out[0], out[1])
+
+
+def test_logit_scale_init_and_clamp():
+    cfg = build_config({}, ["model.init_logit_scale=1000"]).model
+    model = build_two_tower(cfg, vocab_size=40, pad_id=0)
+    assert model.scale().item() == pytest.approx(100.0)
+    cfg = build_config({"objective": "siglip", "model": {"init_logit_scale": 10, "init_logit_bias": -10}}).model
+    model = build_two_tower(cfg, vocab_size=40, pad_id=0)
+    assert model.scale().item() == pytest.approx(10.0) and model.bias().item() == -10.0
+    assert build_two_tower(build_config({}).model, 40, 0).logit_scale.item() == pytest.approx(math.log(1 / 0.07))
+
+
+def test_encode_normalizes():
+    model = build_two_tower(build_config({}, ["model.vision.image_size=32"]).model, vocab_size=40, pad_id=0).eval()
+    image = model.encode_image(torch.randn(2, 3, 32, 32))
+    text = model.encode_text(torch.tensor([[1, 5, 2, 0], [1, 6, 7, 2]]))
+    torch.testing.assert_close(image.norm(dim=-1), torch.ones(2))
+    torch.testing.assert_close(text.norm(dim=-1), torch.ones(2))
+    assert model.encode_image(torch.randn(2, 3, 32, 32), normalize=False).norm(dim=-1).max() != 1.0
+
+
+@pytest.mark.parametrize(("preset", "millions"), [("ViT-B-32", 151), ("ViT-B-16", 150), ("ViT-L-14", 428)])
+def test_clip_presets_build_and_run(preset, millions):
+    torch.manual_seed(0)
+    cfg = build_config({"model": {"preset": preset}})
+    model = build_two_tower(cfg.model, vocab_size=49408, pad_id=0).eval()
+    n = sum(p.numel() for p in model.parameters()) / 1e6
+    assert n == pytest.approx(millions, rel=0.03)  # the published sizes of OpenAI's CLIP models
+    with torch.no_grad():
+        image = model.encode_image(torch.randn(1, 3, 224, 224))
+        text = model.encode_text(torch.randint(1, 49000, (1, 77)))
+    assert image.shape == text.shape == (1, cfg.model.embed_dim)

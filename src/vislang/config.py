@@ -25,16 +25,16 @@ class Section(BaseModel):
 
 
 class VisionConfig(Section):
-    image_size: int = 64
-    patch_size: int = 8
-    width: int = 128
+    image_size: int = 48
+    patch_size: int = 16
+    width: int = 96
     depth: int = 3
-    heads: int = 4
+    heads: int = 3
     mlp_ratio: float = 4.0
     # "patch": one strided convolution; "conv": log2(patch_size) stride-2 3x3 convolutions
     # (Xiao et al. 2021), which make small ViTs learn shape far faster.
     stem: Literal["patch", "conv"] = "conv"
-    pool: Literal["cls", "mean", "map"] = "cls"
+    pool: Literal["cls", "mean", "map"] = "mean"
     # FLIP-style random token dropping while training (0 = off); never applied in eval mode.
     mask_ratio: float = 0.0
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
@@ -55,10 +55,10 @@ class VisionConfig(Section):
 
 
 class TextConfig(Section):
-    context_length: int = 32
-    width: int = 128
+    context_length: int = 20
+    width: int = 96
     depth: int = 2
-    heads: int = 4
+    heads: int = 3
     mlp_ratio: float = 4.0
     # causal + "eot": CLIP; bidirectional + "last"/"mean": SigLIP-style.
     causal: bool = True
@@ -77,7 +77,7 @@ class TextConfig(Section):
 class ModelConfig(Section):
     # A named architecture from vislang.models.presets; fields given beside it override it.
     preset: str | None = None
-    embed_dim: int = 128
+    embed_dim: int = 96
     attn_impl: Literal["auto", "sdpa", "math"] = "auto"
     init_logit_scale: float = 1 / 0.07
     max_logit_scale: float = 100.0
@@ -90,7 +90,7 @@ class ModelConfig(Section):
 class WorldConfig(Section):
     seed: int = 0
     two_object_prob: float = 0.5
-    partial_caption_prob: float = 0.2
+    partial_caption_prob: float = 0.3
 
 
 class DataConfig(Section):
@@ -122,8 +122,8 @@ class LossConfig(Section):
 
 
 class TrainConfig(Section):
-    steps: int = 500
-    batch_size: int = 256
+    steps: int = 1000
+    batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.1
     betas: tuple[float, float] = (0.9, 0.98)
@@ -135,10 +135,10 @@ class TrainConfig(Section):
     precision: Literal["fp32", "bf16"] = "fp32"
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
     threads: int = 0  # torch intra-op threads; 0 = all cores
-    checkpoint_every: int = 100
+    checkpoint_every: int = 250
     keep_checkpoints: int = 2
-    eval_every: int = 100
-    log_every: int = 10
+    eval_every: int = 250
+    log_every: int = 25
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

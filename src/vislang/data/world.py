@@ -152,6 +152,11 @@ class World:
             return template.format(shape=obj.shape, color=obj.color, size=obj.size)
         with_size = bool(rng.random() < 0.5)
         a, b = (o.describe(with_size) for o in scene.objects)
+        if rng.random() < self.partial_caption_prob:  # name the objects by shape or by colour only
+            if rng.random() < 0.5:
+                a, b = (o.shape for o in scene.objects)
+            else:
+                a, b = (f"{o.color} object" for o in scene.objects)
         phrase, converse = RELATIONS[scene.relation]
         if rng.random() < 0.5:  # the converse wording says the same thing
             a, b, phrase = b, a, RELATIONS[converse][0]
@@ -169,10 +174,14 @@ class World:
         for obj, radius, (cx, cy) in zip(scene.objects, radii, centers):
             angle = rng.uniform(-0.2, 0.2)
             cos, sin = np.cos(angle), np.sin(angle)
-            u0, v0 = (self._xx - cx) / radius, (self._yy - cy) / radius
+            # Every shape lies within 1.3 radii of its centre: draw in that window only.
+            reach = 1.3 * radius + 1
+            rows = slice(max(0, int(cy - reach)), min(size, int(cy + reach) + 1))
+            cols = slice(max(0, int(cx - reach)), min(size, int(cx + reach) + 1))
+            u0, v0 = (self._xx[rows, cols] - cx) / radius, (self._yy[rows, cols] - cy) / radius
             u, v = cos * u0 + sin * v0, -sin * u0 + cos * v0
             color = np.asarray(COLORS[obj.color], dtype=np.float64) + rng.uniform(-12, 12, size=3)
-            image[_shape_mask(obj.shape, u, v)] = color
+            image[rows, cols][_shape_mask(obj.shape, u, v)] = color
         return np.clip(image, 0, 255).astype(np.uint8)
 
     def _place(self, scene: Scene, radii: list[float], rng: np.random.Generator) -> list[tuple[float, float]]:

@@ -147,14 +147,14 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
                     postfix["skipped"] = str(sum(skipped.values()))
                 logger.progress(window["steps"], postfix)
                 window = {"samples": 0, "time": 0.0, "wait": 0.0, "steps": 0}
-            if step % t.eval_every == 0 or step == t.steps:
+            if evaluators and (step % t.eval_every == 0 or step == t.steps):
                 with autocast(t.precision, device):
                     history = evaluate(objective, evaluators)
                 logger.log(step, history)
                 logger.write(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in history.items() if k.endswith(("top1", "acc"))))
             if step % t.checkpoint_every == 0 or step == t.steps:
                 save(step)
-        if not history:  # resumed a finished run: evaluate what it left
+        if evaluators and not history:  # resumed a finished run: evaluate what it left
             history = evaluate(objective, evaluators)
     finally:
         logger.close()

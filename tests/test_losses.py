@@ -29,7 +29,7 @@ def clip_reference(image, text, scale, smoothing=0.0):
             log_z = torch.logsumexp(torch.stack(logits), dim=0)
             nll = [log_z - logits[j] for j in range(n)]
             target = [(1 - smoothing) * (j == i) + smoothing / n for j in range(n)]
-            total = total + sum(t * l for t, l in zip(target, nll)) / n
+            total = total + sum(t * loss for t, loss in zip(target, nll)) / n
     return total / 2
 
 

@@ -22,7 +22,7 @@ def test_vit_shapes(stem, pool):
 
 
 def test_masking_only_in_training_and_keeps_order():
-    cfg = VisionConfig(image_size=32, patch_size=8, width=32, depth=1, heads=2, mask_ratio=0.75)
+    cfg = VisionConfig(image_size=32, patch_size=8, width=32, depth=1, heads=2, pool="cls", mask_ratio=0.75)
     vit = VisionTransformer(cfg, embed_dim=16)
     images = torch.randn(2, 3, 32, 32)
     assert vit.train().tokens(images).shape[1] == 1 + 4  # class token + 25% of 16 patches

@@ -41,7 +41,7 @@ def test_tiny_run_leaves_a_complete_run_directory(tiny_config, tmp_path):
 
 
 def test_loss_decreases_on_the_world(tiny_overrides, tmp_path):
-    cfg = build_config({}, tiny_overrides + ["train.steps=40", "train.lr=3e-3", "eval.zeroshot=false",
+    cfg = build_config({}, tiny_overrides + ["train.steps=80", "train.lr=3e-3", "eval.zeroshot=false",
                                              "eval.retrieval=false", "eval.compositional=false"])
     train(cfg, tmp_path, quiet=True)
     losses = [json.loads(line)["train/loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
@@ -53,7 +53,8 @@ def test_siglip_trains(tiny_overrides, tmp_path):
                        tiny_overrides + ["model.text.causal=false", "model.text.pool=last", "model.vision.pool=map"])
     metrics = train(cfg, tmp_path, quiet=True)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-    assert "train/logit_bias" in records[-1] and "zeroshot/color/top1" in metrics
+    last_train = [r for r in records if "train/loss" in r][-1]
+    assert last_train["train/logit_bias"] != -10.0 and "zeroshot/color/top1" in metrics
 
 
 def test_nan_loss_stops_with_the_step(tiny_overrides, tmp_path):
@@ -105,5 +106,6 @@ def test_sigkill_and_resume_equals_uninterrupted(tiny_overrides, tmp_path):
     assert resumed["step"] == expected["step"] == steps
     for name, tensor in expected["model"].items():
         assert torch.equal(resumed["model"][name], tensor), name
-    steps_logged = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
-    assert steps_logged == sorted(steps_logged) and len(steps_logged) == len(set(steps_logged))
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    steps_logged = [r["step"] for r in records if "train/loss" in r]
+    assert steps_logged == list(range(2, steps + 1, 2))  # one line per logged step, none lost or doubled

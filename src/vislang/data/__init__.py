@@ -47,6 +47,9 @@ def train_loader(cfg: RunConfig, tokenizer: Tokenize, start_step: int, pin_memor
         pin_memory=pin_memory,
         prefetch_factor=4 if workers else None,
         worker_init_fn=_one_thread,
+        # Its own generator: drawing the workers' base seed must not advance the global RNG,
+        # or a resumed run would consume the stream differently from an uninterrupted one.
+        generator=torch.Generator().manual_seed(cfg.train.seed),
     )
     return iter(loader)
 

@@ -94,9 +94,20 @@ def test_csv_source_skips_and_counts_bad_rows(tmp_path, tiny_overrides):
     (tmp_path / "broken.png").write_bytes(b"not an image")
     (tmp_path / "pairs.csv").write_text(
         "image,caption\n0.png,a red square\n1.png,a blue square\n2.png,a green square\n"
-        "broken.png,a broken file\nmissing.png,a missing file\n0.png,   \n")
-    sets = [arg for o in tiny_overrides + ["data.source=csv", f"data.path={tmp_path / 'pairs.csv'}", "train.steps=3",
-                                 "eval.compositional=false", "eval.retrieval=false"] for arg in ("--set", o)]
+        "broken.png,a broken file\nmissing.png,a missing file\n0.png,   \n"
+    )
+    sets = [
+        arg
+        for o in tiny_overrides
+        + [
+            "data.source=csv",
+            f"data.path={tmp_path / 'pairs.csv'}",
+            "train.steps=3",
+            "eval.compositional=false",
+            "eval.retrieval=false",
+        ]
+        for arg in ("--set", o)
+    ]
     config = tmp_path / "csv.yaml"
     config.write_text("objective: clip\n")
     result = run("train", str(config), "--out", str(tmp_path / "run"), "--quiet", *sets)

@@ -21,7 +21,10 @@ def _global_features():
 
 
 def _losses(image, text, group=None):
-    return {"clip": clip_loss(image, text, 10.0, group=group), "siglip": siglip_loss(image, text, 10.0, -5.0, group=group)}
+    return {
+        "clip": clip_loss(image, text, 10.0, group=group),
+        "siglip": siglip_loss(image, text, 10.0, -5.0, group=group),
+    }
 
 
 def _worker(rank: int, store: str, out: str) -> None:

@@ -32,10 +32,14 @@ def test_retrieval_identity_embeddings_are_perfect():
 def test_retrieval_known_ranks_and_several_captions():
     # 3 images, 4 texts; text 3 is a second caption of image 0.
     images = torch.eye(3)
-    texts = torch.tensor([[0.0, 1.0, 0.0],   # says image 1, describes image 0: rank 2 (tie with image 2? no)
-                          [0.0, 1.0, 0.0],   # describes image 1: rank 1
-                          [0.9, 0.0, 0.1],   # describes image 2: rank 2 behind image 0
-                          [1.0, 0.0, 0.0]])  # describes image 0: rank 1
+    texts = torch.tensor(
+        [
+            [0.0, 1.0, 0.0],  # says image 1, describes image 0: rank 2 (tie with image 2? no)
+            [0.0, 1.0, 0.0],  # describes image 1: rank 1
+            [0.9, 0.0, 0.1],  # describes image 2: rank 2 behind image 0
+            [1.0, 0.0, 0.0],
+        ]
+    )  # describes image 0: rank 1
     text_image = torch.tensor([0, 1, 2, 0])
     out = retrieval_recall(images, texts, text_image, lambda a, b: a @ b.T, ks=(1, 2), chunk=2)
     # text→image R@1: texts 1 and 3 hit; text 0 ties images 0 and 2 at 0 below image 1 -> rank 2-3 (R@2 credit 1/2).

@@ -7,8 +7,12 @@ import pytest
 from vislang.errors import ConfigError
 from vislang.tokenizers import BPETokenizer
 
-CORPUS = [f"a {size} {color} {shape}" for size in ("small", "large") for color in ("red", "blue", "green")
-          for shape in ("circle", "square", "star")] * 20
+CORPUS = [
+    f"a {size} {color} {shape}"
+    for size in ("small", "large")
+    for color in ("red", "blue", "green")
+    for shape in ("circle", "square", "star")
+] * 20
 
 
 @pytest.fixture(scope="module")

@@ -27,9 +27,15 @@ def test_tiny_run_leaves_a_complete_run_directory(tiny_config, tmp_path):
     assert list((run / "tensorboard").iterdir())
     saved = json.loads((run / "metrics.json").read_text())
     assert saved == pytest.approx(metrics)
-    for key in ("zeroshot/shape/top1", "zeroshot/color/top1", "retrieval/text_to_image/R@1",
-                "retrieval/image_to_text/R@10", "compositional/relation/acc", "compositional/attribute/acc",
-                "compositional/order/acc"):
+    for key in (
+        "zeroshot/shape/top1",
+        "zeroshot/color/top1",
+        "retrieval/text_to_image/R@1",
+        "retrieval/image_to_text/R@10",
+        "compositional/relation/acc",
+        "compositional/attribute/acc",
+        "compositional/order/acc",
+    ):
         assert 0.0 <= saved[key] <= 1.0, key
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     logged = [r for r in records if "train/loss" in r]
@@ -41,16 +47,27 @@ def test_tiny_run_leaves_a_complete_run_directory(tiny_config, tmp_path):
 
 
 def test_loss_decreases_on_the_world(tiny_overrides, tmp_path):
-    cfg = build_config({}, tiny_overrides + ["train.steps=80", "train.lr=3e-3", "eval.zeroshot=false",
-                                             "eval.retrieval=false", "eval.compositional=false"])
+    cfg = build_config(
+        {},
+        tiny_overrides
+        + [
+            "train.steps=80",
+            "train.lr=3e-3",
+            "eval.zeroshot=false",
+            "eval.retrieval=false",
+            "eval.compositional=false",
+        ],
+    )
     train(cfg, tmp_path, quiet=True)
     losses = [json.loads(line)["train/loss"] for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert sum(losses[-3:]) / 3 < 0.8 * sum(losses[:3]) / 3
 
 
 def test_siglip_trains(tiny_overrides, tmp_path):
-    cfg = build_config({"objective": "siglip", "model": {"init_logit_scale": 10, "init_logit_bias": -10}},
-                       tiny_overrides + ["model.text.causal=false", "model.text.pool=last", "model.vision.pool=map"])
+    cfg = build_config(
+        {"objective": "siglip", "model": {"init_logit_scale": 10, "init_logit_bias": -10}},
+        tiny_overrides + ["model.text.causal=false", "model.text.pool=last", "model.vision.pool=map"],
+    )
     metrics = train(cfg, tmp_path, quiet=True)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     last_train = [r for r in records if "train/loss" in r][-1]
@@ -78,8 +95,13 @@ def _cli(*args: str) -> list[str]:
 
 def test_sigkill_and_resume_equals_uninterrupted(tiny_overrides, tmp_path):
     steps = 60
-    overrides = tiny_overrides + [f"train.steps={steps}", "train.checkpoint_every=5", "train.eval_every=1000",
-                                  "data.num_workers=1", "model.vision.mask_ratio=0.5"]
+    overrides = tiny_overrides + [
+        f"train.steps={steps}",
+        "train.checkpoint_every=5",
+        "train.eval_every=1000",
+        "data.num_workers=1",
+        "model.vision.mask_ratio=0.5",
+    ]
     sets = [arg for o in overrides for arg in ("--set", o)]
     config = tmp_path / "run.yaml"
     config.write_text("objective: clip\n")
@@ -88,8 +110,11 @@ def test_sigkill_and_resume_equals_uninterrupted(tiny_overrides, tmp_path):
     train(reference, tmp_path / "uninterrupted", quiet=True)
 
     run = tmp_path / "killed"
-    proc = subprocess.Popen(_cli("train", str(config), "--out", str(run), "--quiet", *sets),
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        _cli("train", str(config), "--out", str(run), "--quiet", *sets),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     deadline = time.time() + 120
     while time.time() < deadline and not (run / "checkpoints" / "step_00000010.pt").exists():
         time.sleep(0.005)
@@ -98,8 +123,12 @@ def test_sigkill_and_resume_equals_uninterrupted(tiny_overrides, tmp_path):
     killed_at = load_checkpoint(run)["step"]
     assert 10 <= killed_at < steps, "the run was not killed mid-training"
 
-    done = subprocess.run(_cli("train", str(config), "--out", str(run), "--resume", "--quiet", *sets),
-                          capture_output=True, text=True, timeout=300)
+    done = subprocess.run(
+        _cli("train", str(config), "--out", str(run), "--resume", "--quiet", *sets),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert done.returncode == 0, done.stderr
     resumed = load_checkpoint(run)
     expected = load_checkpoint(tmp_path / "uninterrupted")

@@ -37,8 +37,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
     print(f"\nfinished in {minutes:.1f} min")
     for key, target in DEMO_TARGETS.items():
         print(f"  {key:28s} {metrics.get(key, float('nan')):.3f}  (target >= {target})")
-    for key in ("retrieval/text_to_image/R@1", "retrieval/image_to_text/R@1",
-                "compositional/relation/acc", "compositional/attribute/acc", "compositional/order/acc"):
+    for key in (
+        "retrieval/text_to_image/R@1",
+        "retrieval/image_to_text/R@1",
+        "compositional/relation/acc",
+        "compositional/attribute/acc",
+        "compositional/order/acc",
+    ):
         print(f"  {key:28s} {metrics.get(key, float('nan')):.3f}")
     print(f"report: {out / 'report.md'}")
     return 0
@@ -107,43 +112,66 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    p = sub.add_parser("demo", help="train and evaluate a tiny CLIP on the built-in world (CPU, ~5 min)",
-                       description="Train a tiny CLIP on the built-in compositional world, evaluate it (zero-shot, "
-                                   "retrieval, compositional probes) and write a run directory with report.md.")
+    p = sub.add_parser(
+        "demo",
+        help="train and evaluate a tiny CLIP on the built-in world (CPU, ~5 min)",
+        description="Train a tiny CLIP on the built-in compositional world, evaluate it (zero-shot, "
+        "retrieval, compositional probes) and write a run directory with report.md.",
+    )
     p.add_argument("--out", help="run directory (default: runs/demo-TIMESTAMP)")
     p.add_argument("--steps", type=int, help="training steps (default: the demo config's)")
     p.add_argument("--seed", type=int, default=0, help="seed for the model and the world (default 0)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_demo)
 
-    p = sub.add_parser("train", help="train from a YAML config",
-                       description="Train the experiment a YAML config describes. Every config field can be "
-                                   "overridden with --set section.key=value (values are read as YAML).")
+    p = sub.add_parser(
+        "train",
+        help="train from a YAML config",
+        description="Train the experiment a YAML config describes. Every config field can be "
+        "overridden with --set section.key=value (values are read as YAML).",
+    )
     p.add_argument("config", help="YAML config file (see configs/)")
     p.add_argument("--out", help="run directory (default: runs/CONFIGNAME-TIMESTAMP)")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field, e.g. train.lr=1e-3")
+    p.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field, e.g. train.lr=1e-3"
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its latest checkpoint")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint",
-                       description="Run the evaluators (zero-shot, retrieval, compositional probes) on a checkpoint "
-                                   "file or a run directory's latest checkpoint.")
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a checkpoint",
+        description="Run the evaluators (zero-shot, retrieval, compositional probes) on a checkpoint "
+        "file or a run directory's latest checkpoint.",
+    )
     p.add_argument("checkpoint", help="checkpoint file (.pt) or run directory")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field, e.g. eval.n_probe=1000")
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. eval.n_probe=1000",
+    )
     p.add_argument("--out", help="also write the metrics to this JSON file")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("config", help="print a resolved config",
-                       description="Print the resolved config (defaults, file, presets and --set overrides) as YAML.")
+    p = sub.add_parser(
+        "config",
+        help="print a resolved config",
+        description="Print the resolved config (defaults, file, presets and --set overrides) as YAML.",
+    )
     p.add_argument("config", nargs="?", help="YAML config file (default: the built-in defaults)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config field")
     p.set_defaults(func=cmd_config)
 
     p = sub.add_parser("data", help="look at training data", description="Inspect data sources.")
     data_sub = p.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
-    w = data_sub.add_parser("world", help="render samples of the built-in world to a PNG grid with captions",
-                            description="Render samples of the built-in world to OUT/grid.png and OUT/captions.txt.")
+    w = data_sub.add_parser(
+        "world",
+        help="render samples of the built-in world to a PNG grid with captions",
+        description="Render samples of the built-in world to OUT/grid.png and OUT/captions.txt.",
+    )
     w.add_argument("--out", required=True, help="output folder")
     w.add_argument("--n", type=int, default=32, help="number of samples (default 32)")
     w.add_argument("--split", choices=["train", "test"], default="train")

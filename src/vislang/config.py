@@ -179,7 +179,9 @@ class RunConfig(Section):
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
         if self.objective == "siglip" and self.model.init_logit_bias is None:
-            raise ValueError("the siglip objective needs model.init_logit_bias (SigLIP: init_logit_scale 10, init_logit_bias -10)")
+            raise ValueError(
+                "the siglip objective needs model.init_logit_bias (SigLIP: init_logit_scale 10, init_logit_bias -10)"
+            )
         return self
 
 

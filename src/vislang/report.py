@@ -56,9 +56,11 @@ def probe_sentence(metrics: dict[str, float]) -> str:
         return ""
     text = "Compositional probes: " + ", ".join(parts) + ". "
     if near:
-        text += (f"On {', '.join(near)} the model is at or near chance: like the contrastive models ARO examined, "
-                 "it treats a caption as a bag of words, knowing which objects and colours are present but not how "
-                 "they are bound to each other or arranged. Captioning objectives and hard negatives are the known remedies.")
+        text += (
+            f"On {', '.join(near)} the model is at or near chance: like the contrastive models ARO examined, "
+            "it treats a caption as a bag of words, knowing which objects and colours are present but not how "
+            "they are bound to each other or arranged. Captioning objectives and hard negatives are the known remedies."
+        )
     else:
         text += "Every probe is clearly above chance: the model uses word order and binding, not only a bag of words."
     return text
@@ -85,8 +87,11 @@ def write_report(run_dir: str | Path) -> Path:
     ]
     if train_rows:
         last = train_rows[-1]
-        lines += ["", f"Final training loss {last['train/loss']:.3f}; throughput "
-                      f"{last.get('train/samples_per_s', float('nan')):.0f} samples/s in the last logging window."]
+        lines += [
+            "",
+            f"Final training loss {last['train/loss']:.3f}; throughput "
+            f"{last.get('train/samples_per_s', float('nan')):.0f} samples/s in the last logging window.",
+        ]
     if _plot(records, ["train/loss"], run_dir / "loss.png", "loss", "training loss"):
         lines += ["", "![training loss](loss.png)"]
     curve_keys = sorted({k for r in records for k in r if k.endswith(("/top1", "/acc"))})
@@ -99,8 +104,11 @@ def write_report(run_dir: str | Path) -> Path:
         lines += ["", "## What the compositional probes show", ""]
         lines += [f"- **{p}**: {PROBE_WHAT[p]}." for p in PROBE_CHANCE if f"compositional/{p}/acc" in metrics]
         lines += ["", sentence]
-    lines += ["", "Files: `config.yaml` (the resolved config), `metrics.jsonl` (per-step log), `metrics.json` "
-                  "(final metrics), `checkpoints/`, `tensorboard/`."]
+    lines += [
+        "",
+        "Files: `config.yaml` (the resolved config), `metrics.jsonl` (per-step log), `metrics.json` "
+        "(final metrics), `checkpoints/`, `tensorboard/`.",
+    ]
     path = run_dir / "report.md"
     path.write_text("\n".join(lines) + "\n")
     return path

@@ -31,7 +31,9 @@ def build_batches(cfg: RunConfig, tokenizer: Tokenize) -> WorldBatches | TableBa
     if cfg.data.source == "world":
         return WorldBatches(build_world(cfg), tokenizer, cfg.train.batch_size, v.image_mean, v.image_std)
     images, captions = read_table(cfg.data.path, cfg.data.image_column, cfg.data.caption_column)
-    return TableBatches(images, captions, tokenizer, cfg.train.batch_size, v.image_size, v.image_mean, v.image_std, cfg.train.seed)
+    return TableBatches(
+        images, captions, tokenizer, cfg.train.batch_size, v.image_size, v.image_mean, v.image_std, cfg.train.seed
+    )
 
 
 def train_loader(cfg: RunConfig, tokenizer: Tokenize, start_step: int, pin_memory: bool = False) -> Iterator[dict]:

@@ -45,8 +45,10 @@ class WorldBatches(Dataset):
 
     def captions(self, n: int) -> list[str]:
         """Captions of the first ``n`` samples, to train a tokenizer on."""
-        return [self.world.caption(self.world.sample_scene(rng := self.world.rng("train", i), "train"), rng)
-                for i in range(n)]
+        return [
+            self.world.caption(self.world.sample_scene(rng := self.world.rng("train", i), "train"), rng)
+            for i in range(n)
+        ]
 
 
 def read_table(path: str | Path, image_column: str, caption_column: str) -> tuple[list[Path], list[str]]:
@@ -67,8 +69,17 @@ def read_table(path: str | Path, image_column: str, caption_column: str) -> tupl
 
 
 class TableBatches(Dataset):
-    def __init__(self, images: list[Path], captions: list[str], tokenizer: Tokenize, batch_size: int,
-                 image_size: int, mean, std, seed: int) -> None:
+    def __init__(
+        self,
+        images: list[Path],
+        captions: list[str],
+        tokenizer: Tokenize,
+        batch_size: int,
+        image_size: int,
+        mean,
+        std,
+        seed: int,
+    ) -> None:
         self.images, self.captions, self.tokenizer = images, captions, tokenizer
         self.batch_size, self.image_size, self.mean, self.std, self.seed = batch_size, image_size, mean, std, seed
         self._epoch, self._order = -1, np.empty(0, dtype=np.int64)

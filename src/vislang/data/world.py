@@ -38,9 +38,7 @@ RELATIONS: dict[str, tuple[str, str]] = {
     "below": ("below", "above"),
 }
 # Colour–shape pairs never drawn in the train split (one per colour, every shape at least once).
-HOLDOUT: frozenset[tuple[str, str]] = frozenset(
-    (color, SHAPES[i % len(SHAPES)]) for i, color in enumerate(COLORS)
-)
+HOLDOUT: frozenset[tuple[str, str]] = frozenset((color, SHAPES[i % len(SHAPES)]) for i, color in enumerate(COLORS))
 SPLITS: dict[str, int] = {"train": 0, "test": 1}
 
 _SINGLE_TEMPLATES = (
@@ -168,8 +166,9 @@ class World:
         size = self.image_size
         base = rng.uniform(5, 60) + rng.uniform(-10, 10, size=3)
         image = base + rng.normal(0.0, 6.0, size=(size, size, 3))
-        radii = [size * (rng.uniform(0.16, 0.20) if o.size == "large" else rng.uniform(0.09, 0.12))
-                 for o in scene.objects]
+        radii = [
+            size * (rng.uniform(0.16, 0.20) if o.size == "large" else rng.uniform(0.09, 0.12)) for o in scene.objects
+        ]
         centers = self._place(scene, radii, rng)
         for obj, radius, (cx, cy) in zip(scene.objects, radii, centers):
             angle = rng.uniform(-0.2, 0.2)

@@ -61,12 +61,17 @@ def classification_sets(world: World, n: int) -> dict[str, ClassificationSet]:
     """Zero-shot shape and colour on one-object test images; ``*_unseen`` only on the
     colour–shape pairs held out of training."""
     sets = {}
-    for suffix, accept in (("", lambda s: True), ("_unseen", lambda s: (s.objects[0].color, s.objects[0].shape) in HOLDOUT)):
+    for suffix, accept in (
+        ("", lambda s: True),
+        ("_unseen", lambda s: (s.objects[0].color, s.objects[0].shape) in HOLDOUT),
+    ):
         images, scenes = _scenes(world, "unseen" if suffix else "classify", n, accept, 1)
         sets[f"shape{suffix}"] = ClassificationSet(
-            images, np.array([SHAPES.index(s.objects[0].shape) for s in scenes]), list(SHAPES), SHAPE_TEMPLATES)
+            images, np.array([SHAPES.index(s.objects[0].shape) for s in scenes]), list(SHAPES), SHAPE_TEMPLATES
+        )
         sets[f"color{suffix}"] = ClassificationSet(
-            images, np.array([list(COLORS).index(s.objects[0].color) for s in scenes]), list(COLORS), COLOR_TEMPLATES)
+            images, np.array([list(COLORS).index(s.objects[0].color) for s in scenes]), list(COLORS), COLOR_TEMPLATES
+        )
     return sets
 
 

@@ -28,7 +28,9 @@ def build_evaluators(cfg: RunConfig, tokenizer) -> list[Evaluator]:
     common = dict(tokenizer=tokenizer, mean=v.image_mean, std=v.image_std, batch_size=e.batch_size)
     evaluators: list[Evaluator] = []
     if e.zeroshot:
-        evaluators += [ZeroShotEvaluator(task, data, **common) for task, data in classification_sets(world, e.n_classify).items()]
+        evaluators += [
+            ZeroShotEvaluator(task, data, **common) for task, data in classification_sets(world, e.n_classify).items()
+        ]
     if e.retrieval:
         evaluators.append(RetrievalEvaluator(retrieval_set(world, e.n_retrieval), **common))
     if e.compositional:

@@ -12,7 +12,13 @@ from vislang.objectives.base import Objective
 
 class ProbeEvaluator:
     def __init__(self, probe: str, data: ProbeSet, tokenizer, mean, std, batch_size: int = 500) -> None:
-        self.name, self.data, self.mean, self.std, self.batch_size = f"compositional/{probe}", data, mean, std, batch_size
+        self.name, self.data, self.mean, self.std, self.batch_size = (
+            f"compositional/{probe}",
+            data,
+            mean,
+            std,
+            batch_size,
+        )
         self.k = len(data.candidates[0])
         self.tokens = tokenizer([text for row in data.candidates for text in row])  # [N * K, L]
 

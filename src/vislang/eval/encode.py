@@ -16,11 +16,14 @@ def device_of(objective: Objective) -> torch.device:
 
 
 @torch.no_grad()
-def image_features(objective: Objective, images: np.ndarray, mean: Sequence[float], std: Sequence[float],
-                   batch_size: int) -> torch.Tensor:
+def image_features(
+    objective: Objective, images: np.ndarray, mean: Sequence[float], std: Sequence[float], batch_size: int
+) -> torch.Tensor:
     device = device_of(objective)
-    chunks = [objective.image_features(to_tensor(images[i : i + batch_size], mean, std).to(device))
-              for i in range(0, len(images), batch_size)]
+    chunks = [
+        objective.image_features(to_tensor(images[i : i + batch_size], mean, std).to(device))
+        for i in range(0, len(images), batch_size)
+    ]
     return torch.cat(chunks).float()
 
 

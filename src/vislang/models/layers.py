@@ -40,7 +40,9 @@ class MultiheadAttention(nn.Module):
         self.in_proj = nn.Linear(width, 3 * width)
         self.out_proj = nn.Linear(width, width)
 
-    def forward(self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None
+    ) -> torch.Tensor:
         b, lq, d = x.shape
         if context is None:
             q, k, v = self.in_proj(x).view(b, lq, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
@@ -97,7 +99,9 @@ class AttentionPool(nn.Module):
     query, [B, width].
     """
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float = 4.0, n_queries: int = 1, attn_impl: str = "auto") -> None:
+    def __init__(
+        self, width: int, heads: int, mlp_ratio: float = 4.0, n_queries: int = 1, attn_impl: str = "auto"
+    ) -> None:
         super().__init__()
         self.query = nn.Parameter(torch.randn(1, n_queries, width) * width**-0.5)
         self.attn = MultiheadAttention(width, heads, attn_impl)

@@ -11,26 +11,49 @@ from typing import Any
 
 
 def _clip(image: dict[str, Any], text: dict[str, Any], embed_dim: int) -> dict[str, Any]:
-    vision = {"image_size": 224, "stem": "patch", "pool": "cls", "mlp_ratio": 4.0,
-              "image_mean": (0.48145466, 0.4578275, 0.40821073),
-              "image_std": (0.26862954, 0.26130258, 0.27577711), **image}
-    return {"embed_dim": embed_dim, "vision": vision,
-            "text": {"context_length": 77, "causal": True, "pool": "eot", "mlp_ratio": 4.0, **text}}
+    vision = {
+        "image_size": 224,
+        "stem": "patch",
+        "pool": "cls",
+        "mlp_ratio": 4.0,
+        "image_mean": (0.48145466, 0.4578275, 0.40821073),
+        "image_std": (0.26862954, 0.26130258, 0.27577711),
+        **image,
+    }
+    return {
+        "embed_dim": embed_dim,
+        "vision": vision,
+        "text": {"context_length": 77, "causal": True, "pool": "eot", "mlp_ratio": 4.0, **text},
+    }
 
 
 PRESETS: dict[str, dict[str, Any]] = {
     # The demo's model (the config defaults): ~0.6M parameters, trains on a CPU in minutes.
-    "tiny": {"embed_dim": 96,
-             "vision": {"image_size": 48, "patch_size": 16, "width": 96, "depth": 3, "heads": 3, "stem": "conv",
-                        "pool": "mean"},
-             "text": {"context_length": 20, "width": 96, "depth": 2, "heads": 3}},
-    "small": {"embed_dim": 256,
-              "vision": {"image_size": 64, "patch_size": 8, "width": 256, "depth": 6, "heads": 8, "stem": "conv"},
-              "text": {"context_length": 32, "width": 256, "depth": 4, "heads": 8}},
-    "ViT-B-32": _clip({"patch_size": 32, "width": 768, "depth": 12, "heads": 12},
-                      {"width": 512, "depth": 12, "heads": 8}, 512),
-    "ViT-B-16": _clip({"patch_size": 16, "width": 768, "depth": 12, "heads": 12},
-                      {"width": 512, "depth": 12, "heads": 8}, 512),
-    "ViT-L-14": _clip({"patch_size": 14, "width": 1024, "depth": 24, "heads": 16},
-                      {"width": 768, "depth": 12, "heads": 12}, 768),
+    "tiny": {
+        "embed_dim": 96,
+        "vision": {
+            "image_size": 48,
+            "patch_size": 16,
+            "width": 96,
+            "depth": 3,
+            "heads": 3,
+            "stem": "conv",
+            "pool": "mean",
+        },
+        "text": {"context_length": 20, "width": 96, "depth": 2, "heads": 3},
+    },
+    "small": {
+        "embed_dim": 256,
+        "vision": {"image_size": 64, "patch_size": 8, "width": 256, "depth": 6, "heads": 8, "stem": "conv"},
+        "text": {"context_length": 32, "width": 256, "depth": 4, "heads": 8},
+    },
+    "ViT-B-32": _clip(
+        {"patch_size": 32, "width": 768, "depth": 12, "heads": 12}, {"width": 512, "depth": 12, "heads": 8}, 512
+    ),
+    "ViT-B-16": _clip(
+        {"patch_size": 16, "width": 768, "depth": 12, "heads": 12}, {"width": 512, "depth": 12, "heads": 8}, 512
+    ),
+    "ViT-L-14": _clip(
+        {"patch_size": 14, "width": 1024, "depth": 24, "heads": 16}, {"width": 768, "depth": 12, "heads": 12}, 768
+    ),
 }

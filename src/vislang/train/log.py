@@ -11,7 +11,9 @@ from tqdm import tqdm
 
 
 class RunLogger:
-    def __init__(self, run_dir: Path, total_steps: int, start_step: int, tensorboard: bool = True, quiet: bool = False) -> None:
+    def __init__(
+        self, run_dir: Path, total_steps: int, start_step: int, tensorboard: bool = True, quiet: bool = False
+    ) -> None:
         self.path = run_dir / "metrics.jsonl"
         _truncate_after(self.path, start_step)
         self.writer = None

@@ -92,16 +92,25 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
     n_params = sum(p.numel() for p in objective.parameters())
 
     def save(step: int) -> None:
-        state = {"step": step, "model": objective.state_dict(), "optimizer": optimizer.state_dict(),
-                 "scheduler": scheduler.state_dict(), "rng": rng_state(), "data": {"next_batch": step, "skipped": dict(skipped)},
-                 "config": cfg.model_dump(mode="json"), "tokenizer": tokenizer.tokenizer.to_str()}
+        state = {
+            "step": step,
+            "model": objective.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "rng": rng_state(),
+            "data": {"next_batch": step, "skipped": dict(skipped)},
+            "config": cfg.model_dump(mode="json"),
+            "tokenizer": tokenizer.tokenizer.to_str(),
+        }
         save_checkpoint(state, run_dir / "checkpoints", step, t.keep_checkpoints)
 
     evaluators = build_evaluators(cfg, tokenizer)
     batches = train_loader(cfg, tokenizer, step, pin_memory=device.type == "cuda")
     logger = RunLogger(run_dir, t.steps, step, quiet=quiet)
-    logger.write(f"vislang: {cfg.objective} objective, {n_params / 1e6:.2f}M parameters, {device}, "
-                 f"steps {step}->{t.steps}, batch {t.batch_size}, {t.precision}")
+    logger.write(
+        f"vislang: {cfg.objective} objective, {n_params / 1e6:.2f}M parameters, {device}, "
+        f"steps {step}->{t.steps}, batch {t.batch_size}, {t.precision}"
+    )
     window = {"samples": 0, "time": 0.0, "wait": 0.0, "steps": 0}
     history: dict[str, float] = {}
     objective.train()
@@ -123,7 +132,9 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
                 raise TrainingDiverged(f"loss is {loss.item()} at step {step + 1}; lower train.lr or check the data")
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            grad_norm = torch.nn.utils.clip_grad_norm_(objective.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf"))
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                objective.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf")
+            )
             optimizer.step()
             scheduler.step()
             step += 1
@@ -136,13 +147,19 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
             if step % t.log_every == 0 or step == t.steps:
                 values = {f"train/{k}": v.item() for k, v in parts.items()}
                 values |= {f"train/{k}": v for k, v in objective.log_values().items()}
-                values |= {"train/lr": scheduler.get_last_lr()[0], "train/grad_norm": grad_norm.item(),
-                           "train/samples_per_s": window["samples"] / window["time"],
-                           "train/data_wait_s": window["wait"] / window["steps"]}
+                values |= {
+                    "train/lr": scheduler.get_last_lr()[0],
+                    "train/grad_norm": grad_norm.item(),
+                    "train/samples_per_s": window["samples"] / window["time"],
+                    "train/data_wait_s": window["wait"] / window["steps"],
+                }
                 values |= {f"data/skipped/{k}": v for k, v in skipped.items()}
                 logger.log(step, values)
-                postfix = {"loss": f"{values['train/loss']:.3f}", "lr": f"{values['train/lr']:.1e}",
-                           "samples/s": f"{values['train/samples_per_s']:.0f}"}
+                postfix = {
+                    "loss": f"{values['train/loss']:.3f}",
+                    "lr": f"{values['train/lr']:.1e}",
+                    "samples/s": f"{values['train/samples_per_s']:.0f}",
+                }
                 if skipped:
                     postfix["skipped"] = str(sum(skipped.values()))
                 logger.progress(window["steps"], postfix)
@@ -151,7 +168,10 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
                 with autocast(t.precision, device):
                     history = evaluate(objective, evaluators)
                 logger.log(step, history)
-                logger.write(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in history.items() if k.endswith(("top1", "acc"))))
+                logger.write(
+                    f"step {step}: "
+                    + ", ".join(f"{k} {v:.3f}" for k, v in history.items() if k.endswith(("top1", "acc")))
+                )
             if step % t.checkpoint_every == 0 or step == t.steps:
                 save(step)
         if evaluators and not history:  # resumed a finished run: evaluate what it left

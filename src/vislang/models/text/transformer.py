@@ -15,7 +15,9 @@ from vislang.models.layers import Transformer
 
 
 class TextTransformer(nn.Module):
-    def __init__(self, cfg: TextConfig, vocab_size: int, embed_dim: int, pad_id: int = 0, attn_impl: str = "auto") -> None:
+    def __init__(
+        self, cfg: TextConfig, vocab_size: int, embed_dim: int, pad_id: int = 0, attn_impl: str = "auto"
+    ) -> None:
         super().__init__()
         self.cfg, self.pad_id = cfg, pad_id
         self.token_embed = nn.Embedding(vocab_size, cfg.width)

@@ -44,7 +44,7 @@ class Objective(nn.Module, ABC):
 
     def pair_scores(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
         """Score of image i against each of its own K candidates: [N], [N, K, ...] -> [N, K]."""
-        n, k = text_features.shape[:2]
+        n = text_features.shape[0]
         return torch.stack([self.scores(image_features[i : i + 1], text_features[i])[0] for i in range(n)])
 
     def ensemble_texts(self, text_features: torch.Tensor) -> torch.Tensor:

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tokenizers import Tokenizer
 
 from vislang.config import RunConfig
 from vislang.data.transforms import resize_center_crop, to_tensor
@@ -27,7 +26,7 @@ def load_objective(path: str | Path, device: str | torch.device = "cpu") -> tupl
     checkpoint = load_checkpoint(path)
     try:
         cfg = RunConfig.model_validate(checkpoint["config"])
-        tokenizer = BPETokenizer(Tokenizer.from_str(checkpoint["tokenizer"]), cfg.model.text.context_length)
+        tokenizer = BPETokenizer.from_json(checkpoint["tokenizer"], cfg.model.text.context_length)
         objective = build_objective(cfg, tokenizer.vocab_size, tokenizer.pad_id)
         objective.load_state_dict(checkpoint["model"])
     except (KeyError, ValueError, RuntimeError) as error:

@@ -57,6 +57,14 @@ class BPETokenizer:
     def save(self, path: str | Path) -> None:
         self.tokenizer.save(str(path))
 
+    @classmethod
+    def from_json(cls, text: str, context_length: int) -> BPETokenizer:
+        """The tokenizer serialised by :meth:`to_json` (as stored inside checkpoints)."""
+        return cls(Tokenizer.from_str(text), context_length)
+
+    def to_json(self) -> str:
+        return self.tokenizer.to_str()
+
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size()

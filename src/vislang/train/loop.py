@@ -72,9 +72,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
     # Model, tokenizer, optimizer: restored from the latest checkpoint when resuming.
     checkpoint = load_checkpoint(run_dir) if resume and list_checkpoints(run_dir / "checkpoints") else None
     if checkpoint is not None:
-        from tokenizers import Tokenizer
-
-        tokenizer = BPETokenizer(Tokenizer.from_str(checkpoint["tokenizer"]), cfg.model.text.context_length)
+        tokenizer = BPETokenizer.from_json(checkpoint["tokenizer"], cfg.model.text.context_length)
     else:
         tokenizer = build_tokenizer(cfg)
     tokenizer.save(run_dir / "tokenizer.json")
@@ -100,7 +98,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
             "rng": rng_state(),
             "data": {"next_batch": step, "skipped": dict(skipped)},
             "config": cfg.model_dump(mode="json"),
-            "tokenizer": tokenizer.tokenizer.to_str(),
+            "tokenizer": tokenizer.to_json(),
         }
         save_checkpoint(state, run_dir / "checkpoints", step, t.keep_checkpoints)
 

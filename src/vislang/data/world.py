@@ -30,6 +30,10 @@ COLORS: dict[str, tuple[int, int, int]] = {
     "cyan": (40, 215, 225),
 }
 SIZES: tuple[str, ...] = ("small", "large")
+# Object radius as a fraction of the image side, drawn uniformly from the range of its size.
+# Smaller objects (radius 0.09-0.12) were measured too small to tell a square from a circle at
+# 48 px: the demo model's shape accuracy on them was 0.57 against 0.76 on large ones.
+RADIUS: dict[str, tuple[float, float]] = {"small": (0.12, 0.15), "large": (0.18, 0.22)}
 # Relation of object 0 to object 1, the phrase used in captions, and its converse.
 RELATIONS: dict[str, tuple[str, str]] = {
     "left": ("to the left of", "right"),
@@ -164,11 +168,10 @@ class World:
     # -- rendering --------------------------------------------------------------------------
     def render(self, scene: Scene, rng: np.random.Generator) -> np.ndarray:
         size = self.image_size
-        base = rng.uniform(5, 60) + rng.uniform(-10, 10, size=3)
-        image = base + rng.normal(0.0, 6.0, size=(size, size, 3))
-        radii = [
-            size * (rng.uniform(0.16, 0.20) if o.size == "large" else rng.uniform(0.09, 0.12)) for o in scene.objects
-        ]
+        base = (rng.uniform(5, 60) + rng.uniform(-10, 10, size=3)).astype(np.float32)
+        image = rng.standard_normal((size, size, 3), dtype=np.float32) * 6.0 + base
+        # Two objects must fit side by side in the two halves of the image (see _place).
+        radii = [min(size * rng.uniform(*RADIUS[o.size]), size / 4 - 1.5) for o in scene.objects]
         centers = self._place(scene, radii, rng)
         for obj, radius, (cx, cy) in zip(scene.objects, radii, centers):
             angle = rng.uniform(-0.2, 0.2)
@@ -179,7 +182,7 @@ class World:
             cols = slice(max(0, int(cx - reach)), min(size, int(cx + reach) + 1))
             u0, v0 = (self._xx[rows, cols] - cx) / radius, (self._yy[rows, cols] - cy) / radius
             u, v = cos * u0 + sin * v0, -sin * u0 + cos * v0
-            color = np.asarray(COLORS[obj.color], dtype=np.float64) + rng.uniform(-12, 12, size=3)
+            color = np.asarray(COLORS[obj.color], dtype=np.float32) + rng.uniform(-12, 12, size=3)
             image[rows, cols][_shape_mask(obj.shape, u, v)] = color
         return np.clip(image, 0, 255).astype(np.uint8)
 

@@ -74,6 +74,20 @@ class TextConfig(Section):
         return self
 
 
+class DecoderConfig(Section):
+    """The text decoder of the captioning objectives (cap, cappa) and CoCa.
+
+    It shares ``model.text``'s width, heads, MLP ratio and context length. ``depth`` counts the
+    multimodal blocks (causal self-attention + cross-attention to the image); CoCa puts
+    ``model.text.depth`` unimodal (text-only) blocks before them, Cap none.
+    """
+
+    depth: int = 2
+    # CoCa's captioning pooler: this many learned queries attend over the image tokens and form
+    # the decoder's context (the paper uses 256; the contrastive pooler has one query).
+    n_queries: int = 256
+
+
 class ModelConfig(Section):
     # A named architecture from vislang.models.presets; fields given beside it override it.
     preset: str | None = None
@@ -85,12 +99,14 @@ class ModelConfig(Section):
     init_logit_bias: float | None = None
     vision: VisionConfig = VisionConfig()
     text: TextConfig = TextConfig()
+    decoder: DecoderConfig = DecoderConfig()
 
 
 class WorldConfig(Section):
     seed: int = 0
     two_object_prob: float = 0.5
     partial_caption_prob: float = 0.3
+    distinct_colors: bool = False  # two objects always differ in colour (the compositional study)
 
 
 class DataConfig(Section):
@@ -100,6 +116,9 @@ class DataConfig(Section):
     image_column: str = "image"
     caption_column: str = "caption"
     num_workers: int = 1
+    # Hard-negative captions added to each batch (NegCLIP / FiGCLIP): rules from
+    # vislang.data.negatives, one applicable rule drawn per caption. Contrastive objectives only.
+    hard_negatives: list[Literal["relation", "attribute", "noun", "shuffle", "verb"]] = []
     world: WorldConfig = WorldConfig()
 
     @model_validator(mode="after")
@@ -119,6 +138,18 @@ class TokenizerConfig(Section):
 
 class LossConfig(Section):
     label_smoothing: float = 0.0  # softmax contrastive only (ALIGN uses 0.1)
+    # CapPa: share of examples decoded in parallel from all-[MASK] inputs (big_vision's
+    # masked_pred_prob); the objective "cap" is the same model with 0.
+    parallel_prob: float = 0.75
+    # CoCa: loss = contrastive_weight * contrastive + caption_weight * captioning.
+    contrastive_weight: float = 1.0
+    caption_weight: float = 2.0
+
+    @model_validator(mode="after")
+    def _check(self) -> LossConfig:
+        if not 0.0 <= self.parallel_prob <= 1.0:
+            raise ValueError(f"parallel_prob must be in [0, 1], got {self.parallel_prob}")
+        return self
 
 
 class TrainConfig(Section):
@@ -178,6 +209,10 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
+        if self.data.hard_negatives and self.objective not in ("clip", "siglip"):
+            raise ValueError(
+                f"data.hard_negatives needs a contrastive objective (clip, siglip), not {self.objective!r}"
+            )
         if self.objective == "siglip" and self.model.init_logit_bias is None:
             raise ValueError(
                 "the siglip objective needs model.init_logit_bias (SigLIP: init_logit_scale 10, init_logit_bias -10)"

@@ -24,21 +24,40 @@ def _gather(features: torch.Tensor, group: dist.ProcessGroup | None) -> tuple[to
     return gathered, dist.get_rank(group) * features.shape[0]
 
 
+def _gather_varying(features: torch.Tensor, group: dist.ProcessGroup | None) -> torch.Tensor:
+    """All ranks' rows concatenated with autograd, when ranks hold different numbers of rows."""
+    if group is None:
+        return features
+    from torch.distributed.nn.functional import all_gather
+
+    sizes = [torch.zeros(1, dtype=torch.long, device=features.device) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(sizes, torch.tensor([features.shape[0]], device=features.device), group=group)
+    longest = max(int(n) for n in sizes)
+    padded = torch.cat([features, features.new_zeros(longest - features.shape[0], *features.shape[1:])])
+    gathered = all_gather(padded, group=group)
+    return torch.cat([g[: int(n)] for g, n in zip(gathered, sizes)])
+
+
 def clip_loss(
     image_features: torch.Tensor,
     text_features: torch.Tensor,
     logit_scale: torch.Tensor | float,
     *,
     label_smoothing: float = 0.0,
+    text_negatives: torch.Tensor | None = None,
     group: dist.ProcessGroup | None = None,
 ) -> torch.Tensor:
     """Symmetric InfoNCE (CLIP): mean of image→text and text→image cross-entropies over the batch.
 
     Pair i is the positive of row i; every other text (image) in the global batch is a negative.
     ``label_smoothing`` spreads that share of the target over all columns (ALIGN uses 0.1).
+    ``text_negatives`` [N, D] are extra texts that match no image (NegCLIP's hard negatives):
+    they join the image→text softmax only, so each image sees B + N candidate texts.
     """
     all_images, offset = _gather(image_features, group)
     all_texts, _ = _gather(text_features, group)
+    if text_negatives is not None:
+        all_texts = torch.cat([all_texts, _gather_varying(text_negatives, group)])
     labels = torch.arange(image_features.shape[0], device=image_features.device) + offset
     logits_per_image = logit_scale * image_features.float() @ all_texts.float().T
     logits_per_text = logit_scale * text_features.float() @ all_images.float().T
@@ -53,13 +72,17 @@ def siglip_loss(
     logit_scale: torch.Tensor | float,
     logit_bias: torch.Tensor | float,
     *,
+    text_negatives: torch.Tensor | None = None,
     group: dist.ProcessGroup | None = None,
 ) -> torch.Tensor:
     """Sigmoid loss (SigLIP): -(1/B) Σ_i Σ_j log σ(z_ij (t·x_i·y_j + b)), z = +1 on pairs, -1 elsewhere.
 
     B is the number of images on this rank; with a group, j runs over the texts of all ranks.
+    ``text_negatives`` are extra texts that are negatives (z = -1) for every image.
     """
     all_texts, offset = _gather(text_features, group)
+    if text_negatives is not None:
+        all_texts = torch.cat([all_texts, _gather_varying(text_negatives, group)])
     logits = logit_scale * image_features.float() @ all_texts.float().T + logit_bias
     rows = torch.arange(image_features.shape[0], device=logits.device)
     signs = -torch.ones_like(logits)

@@ -15,7 +15,7 @@ from vislang.data.world import World
 
 def build_world(cfg: RunConfig) -> World:
     w = cfg.data.world
-    return World(cfg.model.vision.image_size, w.seed, w.two_object_prob, w.partial_caption_prob)
+    return World(cfg.model.vision.image_size, w.seed, w.two_object_prob, w.partial_caption_prob, w.distinct_colors)
 
 
 def tokenizer_corpus(cfg: RunConfig) -> list[str]:
@@ -29,10 +29,20 @@ def tokenizer_corpus(cfg: RunConfig) -> list[str]:
 def build_batches(cfg: RunConfig, tokenizer: Tokenize) -> WorldBatches | TableBatches:
     v = cfg.model.vision
     if cfg.data.source == "world":
-        return WorldBatches(build_world(cfg), tokenizer, cfg.train.batch_size, v.image_mean, v.image_std)
+        return WorldBatches(
+            build_world(cfg), tokenizer, cfg.train.batch_size, v.image_mean, v.image_std, cfg.data.hard_negatives
+        )
     images, captions = read_table(cfg.data.path, cfg.data.image_column, cfg.data.caption_column)
     return TableBatches(
-        images, captions, tokenizer, cfg.train.batch_size, v.image_size, v.image_mean, v.image_std, cfg.train.seed
+        images,
+        captions,
+        tokenizer,
+        cfg.train.batch_size,
+        v.image_size,
+        v.image_mean,
+        v.image_std,
+        cfg.train.seed,
+        cfg.data.hard_negatives,
     )
 
 

@@ -3,6 +3,10 @@
 A batch is a pure function of (config, batch index), so the stream resumes at any step
 exactly, workers can build batches in any order, and the loader yields them in order.
 
+Text fields of a batch: ``text`` [B, L] tokens; with hard negatives configured also
+``text_neg`` [B, L] and ``text_neg_valid`` [B] (False where no rule applied). Counters go under
+``counts`` ("skipped/<reason>", "negatives/<rule>", "negatives/none") and the loop sums them.
+
 Sources:
 - ``WorldBatches``: the built-in world (sample ``b * batch_size + i`` of the train split).
 - ``TableBatches``: a CSV/TSV table of image paths and captions; position ``p`` of the stream
@@ -22,6 +26,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
+from vislang.data.negatives import negative_caption
 from vislang.data.transforms import resize_center_crop, to_tensor
 from vislang.data.world import World
 from vislang.errors import DataError
@@ -29,10 +34,30 @@ from vislang.errors import DataError
 Tokenize = Callable[[Sequence[str]], torch.Tensor]
 
 
+def text_fields(
+    captions: Sequence[str], tokenizer: Tokenize, negative_rules: Sequence[str], rng: np.random.Generator
+) -> tuple[dict[str, torch.Tensor], Counter]:
+    """Tokenised captions and, if ``negative_rules`` is not empty, one hard negative per caption."""
+    fields = {"text": tokenizer(captions)}
+    counts: Counter[str] = Counter()
+    if negative_rules:
+        negatives = []
+        for caption in captions:
+            negative, rule = negative_caption(caption, negative_rules, rng)
+            counts[f"negatives/{rule or 'none'}"] += 1
+            negatives.append(negative)
+        valid = torch.tensor([n is not None for n in negatives])
+        fields["text_neg"] = tokenizer([n or "" for n in negatives])
+        fields["text_neg_valid"] = valid
+    return fields, counts
+
+
 class WorldBatches(Dataset):
-    def __init__(self, world: World, tokenizer: Tokenize, batch_size: int, mean, std) -> None:
+    def __init__(
+        self, world: World, tokenizer: Tokenize, batch_size: int, mean, std, negative_rules: Sequence[str] = ()
+    ) -> None:
         self.world, self.tokenizer, self.batch_size = world, tokenizer, batch_size
-        self.mean, self.std = mean, std
+        self.mean, self.std, self.negative_rules = mean, std, tuple(negative_rules)
 
     def __len__(self) -> int:
         return 2**62 // self.batch_size
@@ -41,7 +66,9 @@ class WorldBatches(Dataset):
         start = index * self.batch_size
         samples = [self.world.sample("train", start + i) for i in range(self.batch_size)]
         images = np.stack([s[0] for s in samples])
-        return {"image": to_tensor(images, self.mean, self.std), "text": self.tokenizer([s[1] for s in samples])}
+        rng = np.random.default_rng([self.world.seed, 101, index])
+        fields, counts = text_fields([s[1] for s in samples], self.tokenizer, self.negative_rules, rng)
+        return {"image": to_tensor(images, self.mean, self.std), **fields, "counts": dict(counts)}
 
     def captions(self, n: int) -> list[str]:
         """Captions of the first ``n`` samples, to train a tokenizer on."""
@@ -79,9 +106,11 @@ class TableBatches(Dataset):
         mean,
         std,
         seed: int,
+        negative_rules: Sequence[str] = (),
     ) -> None:
         self.images, self.captions, self.tokenizer = images, captions, tokenizer
         self.batch_size, self.image_size, self.mean, self.std, self.seed = batch_size, image_size, mean, std, seed
+        self.negative_rules = tuple(negative_rules)
         self._epoch, self._order = -1, np.empty(0, dtype=np.int64)
 
     def __len__(self) -> int:
@@ -98,23 +127,26 @@ class TableBatches(Dataset):
             return resize_center_crop(image, self.image_size)
 
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        images, texts, skipped = [], [], Counter()
+        images, texts, counts = [], [], Counter()
         for position in range(index * self.batch_size, (index + 1) * self.batch_size):
             row = self._row(position)
             caption = self.captions[row].strip()
             if not caption:
-                skipped["empty_caption"] += 1
+                counts["skipped/empty_caption"] += 1
                 continue
             try:
                 images.append(self._load(self.images[row]))
             except FileNotFoundError:
-                skipped["missing_file"] += 1
+                counts["skipped/missing_file"] += 1
                 continue
             except (OSError, ValueError, Image.DecompressionBombError):
-                skipped["bad_image"] += 1
+                counts["skipped/bad_image"] += 1
                 continue
             texts.append(caption)
-        batch = {"skipped": dict(skipped)}
+        batch = {}
         if images:
-            batch |= {"image": to_tensor(np.stack(images), self.mean, self.std), "text": self.tokenizer(texts)}
-        return batch
+            rng = np.random.default_rng([self.seed, 101, index])
+            fields, negative_counts = text_fields(texts, self.tokenizer, self.negative_rules, rng)
+            counts.update(negative_counts)
+            batch = {"image": to_tensor(np.stack(images), self.mean, self.std), **fields}
+        return batch | {"counts": dict(counts)}

@@ -101,7 +101,9 @@ class World:
     """Samples scenes, renders them and writes captions for them.
 
     ``image_size`` is the side in pixels; ``two_object_prob`` the share of two-object scenes;
-    ``partial_caption_prob`` the share of one-object captions that name only some attributes.
+    ``partial_caption_prob`` the share of one-object captions that name only some attributes;
+    ``distinct_colors`` makes the two objects of a scene always differ in colour (the study
+    variant: colour is learned within a minute, so relation binding can be learned on top of it).
     """
 
     def __init__(
@@ -110,6 +112,7 @@ class World:
         seed: int = 0,
         two_object_prob: float = 0.5,
         partial_caption_prob: float = 0.2,
+        distinct_colors: bool = False,
     ) -> None:
         if image_size < 16:
             raise ValueError(f"world image_size must be at least 16, got {image_size}")
@@ -117,6 +120,7 @@ class World:
         self.seed = seed
         self.two_object_prob = two_object_prob
         self.partial_caption_prob = partial_caption_prob
+        self.distinct_colors = distinct_colors
         coords = np.arange(image_size, dtype=np.float32) + 0.5
         self._yy, self._xx = np.meshgrid(coords, coords, indexing="ij")
 
@@ -134,7 +138,10 @@ class World:
     def sample_scene(self, rng: np.random.Generator, split: str, n_objects: int | None = None) -> Scene:
         if n_objects is None:
             n_objects = 2 if rng.random() < self.two_object_prob else 1
-        objects = tuple(self.sample_object(rng, split) for _ in range(n_objects))
+        objects = [self.sample_object(rng, split) for _ in range(n_objects)]
+        while self.distinct_colors and n_objects == 2 and objects[1].color == objects[0].color:
+            objects[1] = self.sample_object(rng, split)
+        objects = tuple(objects)
         relation = list(RELATIONS)[rng.integers(len(RELATIONS))] if n_objects == 2 else None
         return Scene(objects, relation)
 

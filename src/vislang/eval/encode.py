@@ -31,4 +31,5 @@ def image_features(
 def text_features(objective: Objective, tokens: torch.Tensor, batch_size: int) -> torch.Tensor:
     device = device_of(objective)
     chunks = [objective.text_features(tokens[i : i + batch_size].to(device)) for i in range(0, len(tokens), batch_size)]
-    return torch.cat(chunks).float()
+    features = torch.cat(chunks)
+    return features.float() if features.is_floating_point() else features

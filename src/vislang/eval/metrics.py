@@ -16,8 +16,7 @@ def _credit(correct: torch.Tensor, scores: torch.Tensor, k: int) -> torch.Tensor
     """Expected top-k hit of each row's correct score under random tie-breaking."""
     above = (scores > correct[:, None]).sum(dim=1)
     tied = (scores == correct[:, None]).sum(dim=1)  # includes the correct item itself
-    slots = (k - above).clamp(min=0, max=None)
-    return torch.minimum(slots.float() / tied.float(), torch.ones_like(correct))
+    return _credit_from_counts(above.float(), tied.float(), k)
 
 
 def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] = (1, 5)) -> dict[str, float]:
@@ -38,29 +37,42 @@ def retrieval_recall(
     score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
     ks: Sequence[int] = (1, 5, 10),
     chunk: int = 1024,
+    pair_score: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] | None = None,
 ) -> dict[str, float]:
     """Recall@k in both directions; ``text_image[j]`` is the image text j describes.
 
     text→image: the described image is among the top k images. image→text: any of the image's
-    texts is among the top k texts. Scores are computed ``chunk`` rows at a time, so memory is
-    O(chunk × N), never O(N²).
+    texts is among the top k texts. Every image–text score is computed once, ``chunk`` images
+    at a time, so memory is O(chunk × N_texts) and an expensive scorer (a captioner's
+    log-likelihood) runs N × M times, not twice that. ``pair_score(images[M], texts[M]) -> [M]``
+    gives each text's score with its own image (default: the diagonal of ``score``, in chunks).
     """
     n_images, n_texts = image_features.shape[0], text_features.shape[0]
-    t2i = {k: 0.0 for k in ks}
-    for start in range(0, n_texts, chunk):
-        scores = score(image_features, text_features[start : start + chunk]).T  # [chunk, N_img]
-        correct = scores.gather(1, text_image[start : start + chunk, None])[:, 0]
-        for k in ks:
-            t2i[k] += _credit(correct, scores, k).sum().item()
+    own_images = image_features[text_image]
+    if pair_score is None:
+        pair_score = lambda a, b: score(a, b).diagonal()  # noqa: E731
+    correct = torch.cat(
+        [pair_score(own_images[s : s + chunk], text_features[s : s + chunk]) for s in range(0, n_texts, chunk)]
+    ).float()
+    above = torch.zeros(n_texts, device=correct.device)
+    tied = torch.ones(n_texts, device=correct.device)  # the correct image itself
     i2t = {k: 0.0 for k in ks}
     for start in range(0, n_images, chunk):
-        scores = score(image_features[start : start + chunk], text_features)  # [chunk, N_txt]
+        scores = score(image_features[start : start + chunk], text_features).float()  # [chunk, N_txt]
         rows = torch.arange(start, start + scores.shape[0], device=scores.device)
         own = text_image[None, :] == rows[:, None]
+        # text→image: count the other images that beat or tie each text's own image
+        above += ((scores > correct[None, :]) & ~own).sum(dim=0)
+        tied += ((scores == correct[None, :]) & ~own).sum(dim=0)
+        # image→text: the best own text competes with the other images' texts
         best = scores.masked_fill(~own, float("-inf")).max(dim=1).values
         others = scores.masked_fill(own, float("-inf"))
-        for k in ks:  # the best own text competes with the other images' texts
+        for k in ks:
             i2t[k] += _credit(best, torch.cat([best[:, None], others], dim=1), k).sum().item()
-    out = {f"text_to_image/R@{k}": v / n_texts for k, v in t2i.items()}
+    out = {f"text_to_image/R@{k}": _credit_from_counts(above, tied, k).mean().item() for k in ks}
     out |= {f"image_to_text/R@{k}": v / n_images for k, v in i2t.items()}
     return out
+
+
+def _credit_from_counts(above: torch.Tensor, tied: torch.Tensor, k: int) -> torch.Tensor:
+    return ((k - above).clamp(min=0) / tied).clamp(max=1.0)

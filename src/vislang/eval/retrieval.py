@@ -23,6 +23,11 @@ class RetrievalEvaluator:
         images = image_features(objective, self.data.images, self.mean, self.std, self.batch_size)
         texts = text_features(objective, self.tokens, self.batch_size)
         recalls = retrieval_recall(
-            images, texts, self.text_image.to(images.device), objective.scores, chunk=self.batch_size
+            images,
+            texts,
+            self.text_image.to(images.device),
+            objective.scores,
+            chunk=self.batch_size,
+            pair_score=lambda a, b: objective.pair_scores(a, b[:, None])[:, 0],
         )
         return {f"{self.name}/{key}": value for key, value in recalls.items()}

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 from vislang.config import ModelConfig
+from vislang.models.captioner import Captioner
+from vislang.models.coca import CoCa
+from vislang.models.text.decoder import TextDecoder
 from vislang.models.text.transformer import TextTransformer
 from vislang.models.two_tower import TwoTower
 from vislang.models.vision.vit import VisionTransformer
@@ -14,4 +17,53 @@ def build_two_tower(cfg: ModelConfig, vocab_size: int, pad_id: int) -> TwoTower:
     return TwoTower(vision, text, cfg.init_logit_scale, cfg.max_logit_scale, cfg.init_logit_bias)
 
 
-__all__ = ["TwoTower", "TextTransformer", "VisionTransformer", "build_two_tower"]
+def build_decoder(cfg: ModelConfig, vocab_size: int, pad_id: int, unimodal_depth: int, cls_token: bool) -> TextDecoder:
+    t = cfg.text
+    decoder = TextDecoder(
+        vocab_size,
+        t.context_length,
+        t.width,
+        t.heads,
+        t.mlp_ratio,
+        unimodal_depth,
+        cfg.decoder.depth,
+        pad_id,
+        cls_token,
+        cfg.attn_impl,
+    )
+    decoder.grad_checkpointing = t.grad_checkpointing
+    return decoder
+
+
+def build_captioner(cfg: ModelConfig, vocab_size: int, pad_id: int) -> Captioner:
+    """Cap / CapPa: ViT tokens -> decoder of ``model.decoder.depth`` multimodal blocks."""
+    vision = VisionTransformer(cfg.vision, None, cfg.attn_impl)
+    return Captioner(vision, build_decoder(cfg, vocab_size, pad_id, 0, False), cfg.text.width)
+
+
+def build_coca(cfg: ModelConfig, vocab_size: int, pad_id: int) -> CoCa:
+    """CoCa: ``model.text.depth`` unimodal blocks (with CLS), then ``model.decoder.depth`` multimodal."""
+    vision = VisionTransformer(cfg.vision, None, cfg.attn_impl)
+    decoder = build_decoder(cfg, vocab_size, pad_id, cfg.text.depth, True)
+    return CoCa(
+        vision,
+        decoder,
+        cfg.embed_dim,
+        cfg.text.width,
+        cfg.decoder.n_queries,
+        cfg.init_logit_scale,
+        cfg.max_logit_scale,
+    )
+
+
+__all__ = [
+    "Captioner",
+    "CoCa",
+    "TextDecoder",
+    "TextTransformer",
+    "TwoTower",
+    "VisionTransformer",
+    "build_captioner",
+    "build_coca",
+    "build_two_tower",
+]

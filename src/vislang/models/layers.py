@@ -30,7 +30,12 @@ def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Ten
 
 class MultiheadAttention(nn.Module):
     """Self- or cross-attention with one fused input projection (the layout OpenCLIP and
-    ``nn.MultiheadAttention`` use: rows are q, k, v), so self-attention is a single matmul."""
+    ``nn.MultiheadAttention`` use: rows are q, k, v), so self-attention is a single matmul.
+
+    ``cache`` (a dict owned by the caller) makes incremental decoding cheap: self-attention
+    appends this call's keys and values to the cached ones; cross-attention computes the
+    context's keys and values once and reuses them.
+    """
 
     def __init__(self, width: int, heads: int, attn_impl: str = "auto") -> None:
         super().__init__()
@@ -40,17 +45,34 @@ class MultiheadAttention(nn.Module):
         self.in_proj = nn.Linear(width, 3 * width)
         self.out_proj = nn.Linear(width, width)
 
+    def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
+        """[B, L, n * width] -> n tensors [B, H, L, Dh]."""
+        b, length, _ = x.shape
+        return x.view(b, length, n, self.heads, -1).permute(2, 0, 3, 1, 4)
+
     def forward(
-        self, x: torch.Tensor, context: torch.Tensor | None = None, mask: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        context: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
+        cache: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
         b, lq, d = x.shape
         if context is None:
-            q, k, v = self.in_proj(x).view(b, lq, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+            q, k, v = self._heads(self.in_proj(x), 3)
+            if cache is not None:
+                if "k" in cache:
+                    k, v = torch.cat([cache["k"], k], dim=2), torch.cat([cache["v"], v], dim=2)
+                cache["k"], cache["v"] = k, v
         else:
             w, bias = self.in_proj.weight, self.in_proj.bias
-            q = F.linear(x, w[:d], bias[:d]).view(b, lq, self.heads, -1).transpose(1, 2)
-            kv = F.linear(context, w[d:], bias[d:]).view(b, context.shape[1], 2, self.heads, -1)
-            k, v = kv.permute(2, 0, 3, 1, 4)
+            q = self._heads(F.linear(x, w[:d], bias[:d]), 1)[0]
+            if cache is not None and "k" in cache:
+                k, v = cache["k"], cache["v"]
+            else:
+                k, v = self._heads(F.linear(context, w[d:], bias[d:]), 2)
+                if cache is not None:
+                    cache["k"], cache["v"] = k, v
         y = attention(q, k, v, mask, self.attn_impl)
         return self.out_proj(y.transpose(1, 2).reshape(b, lq, d))
 
@@ -61,17 +83,32 @@ class Mlp(nn.Sequential):
 
 
 class Block(nn.Module):
-    """Pre-norm transformer block: x + attn(ln(x)), then x + mlp(ln(x))."""
+    """Pre-norm transformer block: x + attn(ln(x)), [x + cross_attn(ln(x), context)], x + mlp(ln(x)).
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float, attn_impl: str = "auto") -> None:
+    With ``cross=True`` it is a decoder block that also attends to a context (image tokens).
+    """
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, attn_impl: str = "auto", cross: bool = False) -> None:
         super().__init__()
         self.ln_1 = nn.LayerNorm(width)
         self.attn = MultiheadAttention(width, heads, attn_impl)
+        if cross:
+            self.ln_cross = nn.LayerNorm(width)
+            self.cross_attn = MultiheadAttention(width, heads, attn_impl)
         self.ln_2 = nn.LayerNorm(width)
         self.mlp = Mlp(width, int(width * mlp_ratio))
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        x = x + self.attn(self.ln_1(x), mask=mask)
+    def forward(
+        self,
+        x: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+        cache: dict[str, dict[str, torch.Tensor]] | None = None,
+    ) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), mask=mask, cache=None if cache is None else cache.setdefault("self", {}))
+        if context is not None:
+            cross_cache = None if cache is None else cache.setdefault("cross", {})
+            x = x + self.cross_attn(self.ln_cross(x), context=context, cache=cross_cache)
         return x + self.mlp(self.ln_2(x))
 
 

@@ -24,7 +24,35 @@ def _siglip(cfg: RunConfig, vocab_size: int, pad_id: int) -> Objective:
     return SiglipObjective(build_two_tower(cfg.model, vocab_size, pad_id))
 
 
-OBJECTIVES: dict[str, Callable[[RunConfig, int, int], Objective]] = {"clip": _clip, "siglip": _siglip}
+def _cap(cfg: RunConfig, vocab_size: int, pad_id: int) -> Objective:
+    from vislang.models import build_captioner
+    from vislang.objectives.captioning import CaptioningObjective
+
+    return CaptioningObjective(build_captioner(cfg.model, vocab_size, pad_id), pad_id, 0.0)
+
+
+def _cappa(cfg: RunConfig, vocab_size: int, pad_id: int) -> Objective:
+    from vislang.models import build_captioner
+    from vislang.objectives.captioning import CaptioningObjective
+
+    return CaptioningObjective(build_captioner(cfg.model, vocab_size, pad_id), pad_id, cfg.loss.parallel_prob)
+
+
+def _coca(cfg: RunConfig, vocab_size: int, pad_id: int) -> Objective:
+    from vislang.models import build_coca
+    from vislang.objectives.coca import CocaObjective
+
+    model = build_coca(cfg.model, vocab_size, pad_id)
+    return CocaObjective(model, pad_id, cfg.loss.contrastive_weight, cfg.loss.caption_weight)
+
+
+OBJECTIVES: dict[str, Callable[[RunConfig, int, int], Objective]] = {
+    "clip": _clip,
+    "siglip": _siglip,
+    "cap": _cap,
+    "cappa": _cappa,
+    "coca": _coca,
+}
 
 
 def build_objective(cfg: RunConfig, vocab_size: int, pad_id: int) -> Objective:

@@ -33,6 +33,12 @@ class EmbeddingObjective(Objective):
         # CLIP's prompt ensembling: normalised mean of the normalised template embeddings.
         return F.normalize(text_features.mean(dim=0), dim=-1)
 
+    def negatives(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
+        """Embeddings of the batch's valid hard-negative captions (``text_neg``), if any."""
+        if "text_neg" not in batch:
+            return None
+        return self.model.encode_text(batch["text_neg"][batch["text_neg_valid"]])
+
     def log_values(self) -> dict[str, float]:
         values = {"logit_scale": self.model.scale().item()}
         if self.model.logit_bias is not None:
@@ -47,5 +53,11 @@ class ClipObjective(EmbeddingObjective):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         image, text = self.model(batch["image"], batch["text"])
-        loss = clip_loss(image, text, self.model.scale(), label_smoothing=self.label_smoothing)
+        loss = clip_loss(
+            image,
+            text,
+            self.model.scale(),
+            label_smoothing=self.label_smoothing,
+            text_negatives=self.negatives(batch),
+        )
         return {"loss": loss, "contrastive": loss.detach()}

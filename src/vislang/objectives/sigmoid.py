@@ -17,5 +17,5 @@ class SiglipObjective(EmbeddingObjective):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         image, text = self.model(batch["image"], batch["text"])
-        loss = siglip_loss(image, text, self.model.scale(), self.model.bias())
+        loss = siglip_loss(image, text, self.model.scale(), self.model.bias(), text_negatives=self.negatives(batch))
         return {"loss": loss, "sigmoid": loss.detach()}

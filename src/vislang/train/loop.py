@@ -86,7 +86,8 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
         scheduler.load_state_dict(checkpoint["scheduler"])
         set_rng_state(checkpoint["rng"])
         step = checkpoint["step"]
-    skipped: Counter[str] = Counter(checkpoint["data"]["skipped"] if checkpoint else {})
+    # Data counters from the batches ("skipped/<reason>", "negatives/<rule>"), kept across resumes.
+    counts: Counter[str] = Counter(checkpoint["data"]["counts"] if checkpoint else {})
     n_params = sum(p.numel() for p in objective.parameters())
 
     def save(step: int) -> None:
@@ -96,7 +97,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
             "rng": rng_state(),
-            "data": {"next_batch": step, "skipped": dict(skipped)},
+            "data": {"next_batch": step, "counts": dict(counts)},
             "config": cfg.model_dump(mode="json"),
             "tokenizer": tokenizer.to_json(),
         }
@@ -116,7 +117,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
         while step < t.steps:
             tick = time.perf_counter()
             batch = next(batches)
-            skipped.update(batch.pop("skipped", {}))
+            counts.update(batch.pop("counts", {}))
             if "image" not in batch:  # every sample of this batch was unusable
                 step += 1
                 continue
@@ -151,15 +152,16 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
                     "train/samples_per_s": window["samples"] / window["time"],
                     "train/data_wait_s": window["wait"] / window["steps"],
                 }
-                values |= {f"data/skipped/{k}": v for k, v in skipped.items()}
+                values |= {f"data/{k}": v for k, v in counts.items()}
                 logger.log(step, values)
                 postfix = {
                     "loss": f"{values['train/loss']:.3f}",
                     "lr": f"{values['train/lr']:.1e}",
                     "samples/s": f"{values['train/samples_per_s']:.0f}",
                 }
+                skipped = sum(v for k, v in counts.items() if k.startswith("skipped/"))
                 if skipped:
-                    postfix["skipped"] = str(sum(skipped.values()))
+                    postfix["skipped"] = str(skipped)
                 logger.progress(window["steps"], postfix)
                 window = {"samples": 0, "time": 0.0, "wait": 0.0, "steps": 0}
             if evaluators and (step % t.eval_every == 0 or step == t.steps):
@@ -177,7 +179,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
     finally:
         logger.close()
 
-    final = {**history, **{f"data/skipped/{k}": float(v) for k, v in skipped.items()}}
+    final = {**history, **{f"data/{k}": float(v) for k, v in counts.items()}}
     (run_dir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
     from vislang.report import write_report
 

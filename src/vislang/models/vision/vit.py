@@ -38,7 +38,7 @@ def keep_random_tokens(tokens: torch.Tensor, keep: int, generator: torch.Generat
 
 
 class VisionTransformer(nn.Module):
-    def __init__(self, cfg: VisionConfig, embed_dim: int, attn_impl: str = "auto") -> None:
+    def __init__(self, cfg: VisionConfig, embed_dim: int | None, attn_impl: str = "auto") -> None:
         super().__init__()
         self.cfg = cfg
         w = cfg.width
@@ -53,8 +53,12 @@ class VisionTransformer(nn.Module):
         self.transformer = Transformer(w, cfg.depth, cfg.heads, cfg.mlp_ratio, attn_impl)
         self.transformer.grad_checkpointing = cfg.grad_checkpointing
         self.ln_post = nn.LayerNorm(w)
-        self.attn_pool = AttentionPool(w, cfg.heads, cfg.mlp_ratio, attn_impl=attn_impl) if cfg.pool == "map" else None
-        self.proj = nn.Linear(w, embed_dim, bias=False)
+        # Towers whose tokens feed a decoder (captioners, CoCa) pool and project elsewhere.
+        pooled = embed_dim is not None
+        self.attn_pool = (
+            AttentionPool(w, cfg.heads, cfg.mlp_ratio, attn_impl=attn_impl) if pooled and cfg.pool == "map" else None
+        )
+        self.proj = nn.Linear(w, embed_dim, bias=False) if pooled else nn.Identity()
         self.mask_ratio = cfg.mask_ratio
 
     def tokens(self, images: torch.Tensor) -> torch.Tensor:

@@ -76,6 +76,54 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_caption(args: argparse.Namespace) -> int:
+    from PIL import Image
+
+    from vislang.api import load_objective, make_preprocess
+    from vislang.generation import GenerationConfig, generate
+
+    objective, tokenizer, cfg = load_objective(args.checkpoint)
+    if not hasattr(objective.model, "image_context"):
+        raise VislangError(
+            f"{args.checkpoint}: a {cfg.objective!r} model cannot write captions; train cap, cappa or coca"
+        )
+    try:
+        settings = GenerationConfig(
+            method=args.method,
+            max_length=args.max_length,
+            beam_size=args.beam_size,
+            temperature=args.temperature,
+            top_k=args.top_k,
+            top_p=args.top_p,
+            seed=args.seed,
+        )
+    except ValueError as error:
+        raise VislangError(str(error)) from None
+    preprocess, lines = make_preprocess(cfg), []
+    for start in range(0, len(args.images), args.batch_size):
+        paths = args.images[start : start + args.batch_size]
+        images = []
+        for path in paths:
+            try:
+                with Image.open(path) as image:
+                    images.append(image.convert("RGB"))
+            except FileNotFoundError:
+                raise VislangError(f"image not found: {path}") from None
+            except OSError as error:
+                raise VislangError(f"cannot read image {path}: {error}") from None
+        tokens = generate(
+            objective.model, preprocess(images), tokenizer.sot_id, tokenizer.eot_id, tokenizer.pad_id, settings
+        )
+        lines += [f"{path}\t{tokenizer.decode(row.tolist())}" for path, row in zip(paths, tokens)]
+    text = "".join(line + "\n" for line in lines)
+    if args.out:
+        Path(args.out).write_text(text)
+        print(f"wrote {len(lines)} captions to {args.out}")
+    else:
+        print(text, end="")
+    return 0
+
+
 def cmd_config(args: argparse.Namespace) -> int:
     from vislang.config import load_config, to_yaml
 
@@ -155,6 +203,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--out", help="also write the metrics to this JSON file")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser(
+        "caption",
+        help="write captions for images with a captioner or CoCa checkpoint",
+        description="Generate a caption for each image (greedy, beam search or sampling, with a "
+        "key-value cache). Prints PATH<TAB>CAPTION lines, or writes them to --out.",
+    )
+    p.add_argument("checkpoint", help="checkpoint file (.pt) or run directory of a cap, cappa or coca run")
+    p.add_argument("images", nargs="+", help="image files")
+    p.add_argument("--method", choices=["greedy", "beam", "sample"], default="greedy")
+    p.add_argument("--beam-size", type=int, default=4, help="beams for --method beam (default 4)")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default 1)")
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k likeliest tokens (default 0: all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass (default 1: off)")
+    p.add_argument("--max-length", type=int, help="tokens per caption incl. start/end (default: the context)")
+    p.add_argument("--seed", type=int, default=0, help="sampling seed (default 0)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
+    p.add_argument("--out", help="write the captions to this file instead of printing them")
+    p.set_defaults(func=cmd_caption)
 
     p = sub.add_parser(
         "config",

@@ -179,6 +179,15 @@ class TrainConfig(Section):
         return self
 
 
+class AroSetConfig(Section):
+    """One ARO set on local files (see vislang.eval.aro for the formats)."""
+
+    kind: Literal["vg_relation", "vg_attribution", "coco_order", "flickr30k_order"]
+    annotations: str  # the set's JSON file
+    images: str  # folder the JSON's image paths are relative to
+    min_group: int = 25  # relations / attribute pairs with fewer items stay out of the macro average
+
+
 class EvalConfig(Section):
     zeroshot: bool = True
     retrieval: bool = True
@@ -187,6 +196,7 @@ class EvalConfig(Section):
     n_retrieval: int = 1000  # test image–caption pairs
     n_probe: int = 500  # items per compositional probe
     batch_size: int = 500
+    aro: list[AroSetConfig] = []  # ARO sets on real images, evaluated beside the world's tasks
 
 
 class RunConfig(Section):

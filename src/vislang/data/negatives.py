@@ -70,7 +70,11 @@ RELATIONS: tuple[tuple[str, ...], ...] = tuple(
         reverse=True,
     )
 )
-LINKING = frozenset("is are was were sits sit stands stand lies lie".split())
+# Words that may sit between a noun phrase and its relation ("a cat is sitting under a table").
+LINKING = frozenset(
+    "is are was were be being sits sit sitting stands stand standing lies lie lying hangs hanging "
+    "placed located parked seen shown".split()
+)
 BOUNDARIES = frozenset("and or but while as of that which who where , . ; : ! ?".split()) | LINKING
 FRAMING = frozenset(
     "photo picture image view closeup close-up shot painting drawing illustration scene photograph".split()
@@ -122,6 +126,11 @@ RULES = ("relation", "attribute", "noun", "shuffle", "verb")
 _TOKEN = re.compile(r"[\w'-]+|[^\w\s]")
 
 
+def split_words(text: str) -> list[str]:
+    """Words and punctuation marks of a caption, in order."""
+    return _TOKEN.findall(text)
+
+
 @dataclass(frozen=True)
 class Phrase:
     """Words ``start..end`` (exclusive) of a caption: determiner, attributes, head noun."""
@@ -159,6 +168,7 @@ def noun_phrases(words: Sequence[str]) -> list[Phrase]:
             and words[end].lower() not in BOUNDARIES
             and words[end].lower() not in DETERMINERS
             and words[end].lower() not in VERB_ALTERNATIVES
+            and words[end].lower() not in LINKING
             and not _relation_at(words, end)
         ):
             end += 1
@@ -178,7 +188,7 @@ def swap_relation(words: list[str], rng: np.random.Generator) -> list[str] | Non
     options = []
     for a, b in zip(phrases, phrases[1:]):
         middle = [w.lower() for w in words[a.end : b.start]]
-        if middle and middle[0] in LINKING:
+        while middle and middle[0] in LINKING:
             middle = middle[1:]
         if middle and _relation_at(middle, 0) == len(middle) and words[a.start : a.end] != words[b.start : b.end]:
             options.append((a, b))
@@ -257,10 +267,23 @@ _RULE_FUNCTIONS = {
 def negative_caption(caption: str, rules: Sequence[str], rng: np.random.Generator) -> tuple[str | None, str | None]:
     """A hard negative of ``caption`` by one applicable rule chosen at random, and the rule's
     name; ``(None, None)`` when no rule applies."""
-    words = _TOKEN.findall(caption)
+    words = split_words(caption)
     order = [rules[i] for i in rng.permutation(len(rules))]
     for rule in order:
         out = _RULE_FUNCTIONS[rule](words, rng)
         if out is not None and out != words:
-            return _join(out), rule
+            return _join(_tidy(words, out)), rule
     return None, None
+
+
+def _tidy(original: list[str], out: list[str]) -> list[str]:
+    """Keep the original's capitalised first word and fix "a"/"an" before the words now after them."""
+    out = list(out)
+    if original and original[0][:1].isupper():
+        out = [w.lower() if w.lower() in DETERMINERS else w for w in out]
+        out[0] = out[0][:1].upper() + out[0][1:]
+    for i, word in enumerate(out[:-1]):
+        if word.lower() in ("a", "an"):
+            article = "an" if out[i + 1][:1].lower() in "aeiou" else "a"
+            out[i] = article.capitalize() if word[0].isupper() else article
+    return out

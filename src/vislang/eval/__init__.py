@@ -14,6 +14,7 @@ import torch
 from vislang.config import RunConfig
 from vislang.data import build_world
 from vislang.data.world_tasks import classification_sets, probe_sets, retrieval_set
+from vislang.eval.aro import AroEvaluator, load_aro
 from vislang.eval.compositional import ProbeEvaluator
 from vislang.eval.retrieval import RetrievalEvaluator
 from vislang.eval.zeroshot import ZeroShotEvaluator
@@ -35,6 +36,13 @@ def build_evaluators(cfg: RunConfig, tokenizer) -> list[Evaluator]:
         evaluators.append(RetrievalEvaluator(retrieval_set(world, e.n_retrieval), **common))
     if e.compositional:
         evaluators += [ProbeEvaluator(probe, data, **common) for probe, data in probe_sets(world, e.n_probe).items()]
+    for aro in e.aro:
+        items = load_aro(aro.kind, aro.annotations, aro.images, cfg.train.seed)
+        evaluators.append(
+            AroEvaluator(
+                aro.kind, items, tokenizer, v.image_size, v.image_mean, v.image_std, e.batch_size, aro.min_group
+            )
+        )
     return evaluators
 
 

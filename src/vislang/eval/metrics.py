@@ -25,9 +25,14 @@ def topk_accuracy(scores: torch.Tensor, labels: torch.Tensor, ks: Sequence[int] 
     return {f"top{k}": _credit(correct, scores, k).mean().item() for k in ks}
 
 
+def candidate_credit(scores: torch.Tensor) -> torch.Tensor:
+    """Per row of [N, K]: 1 if candidate 0 (the true one) scores highest, tie-break credit if tied."""
+    return _credit(scores[:, 0], scores, 1)
+
+
 def candidate_accuracy(scores: torch.Tensor) -> float:
     """Share of rows of [N, K] where candidate 0 (the true one) scores highest."""
-    return _credit(scores[:, 0], scores, 1).mean().item()
+    return candidate_credit(scores).mean().item()
 
 
 def retrieval_recall(

@@ -123,3 +123,48 @@ def test_hard_negatives_only_with_contrastive_objectives():
 def test_negative_caption_keeps_capitals_and_articles_right():
     negative, rule = negative_caption("An owl next to a red apple.", ["relation"], np.random.default_rng(0))
     assert (negative, rule) == ("A red apple next to an owl.", "relation")
+
+
+def test_image_bank_adds_nearest_neighbours_with_their_captions():
+    from vislang.objectives.hard_negatives import ImageBank
+
+    bank = ImageBank(4, (1, 2, 2), 3, 2)
+    assert bank.neighbours(torch.ones(1, 2)) is None
+    features = F.normalize(torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]]), dim=-1)
+    images = torch.arange(3.0)[:, None, None, None].expand(3, 1, 2, 2)
+    texts = torch.tensor([[10, 0, 0], [11, 0, 0], [12, 0, 0]])
+    bank.add(images, texts, features)
+    found_images, found_texts = bank.neighbours(torch.tensor([[0.9, 0.1], [0.1, 0.9], [0.8, 0.2]]))
+    assert found_texts[:, 0].tolist() == [10, 11]  # distinct neighbours, each with its own caption
+    assert found_images[:, 0, 0, 0].tolist() == [0.0, 1.0]
+    bank.add(images[:2], texts[:2] + 10, features[:2])  # wraps around: 5 entries into 4 slots
+    assert int(bank.filled) == 4 and int(bank.position) == 1
+    assert bank.texts[:, 0].tolist() == [21, 11, 12, 20]
+    assert {"bank.images", "bank.texts", "bank.features", "bank.filled", "bank.position"} <= set(
+        _clip_with_bank().state_dict()
+    )
+
+
+def _clip_with_bank():
+    from vislang.objectives import build_objective
+
+    cfg = build_config({}, ["loss.hard_negative_images=8", "model.vision.image_size=32", "model.vision.patch_size=16"])
+    return build_objective(cfg, 100, 0)
+
+
+def test_bank_pairs_join_the_contrastive_loss():
+    torch.manual_seed(0)
+    objective = _clip_with_bank()
+    batch = {"image": torch.randn(4, 3, 32, 32), "text": torch.randint(3, 100, (4, 20))}
+    first = objective.loss(batch)  # empty bank: plain CLIP on 4 pairs
+    model = objective.model
+    with torch.no_grad():
+        expected = clip_loss(*model(batch["image"], batch["text"]), model.scale())
+    torch.testing.assert_close(first["loss"], expected)
+    second = {"image": torch.randn(4, 3, 32, 32), "text": torch.randint(3, 100, (4, 20))}
+    with torch.no_grad():
+        image, text = model(second["image"], second["text"])
+        extra_image, extra_text = model(*objective.bank.neighbours(image))
+        expected = clip_loss(torch.cat([image, extra_image]), torch.cat([text, extra_text]), model.scale())
+    torch.testing.assert_close(objective.loss(second)["loss"], expected)
+    assert 1 <= objective.extra_pairs <= 4 and int(objective.bank.filled) == 8

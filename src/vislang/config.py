@@ -138,6 +138,9 @@ class TokenizerConfig(Section):
 
 class LossConfig(Section):
     label_smoothing: float = 0.0  # softmax contrastive only (ALIGN uses 0.1)
+    # NegCLIP's hard-negative images: a bank of this many recent pairs; each image's nearest
+    # bank neighbour joins the batch with its caption (0 = off). Contrastive objectives only.
+    hard_negative_images: int = 0
     # CapPa: share of examples decoded in parallel from all-[MASK] inputs (big_vision's
     # masked_pred_prob); the objective "cap" is the same model with 0.
     parallel_prob: float = 0.75
@@ -147,6 +150,8 @@ class LossConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> LossConfig:
+        if self.hard_negative_images < 0:
+            raise ValueError(f"hard_negative_images must be >= 0, got {self.hard_negative_images}")
         if not 0.0 <= self.parallel_prob <= 1.0:
             raise ValueError(f"parallel_prob must be in [0, 1], got {self.parallel_prob}")
         return self

@@ -10,18 +10,29 @@ if TYPE_CHECKING:
     from vislang.objectives.base import Objective
 
 
+def _image_bank(cfg: RunConfig):
+    """The hard-negative image bank of ``loss.hard_negative_images`` entries, or None."""
+    if not cfg.loss.hard_negative_images:
+        return None
+    from vislang.objectives.hard_negatives import ImageBank
+
+    size, m = cfg.model.vision.image_size, cfg.model
+    return ImageBank(cfg.loss.hard_negative_images, (3, size, size), m.text.context_length, m.embed_dim)
+
+
 def _clip(cfg: RunConfig, vocab_size: int, pad_id: int) -> Objective:
     from vislang.models import build_two_tower
     from vislang.objectives.contrastive import ClipObjective
 
-    return ClipObjective(build_two_tower(cfg.model, vocab_size, pad_id), cfg.loss.label_smoothing)
+    model = build_two_tower(cfg.model, vocab_size, pad_id)
+    return ClipObjective(model, cfg.loss.label_smoothing, _image_bank(cfg))
 
 
 def _siglip(cfg: RunConfig, vocab_size: int, pad_id: int) -> Objective:
     from vislang.models import build_two_tower
     from vislang.objectives.sigmoid import SiglipObjective
 
-    return SiglipObjective(build_two_tower(cfg.model, vocab_size, pad_id))
+    return SiglipObjective(build_two_tower(cfg.model, vocab_size, pad_id), _image_bank(cfg))
 
 
 def _cap(cfg: RunConfig, vocab_size: int, pad_id: int) -> Objective:

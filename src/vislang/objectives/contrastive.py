@@ -8,14 +8,34 @@ import torch.nn.functional as F
 from vislang.losses import clip_loss
 from vislang.models.two_tower import TwoTower
 from vislang.objectives.base import Objective
+from vislang.objectives.hard_negatives import ImageBank
 
 
 class EmbeddingObjective(Objective):
-    """Shared scoring for two-tower objectives: cosine similarity of normalised embeddings."""
+    """Shared scoring for two-tower objectives: cosine similarity of normalised embeddings.
 
-    def __init__(self, model: TwoTower) -> None:
+    With an :class:`ImageBank`, :meth:`embed_batch` adds each image's nearest bank neighbour
+    (with its caption) to the batch as a hard negative pair.
+    """
+
+    def __init__(self, model: TwoTower, bank: ImageBank | None = None) -> None:
         super().__init__()
-        self.model = model
+        self.model, self.bank = model, bank
+        self.extra_pairs = 0  # bank neighbours added to the last batch (logged)
+
+    def embed_batch(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Normalised image and text embeddings of the batch's pairs (plus bank neighbours)."""
+        images, texts = batch["image"], batch["text"]
+        image, text = self.model(images, texts)
+        if self.bank is None:
+            return image, text
+        found = self.bank.neighbours(image.detach())
+        self.bank.add(images, texts, image.detach())
+        if found is None:
+            return image, text
+        extra_image, extra_text = self.model(*found)
+        self.extra_pairs = len(found[0])
+        return torch.cat([image, extra_image]), torch.cat([text, extra_text])
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(images).float()
@@ -41,18 +61,20 @@ class EmbeddingObjective(Objective):
 
     def log_values(self) -> dict[str, float]:
         values = {"logit_scale": self.model.scale().item()}
+        if self.bank is not None:
+            values["hard_negative_images"] = float(self.extra_pairs)
         if self.model.logit_bias is not None:
             values["logit_bias"] = self.model.bias().item()
         return values
 
 
 class ClipObjective(EmbeddingObjective):
-    def __init__(self, model: TwoTower, label_smoothing: float = 0.0) -> None:
-        super().__init__(model)
+    def __init__(self, model: TwoTower, label_smoothing: float = 0.0, bank: ImageBank | None = None) -> None:
+        super().__init__(model, bank)
         self.label_smoothing = label_smoothing
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        image, text = self.model(batch["image"], batch["text"])
+        image, text = self.embed_batch(batch)
         loss = clip_loss(
             image,
             text,

@@ -1,0 +1,103 @@
+"""The contrastive-vs-captioning study on the built-in world (docs/contrastive_vs_captioning.md).
+
+    python scripts/compositional_study.py run --out runs/study      # trains the five configs, one after another
+    python scripts/compositional_study.py report --runs runs/study  # table (Markdown) + probe curves PNG
+
+``run`` trains configs/compositional/{clip,clip_hardneg,cappa,cap,coca}.yaml with ``vislang train``
+and records each run's wall time in ``times.json``; ``report`` reads the run directories.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RUNS = ("clip", "clip_hardneg", "cap", "cappa", "coca")
+PROBES = ("relation", "attribute", "order")
+COLUMNS = {
+    "shape": "zeroshot/shape/top1",
+    "colour": "zeroshot/color/top1",
+    "shape (held-out pairs)": "zeroshot/shape_unseen/top1",
+    "T→I R@1": "retrieval/text_to_image/R@1",
+    "I→T R@1": "retrieval/image_to_text/R@1",
+    "relation": "compositional/relation/acc",
+    "attribute": "compositional/attribute/acc",
+    "order": "compositional/order/acc",
+}
+
+
+def run(out: Path, configs: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    times_file = out / "times.json"
+    times = json.loads(times_file.read_text()) if times_file.exists() else {}
+    for name in RUNS:
+        start = time.perf_counter()
+        command = ["vislang", "train", str(configs / f"{name}.yaml"), "--out", str(out / name), "--quiet"]
+        subprocess.run(command, check=True)
+        times[name] = time.perf_counter() - start
+        times_file.write_text(json.dumps(times, indent=2) + "\n")
+
+
+def _records(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
+
+
+def report(runs: Path, png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times = json.loads((runs / "times.json").read_text()) if (runs / "times.json").exists() else {}
+    present = [name for name in RUNS if (runs / name / "metrics.json").exists()]
+    header = "| run | " + " | ".join(COLUMNS) + " | train wall time |"
+    lines = [header, "|" + "---|" * (len(COLUMNS) + 2)]
+    for name in present:
+        metrics = json.loads((runs / name / "metrics.json").read_text())
+        cells = [f"{metrics.get(key, float('nan')):.3f}" for key in COLUMNS.values()]
+        wall = f"{times[name] / 60:.1f} min" if name in times else "?"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {wall} |")
+    print("\n".join(lines))
+
+    keys = ["zeroshot/shape/top1"] + [f"compositional/{p}/acc" for p in PROBES]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4 * len(keys), 3.4))
+    for ax, key in zip(axes, keys):
+        for name in present:
+            points = [(r["step"], r[key]) for r in _records(runs / name) if key in r]
+            ax.plot(*zip(*points), marker="o", markersize=3, label=name)
+        chance = {"relation": 0.5, "attribute": 0.5, "order": 0.2}.get(key.split("/")[1])
+        if chance:
+            ax.axhline(chance, color="grey", linestyle=":", linewidth=1)
+        ax.set_title(key, fontsize=9)
+        ax.set_xlabel("step")
+        ax.set_ylim(0, 1.02)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    png.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(png, dpi=110)
+    print(f"wrote {png}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run")
+    p.add_argument("--out", type=Path, default=Path("runs/study"))
+    p.add_argument("--configs", type=Path, default=Path("configs/compositional"))
+    p = sub.add_parser("report")
+    p.add_argument("--runs", type=Path, default=Path("runs/study"))
+    p.add_argument("--png", type=Path, default=Path("docs/contrastive_vs_captioning.png"))
+    args = parser.parse_args()
+    if args.command == "run":
+        run(args.out, args.configs)
+    else:
+        report(args.runs, args.png)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

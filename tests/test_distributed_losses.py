@@ -1,5 +1,6 @@
 """With ``group=``, the mean of per-rank losses equals the global-batch loss and the per-rank
-feature gradients, averaged as DDP averages them, equal the global-batch gradients (2-process gloo)."""
+feature gradients, averaged as DDP averages them, equal the global-batch gradients (2-process gloo).
+Hard-negative texts may be spread unevenly over the ranks (2 on rank 0, 1 on rank 1)."""
 
 from __future__ import annotations
 
@@ -11,33 +12,39 @@ import torch.nn.functional as F
 from vislang.losses import clip_loss, siglip_loss
 
 WORLD, LOCAL_B, DIM = 2, 4, 8
+NEGATIVE_ROWS = [slice(0, 2), slice(2, 3)]  # per rank
 
 
 def _global_features():
     g = torch.Generator().manual_seed(0)
     image = F.normalize(torch.randn(WORLD * LOCAL_B, DIM, generator=g, dtype=torch.float64), dim=-1)
     text = F.normalize(torch.randn(WORLD * LOCAL_B, DIM, generator=g, dtype=torch.float64), dim=-1)
-    return image, text
+    negatives = F.normalize(torch.randn(3, DIM, generator=g, dtype=torch.float64), dim=-1)
+    return image, text, negatives
 
 
-def _losses(image, text, group=None):
+def _losses(image, text, negatives, group=None):
     return {
         "clip": clip_loss(image, text, 10.0, group=group),
         "siglip": siglip_loss(image, text, 10.0, -5.0, group=group),
+        "clip_neg": clip_loss(image, text, 10.0, text_negatives=negatives, group=group),
+        "siglip_neg": siglip_loss(image, text, 10.0, -5.0, text_negatives=negatives, group=group),
     }
 
 
 def _worker(rank: int, store: str, out: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=WORLD)
-    image, text = _global_features()
+    image, text, negatives = _global_features()
     rows = slice(rank * LOCAL_B, (rank + 1) * LOCAL_B)
     results = {}
-    for name in ("clip", "siglip"):
+    for name in ("clip", "siglip", "clip_neg", "siglip_neg"):
         local_image = image[rows].clone().requires_grad_()
         local_text = text[rows].clone().requires_grad_()
-        loss = _losses(local_image, local_text, group=dist.group.WORLD)[name]
+        local_negatives = negatives[NEGATIVE_ROWS[rank]].clone().requires_grad_()
+        loss = _losses(local_image, local_text, local_negatives, group=dist.group.WORLD)[name]
         loss.backward()
-        results[name] = (loss.detach(), local_image.grad / WORLD, local_text.grad / WORLD)
+        negative_grad = local_negatives.grad if local_negatives.grad is not None else torch.zeros_like(local_negatives)
+        results[name] = (loss.detach(), local_image.grad / WORLD, local_text.grad / WORLD, negative_grad / WORLD)
     torch.save(results, f"{out}.{rank}")
     dist.barrier()
     dist.destroy_process_group()
@@ -47,12 +54,14 @@ def test_group_losses_equal_global_batch(tmp_path):
     out = str(tmp_path / "result")
     mp.spawn(_worker, args=(str(tmp_path / "store"), out), nprocs=WORLD, join=True)
     per_rank = [torch.load(f"{out}.{r}") for r in range(WORLD)]
-    image, text = _global_features()
-    image.requires_grad_()
-    text.requires_grad_()
-    for name, loss in _losses(image, text).items():
-        grad_image, grad_text = torch.autograd.grad(loss, (image, text))
+    image, text, negatives = _global_features()
+    for tensor in (image, text, negatives):
+        tensor.requires_grad_()
+    for name, loss in _losses(image, text, negatives).items():
+        grad_image, grad_text, grad_negatives = torch.autograd.grad(loss, (image, text, negatives), allow_unused=True)
         mean_loss = sum(r[name][0] for r in per_rank) / WORLD
         torch.testing.assert_close(mean_loss, loss.detach().float())
         torch.testing.assert_close(torch.cat([r[name][1] for r in per_rank]), grad_image)
         torch.testing.assert_close(torch.cat([r[name][2] for r in per_rank]), grad_text)
+        if name.endswith("_neg"):
+            torch.testing.assert_close(torch.cat([r[name][3] for r in per_rank]), grad_negatives)

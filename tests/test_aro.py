@@ -154,3 +154,27 @@ def test_text_only_baseline_is_leave_one_out():
     assert (scores[:, 0] > scores[:, 1]).all()  # other items teach "the dog is", "on the sofa"
     alone = text_only_scores(items[:1])
     assert alone[0, 0] == pytest.approx(alone[0, 1])  # nothing but itself: no information
+
+
+def test_eval_command_runs_aro_sets_from_config(vg_files, tiny_overrides, tmp_path):
+    import subprocess
+    import sys
+
+    from vislang.config import build_config
+    from vislang.train.loop import train
+
+    cfg = build_config({}, tiny_overrides + ["train.steps=2", "train.eval_every=2", "train.checkpoint_every=2"])
+    train(cfg, tmp_path / "run", quiet=True)
+    aro = (
+        f"eval.aro=[{{kind: vg_relation, annotations: '{vg_files / 'visual_genome_relation.json'}', "
+        f"images: '{vg_files / 'images'}', min_group: 1}}]"
+    )
+    out = tmp_path / "eval.json"
+    command = [sys.executable, "-m", "vislang.cli", "eval", str(tmp_path / "run"), "--set", aro, "--out", str(out)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    metrics = json.loads(out.read_text())
+    assert 0 <= metrics["aro/vg_relation/macro_acc"] <= 1 and "aro/vg_relation/text_only_macro_acc" in metrics
+    bad = aro.replace("visual_genome_relation.json", "missing.json")
+    result = subprocess.run(command[:5] + ["--set", bad], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 2 and "missing.json" in result.stderr and "Traceback" not in result.stderr

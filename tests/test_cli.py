@@ -32,7 +32,7 @@ def _assert_one_line_error(result: subprocess.CompletedProcess, needle: str) -> 
         ("train:\n  stepz: 3\n", [], "unknown config key 'train.stepz'"),
         ("train:\n  steps: many\n", [], "train.steps"),
         ("objective: clip\n", ["model.vision.depth=two"], "model.vision.depth"),
-        ("data:\n  source: csv\n  path: /nonexistent/pairs.csv\n", [], "/nonexistent/pairs.csv"),
+        ("data:\n  sources: [{kind: table, path: /nonexistent/pairs.csv}]\n", [], "/nonexistent/pairs.csv"),
         ("tokenizer:\n  path: /nonexistent/tokenizer.json\n", [], "/nonexistent/tokenizer.json"),
     ],
 )
@@ -100,8 +100,7 @@ def test_csv_source_skips_and_counts_bad_rows(tmp_path, tiny_overrides):
         arg
         for o in tiny_overrides
         + [
-            "data.source=csv",
-            f"data.path={tmp_path / 'pairs.csv'}",
+            f"data.sources=[{{kind: table, path: '{tmp_path / 'pairs.csv'}'}}]",
             "train.steps=3",
             "eval.compositional=false",
             "eval.retrieval=false",

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from vislang.config import build_config
+from vislang.data.batches import text_fields
 from vislang.data.negatives import (
     negative_caption,
     noun_phrases,
@@ -18,7 +19,6 @@ from vislang.data.negatives import (
     swap_nouns,
     swap_relation,
 )
-from vislang.data.sources import text_fields
 from vislang.losses import clip_loss, siglip_loss
 
 

@@ -109,13 +109,41 @@ class WorldConfig(Section):
     distinct_colors: bool = False  # two objects always differ in colour (the compositional study)
 
 
-class DataConfig(Section):
-    # "world": the built-in procedural world; "csv": a CSV/TSV table of image paths and captions.
-    source: Literal["world", "csv"] = "world"
+class SourceConfig(Section):
+    """One training source. ``kind``: "world" (the built-in world, settings in ``data.world``),
+    "table" (a .csv / .tsv / .parquet file at ``path``) or "folder" (images with .txt / .json
+    captions under ``path``). With several sources, ``weight`` sets each one's share of a batch."""
+
+    kind: Literal["world", "table", "folder"] = "world"
     path: str | None = None
-    image_column: str = "image"
-    caption_column: str = "caption"
+    name: str | None = None  # for the per-source counts in the logs (default: kind and index)
+    weight: float = 1.0
+    image_column: str = "image"  # tables: a path (relative to the table) or encoded bytes
+    caption_columns: list[str] = ["caption"]
+    # several captions per image (columns or a folder JSON list): a seeded random one per visit,
+    # or always the first.
+    caption_pick: Literal["random", "first"] = "random"
+
+    @model_validator(mode="after")
+    def _check(self) -> SourceConfig:
+        if self.kind != "world" and not self.path:
+            raise ValueError(f"a {self.kind!r} source needs a path")
+        if self.weight <= 0:
+            raise ValueError(f"weight must be positive, got {self.weight}")
+        if not self.caption_columns:
+            raise ValueError("caption_columns must name at least one column")
+        return self
+
+
+class DataConfig(Section):
+    sources: list[SourceConfig] = [SourceConfig()]
     num_workers: int = 1
+    # How images enter the model (OpenCLIP's resize modes): "shortest" side + centre crop,
+    # "longest" side + pad, or "squash". Training adds a random-resized crop when random_crop is set.
+    resize_mode: Literal["shortest", "longest", "squash"] = "shortest"
+    random_crop: bool = False
+    crop_scale: tuple[float, float] = (0.9, 1.0)
+    max_image_pixels: int = 100_000_000  # larger images are skipped unread (decompression-bomb guard)
     # Hard-negative captions added to each batch (NegCLIP / FiGCLIP): rules from
     # vislang.data.negatives, one applicable rule drawn per caption. Contrastive objectives only.
     hard_negatives: list[Literal["relation", "attribute", "noun", "shuffle", "verb"]] = []
@@ -123,8 +151,8 @@ class DataConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
-        if self.source == "csv" and not self.path:
-            raise ValueError("data.source 'csv' needs data.path")
+        if not self.sources:
+            raise ValueError("data.sources must list at least one source")
         return self
 
 

@@ -77,7 +77,7 @@ def write_report(run_dir: str | Path) -> Path:
     lines = [
         "# vislang run report",
         "",
-        f"**What was trained.** A `{config['objective']}` model on the `{config['data']['source']}` data for "
+        f"**What was trained.** A `{config['objective']}` model on the `{', '.join(s['kind'] for s in config['data']['sources'])}` data for "
         f"{t['steps']} steps of batch {t['batch_size']} ({t['steps'] * t['batch_size']:,} image–text pairs), "
         f"{t['precision']}, learning rate {t['lr']} with {t['warmup_steps']} warmup steps and cosine decay. "
         f"Image tower: ViT with a `{v['stem']}` stem, {v['image_size']} px input, patch {v['patch_size']}, "

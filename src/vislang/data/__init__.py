@@ -9,7 +9,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from vislang.config import RunConfig
-from vislang.data.sources import TableBatches, Tokenize, WorldBatches, read_table
+from vislang.data.batches import Batches, Tokenize
+from vislang.data.samples import FolderSamples, TableSamples, WorldSamples
+from vislang.data.transforms import ImageTransform
 from vislang.data.world import World
 
 
@@ -18,27 +20,38 @@ def build_world(cfg: RunConfig) -> World:
     return World(cfg.model.vision.image_size, w.seed, w.two_object_prob, w.partial_caption_prob, w.distinct_colors)
 
 
+def build_sources(cfg: RunConfig, train: bool = True) -> dict[str, object]:
+    """The configured sources by name, each serving sample ``p`` of its stream."""
+    d, v = cfg.data, cfg.model.vision
+    transform = ImageTransform(v.image_size, d.resize_mode, d.random_crop and train, d.crop_scale)
+    sources: dict[str, object] = {}
+    for i, s in enumerate(d.sources):
+        name = s.name or (s.kind if len(d.sources) == 1 else f"{s.kind}{i}")
+        if s.kind == "world":
+            sources[name] = WorldSamples(build_world(cfg))
+        elif s.kind == "table":
+            sources[name] = TableSamples(
+                s.path, s.image_column, s.caption_columns, transform, d.max_image_pixels, cfg.train.seed, s.caption_pick
+            )
+        else:
+            sources[name] = FolderSamples(s.path, transform, d.max_image_pixels, cfg.train.seed, s.caption_pick)
+    return sources
+
+
 def tokenizer_corpus(cfg: RunConfig) -> list[str]:
-    """Captions to train the run's BPE on: the first ``tokenizer.train_texts`` of the source."""
-    n = cfg.tokenizer.train_texts
-    if cfg.data.source == "world":
-        return WorldBatches(build_world(cfg), None, 1, None, None).captions(n)
-    return read_table(cfg.data.path, cfg.data.image_column, cfg.data.caption_column)[1][:n]
+    """Captions to train the run's BPE on: ``tokenizer.train_texts`` of them, shared among the sources."""
+    sources = list(build_sources(cfg).values())
+    per_source = -(-cfg.tokenizer.train_texts // len(sources))
+    return [caption for source in sources for caption in source.captions(per_source)]
 
 
-def build_batches(cfg: RunConfig, tokenizer: Tokenize) -> WorldBatches | TableBatches:
+def build_batches(cfg: RunConfig, tokenizer: Tokenize) -> Batches:
     v = cfg.model.vision
-    if cfg.data.source == "world":
-        return WorldBatches(
-            build_world(cfg), tokenizer, cfg.train.batch_size, v.image_mean, v.image_std, cfg.data.hard_negatives
-        )
-    images, captions = read_table(cfg.data.path, cfg.data.image_column, cfg.data.caption_column)
-    return TableBatches(
-        images,
-        captions,
+    return Batches(
+        build_sources(cfg),
+        [s.weight for s in cfg.data.sources],
         tokenizer,
         cfg.train.batch_size,
-        v.image_size,
         v.image_mean,
         v.image_std,
         cfg.train.seed,

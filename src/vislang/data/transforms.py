@@ -26,3 +26,60 @@ def resize_center_crop(image, size: int) -> np.ndarray:
     image = image.resize((w, h), Image.BICUBIC)
     left, top = (w - size) // 2, (h - size) // 2
     return np.asarray(image.crop((left, top, left + size, top + size)))
+
+
+class ImageTransform:
+    """A decoded PIL image -> [size, size, 3] uint8, the way a source's images enter the model.
+
+    ``resize_mode`` (as OpenCLIP's): "shortest" resizes the shortest side to ``size`` and crops
+    the centre; "longest" resizes the longest side and pads to a square with ``fill``; "squash"
+    resizes to a square ignoring the aspect ratio. ``random_crop`` replaces it while training by
+    a random-resized crop (area share ``scale``, aspect ``ratio``; OpenCLIP uses scale 0.9–1.0),
+    whose parameters come from the given numpy generator so that a sample's crop is a pure
+    function of its position (exact resume). Resizing is torchvision's, bicubic with antialias.
+    """
+
+    def __init__(
+        self,
+        size: int,
+        resize_mode: str = "shortest",
+        random_crop: bool = False,
+        scale: tuple[float, float] = (0.9, 1.0),
+        ratio: tuple[float, float] = (3 / 4, 4 / 3),
+        fill: int = 0,
+    ) -> None:
+        self.size, self.resize_mode, self.random_crop = size, resize_mode, random_crop
+        self.scale, self.ratio, self.fill = scale, ratio, fill
+
+    def _crop_box(self, width: int, height: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
+        area = width * height
+        for _ in range(10):
+            target = area * rng.uniform(*self.scale)
+            aspect = np.exp(rng.uniform(np.log(self.ratio[0]), np.log(self.ratio[1])))
+            w, h = round(np.sqrt(target * aspect)), round(np.sqrt(target / aspect))
+            if 0 < w <= width and 0 < h <= height:
+                return int(rng.integers(0, height - h + 1)), int(rng.integers(0, width - w + 1)), h, w
+        side = min(width, height)  # fall back to the centre square
+        return (height - side) // 2, (width - side) // 2, side, side
+
+    def __call__(self, image, rng: np.random.Generator | None = None) -> np.ndarray:
+        import torchvision.transforms.v2.functional as TF
+        from torchvision.transforms import InterpolationMode
+
+        bicubic, size = InterpolationMode.BICUBIC, self.size
+        x = TF.pil_to_tensor(image.convert("RGB"))
+        if self.random_crop and rng is not None:
+            top, left, h, w = self._crop_box(image.width, image.height, rng)
+            x = TF.resized_crop(x, top, left, h, w, [size, size], interpolation=bicubic, antialias=True)
+        elif self.resize_mode == "squash":
+            x = TF.resize(x, [size, size], interpolation=bicubic, antialias=True)
+        elif self.resize_mode == "longest":
+            scale = size / max(image.width, image.height)
+            h, w = max(1, round(image.height * scale)), max(1, round(image.width * scale))
+            x = TF.resize(x, [h, w], interpolation=bicubic, antialias=True)
+            pad_left, pad_top = (size - w) // 2, (size - h) // 2
+            x = TF.pad(x, [pad_left, pad_top, size - w - pad_left, size - h - pad_top], fill=self.fill)
+        else:
+            x = TF.resize(x, size, interpolation=bicubic, antialias=True)
+            x = TF.center_crop(x, [size, size])
+        return x.permute(1, 2, 0).numpy()

@@ -1,0 +1,199 @@
+"""Random-access training sources: sample ``p`` of a source's endless stream, as a pure function.
+
+- :class:`WorldSamples`: the built-in world (train split, index ``p``).
+- :class:`TableSamples`: a CSV / TSV / parquet table; the image column holds paths (relative to
+  the table) or encoded bytes (also Hugging Face's ``{"bytes", "path"}`` structs); one or more
+  caption columns.
+- :class:`FolderSamples`: a folder of images with sidecar captions: ``NAME.txt`` (one caption)
+  and/or ``NAME.json`` (``{"captions": [...]}``, a list, or a string).
+
+Table and folder streams visit the rows epoch by epoch, each epoch in its own seeded order:
+position ``p`` is row ``perm_e[p mod N]`` with ``e = p // N``. Columns stay in Arrow buffers,
+so worker processes share them without copying (no per-row Python objects to touch).
+``get`` returns ``(image uint8 [S, S, 3], caption)`` or raises :class:`BadSample`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+
+from vislang.data.decode import BadSample, decode_caption, open_image
+from vislang.data.transforms import ImageTransform
+from vislang.data.world import World
+from vislang.errors import DataError
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
+
+
+def pick_caption(captions: list, rng: np.random.Generator, pick: str) -> object:
+    """One caption of several: a seeded random one per visit, or the first."""
+    if not captions:
+        raise BadSample("empty_caption")
+    return captions[int(rng.integers(len(captions)))] if pick == "random" else captions[0]
+
+
+class WorldSamples:
+    def __init__(self, world: World) -> None:
+        self.world = world
+
+    def get(self, position: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+        image, caption, _ = self.world.sample("train", position)
+        return image, caption
+
+    def captions(self, n: int) -> list[str]:
+        w = self.world
+        return [w.caption(w.sample_scene(rng := w.rng("train", i), "train"), rng) for i in range(n)]
+
+
+class _EpochOrder:
+    """Row of stream position ``p``: a fresh seeded permutation of the N rows every epoch."""
+
+    def __init__(self, n: int, seed: int) -> None:
+        self.n, self.seed = n, seed
+        self._epoch, self._order = -1, np.empty(0, dtype=np.int64)
+
+    def row(self, position: int) -> int:
+        epoch, offset = divmod(position, self.n)
+        if epoch != self._epoch:
+            self._epoch, self._order = epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n)
+        return int(self._order[offset])
+
+
+def read_table(path: str | Path, image_column: str, caption_columns: list[str]):
+    """The table's image column and caption columns as Arrow arrays (captions as raw bytes for
+    CSV/TSV, so a non-UTF-8 cell costs one sample, not the file)."""
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+    import pyarrow.parquet as pq
+
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"data source not found: {path}")
+    suffix = path.suffix.lower()
+    try:
+        if suffix == ".parquet":
+            table = pq.read_table(path)
+        elif suffix in (".csv", ".tsv", ".tab"):
+            delimiter = "\t" if suffix != ".csv" else ","
+            types = {name: pa.binary() for name in caption_columns} | {image_column: pa.string()}
+            table = pacsv.read_csv(
+                path,
+                parse_options=pacsv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+                convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=False),
+            )
+        else:
+            raise DataError(f"{path}: unknown table format {suffix!r} (use .parquet, .csv or .tsv)")
+    except (pa.ArrowInvalid, OSError) as error:
+        raise DataError(f"cannot read table {path}: {str(error).splitlines()[0]}") from None
+    missing = [c for c in [image_column, *caption_columns] if c not in table.column_names]
+    if missing:
+        raise DataError(f"{path}: no column {missing[0]!r} (columns: {', '.join(table.column_names)})")
+    if table.num_rows == 0:
+        raise DataError(f"{path}: the table has no rows")
+    return table.column(image_column).combine_chunks(), [table.column(c).combine_chunks() for c in caption_columns]
+
+
+class TableSamples:
+    def __init__(
+        self,
+        path: str | Path,
+        image_column: str,
+        caption_columns: list[str],
+        transform: ImageTransform,
+        max_pixels: int,
+        seed: int,
+        caption_pick: str = "random",
+    ) -> None:
+        self.root = Path(path).parent
+        self.images, self.captions_columns = read_table(path, image_column, caption_columns)
+        self.transform, self.max_pixels, self.caption_pick = transform, max_pixels, caption_pick
+        self.order = _EpochOrder(len(self.images), seed)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def _image_source(self, row: int) -> bytes | Path:
+        """Encoded bytes (binary column), or a path relative to the table (string column)."""
+        value = self.images[row].as_py()
+        if isinstance(value, dict):  # Hugging Face datasets' Image feature
+            value = value.get("bytes") or value.get("path")
+        if not value:
+            raise BadSample("missing_file")
+        return value if isinstance(value, bytes) else self.root / value
+
+    def get(self, position: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+        row = self.order.row(position)
+        cells = [column[row].as_py() for column in self.captions_columns]
+        caption = decode_caption(pick_caption([c for c in cells if c is not None], rng, self.caption_pick))
+        image = open_image(self._image_source(row), self.max_pixels)
+        return self.transform(image, rng), caption
+
+    def captions(self, n: int) -> list[str]:
+        out = []
+        for row in range(min(n, len(self))):
+            try:
+                out.append(decode_caption(self.captions_columns[0][row].as_py()))
+            except BadSample:
+                continue
+        return out
+
+
+def scan_folder(root: str | Path) -> list[Path]:
+    """Image files under ``root`` (recursive), sorted, that have a .txt or .json caption file."""
+    root = Path(root)
+    if not root.is_dir():
+        raise DataError(f"data source folder not found: {root}")
+    images = sorted(
+        p
+        for p in root.rglob("*")
+        if p.suffix.lower() in IMAGE_SUFFIXES and (p.with_suffix(".txt").exists() or p.with_suffix(".json").exists())
+    )
+    if not images:
+        raise DataError(f"{root}: no images with a .txt or .json caption file")
+    return images
+
+
+def folder_captions(image: Path) -> list[bytes | str]:
+    """The captions of one folder image: its .txt (whole file, one caption) and its .json."""
+    captions: list[bytes | str] = []
+    text, meta = image.with_suffix(".txt"), image.with_suffix(".json")
+    if text.exists():
+        captions.append(text.read_bytes())
+    if meta.exists():
+        try:
+            data = json.loads(meta.read_bytes())
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            raise BadSample("bad_text") from None
+        if isinstance(data, dict):
+            data = data.get("captions", data.get("caption", []))
+        captions += [data] if isinstance(data, str) else [c for c in data if isinstance(c, str)]
+    return captions
+
+
+class FolderSamples:
+    def __init__(
+        self, root: str | Path, transform: ImageTransform, max_pixels: int, seed: int, caption_pick: str = "random"
+    ) -> None:
+        self.images = scan_folder(root)
+        self.transform, self.max_pixels, self.caption_pick = transform, max_pixels, caption_pick
+        self.order = _EpochOrder(len(self.images), seed)
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def get(self, position: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+        path = self.images[self.order.row(position)]
+        caption = decode_caption(pick_caption(folder_captions(path), rng, self.caption_pick))
+        return self.transform(open_image(path, self.max_pixels), rng), caption
+
+    def captions(self, n: int) -> list[str]:
+        out = []
+        for path in self.images[:n]:
+            try:
+                out.append(decode_caption(folder_captions(path)[0]))
+            except (BadSample, IndexError):
+                continue
+        return out

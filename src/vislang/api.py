@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from vislang.config import RunConfig
-from vislang.data.transforms import resize_center_crop, to_tensor
+from vislang.data.transforms import ImageTransform, to_tensor
 from vislang.errors import CheckpointError
 from vislang.objectives import build_objective
 from vislang.objectives.base import Objective
@@ -35,12 +35,14 @@ def load_objective(path: str | Path, device: str | torch.device = "cpu") -> tupl
 
 
 def make_preprocess(cfg: RunConfig) -> Callable:
-    """PIL image(s) -> normalised [N, 3, S, S] tensor: shortest side to S, centre crop."""
+    """PIL image(s) -> normalised [N, 3, S, S] tensor, resized as the run's data were
+    (``data.resize_mode``), without training augmentation."""
     v = cfg.model.vision
+    transform = ImageTransform(v.image_size, cfg.data.resize_mode)
 
     def preprocess(images) -> torch.Tensor:
         images = images if isinstance(images, (list, tuple)) else [images]
-        arrays = np.stack([resize_center_crop(image, v.image_size) for image in images])
+        arrays = np.stack([transform(image) for image in images])
         return to_tensor(arrays, v.image_mean, v.image_std)
 
     return preprocess

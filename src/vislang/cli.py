@@ -153,6 +153,72 @@ def cmd_data_world(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from vislang.data.make_shards import world_records, write_shards
+    from vislang.data.world import World
+
+    world = World(args.image_size, args.seed, args.two_object_prob, args.partial_caption_prob)
+    sizes = write_shards(world_records(world, args.n, args.split, args.format), args.out, args.shard_size)
+    print(f"wrote {sum(sizes.values())} samples of the {args.split} split in {len(sizes)} shards to {args.out}")
+    print(
+        f"train on them with: --set \"data.sources=[{{kind: shards, path: '{args.out}/{{00000..{len(sizes) - 1:05d}}}.tar'}}]\""
+    )
+    return 0
+
+
+def cmd_data_make_shards(args: argparse.Namespace) -> int:
+    from vislang.data.make_shards import folder_records, table_records, write_shards
+
+    if args.kind == "table":
+        records = table_records(args.path, args.image_column, args.caption_columns.split(","))
+    else:
+        records = folder_records(args.path)
+    sizes = write_shards(records, args.out, args.shard_size)
+    print(f"wrote {sum(sizes.values())} samples in {len(sizes)} shards to {args.out}")
+    return 0
+
+
+def _inspected_config(args: argparse.Namespace):
+    from vislang.data.inspect import source_config
+
+    extra = [f"data.max_image_pixels={args.max_pixels}"] if getattr(args, "max_pixels", None) else []
+    if args.kind == "table":
+        extra.append(
+            f"data.sources=[{{kind: table, path: '{args.path}', image_column: {args.image_column}, "
+            f"caption_columns: [{args.caption_columns}]}}]"
+        )
+    return source_config(args.kind, args.path, extra, args.image_size)
+
+
+def cmd_data_inspect(args: argparse.Namespace) -> int:
+    from vislang.data.inspect import inspect_source, summary_lines, write_histograms
+
+    report = inspect_source(_inspected_config(args), args.n)
+    print("\n".join(summary_lines(report)))
+    if args.out:
+        write_histograms(report, Path(args.out) / "inspect.png")
+        print(f"histograms: {Path(args.out) / 'inspect.png'}")
+    return 0
+
+
+def cmd_data_bench(args: argparse.Namespace) -> int:
+    from vislang.data import tokenizer_corpus
+    from vislang.data.inspect import pipeline_throughput
+    from vislang.tokenizers import BPETokenizer
+
+    cfg = _inspected_config(args)
+    cfg = cfg.model_copy(
+        update={
+            "data": cfg.data.model_copy(update={"num_workers": args.workers, "random_crop": True}),
+            "train": cfg.train.model_copy(update={"batch_size": args.batch_size}),
+        }
+    )
+    tokenizer = BPETokenizer.train(tokenizer_corpus(cfg), 512, 77)
+    rate = pipeline_throughput(cfg, args.batches, tokenizer)
+    print(f"{rate:.1f} samples/s ({args.workers} workers, batch {args.batch_size}, {args.image_size} px, random crop)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="vislang",
@@ -245,6 +311,65 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--image-size", type=int, default=64)
     w.add_argument("--seed", type=int, default=0)
     w.set_defaults(func=cmd_data_world)
+
+    w = data_sub.add_parser(
+        "synth",
+        help="write the built-in world as webdataset shards",
+        description="Write samples of the built-in world as webdataset shards (KEY.png, KEY.txt, KEY.json) "
+        "with sizes.json, so the shard path can be exercised end to end.",
+    )
+    w.add_argument("--out", required=True, help="output folder (must hold no .tar files)")
+    w.add_argument("--n", type=int, default=10000, help="number of samples (default 10000)")
+    w.add_argument("--shard-size", type=int, default=5000, help="samples per shard (default 5000)")
+    w.add_argument("--split", choices=["train", "test"], default="train")
+    w.add_argument("--image-size", type=int, default=48)
+    w.add_argument("--seed", type=int, default=0)
+    w.add_argument("--two-object-prob", type=float, default=0.5)
+    w.add_argument("--partial-caption-prob", type=float, default=0.3)
+    w.add_argument("--format", choices=["png", "jpg"], default="png")
+    w.set_defaults(func=cmd_data_synth)
+
+    def source_arguments(w: argparse.ArgumentParser, kinds: list[str]) -> None:
+        w.add_argument("kind", choices=kinds, help="source kind")
+        w.add_argument("path", help="table file, image folder, or shard pattern such as 'shards/{00000..00009}.tar'")
+        w.add_argument("--image-column", default="image", help="tables: image column (default image)")
+        w.add_argument("--caption-columns", default="caption", help="tables: comma-separated caption columns")
+
+    w = data_sub.add_parser(
+        "make-shards",
+        help="convert a table or folder into webdataset shards",
+        description="Copy a table's or folder's images (byte for byte) and captions into webdataset shards "
+        "with sizes.json.",
+    )
+    source_arguments(w, ["table", "folder"])
+    w.add_argument("--out", required=True, help="output folder (must hold no .tar files)")
+    w.add_argument("--shard-size", type=int, default=10000, help="samples per shard (default 10000)")
+    w.set_defaults(func=cmd_data_make_shards)
+
+    w = data_sub.add_parser(
+        "inspect",
+        help="decode samples of a source and report bad samples, caption lengths and image sizes",
+        description="Decode the first N samples of a source as training would; print counts of bad samples "
+        "by reason, caption length and image size statistics; with --out also a PNG of the histograms.",
+    )
+    source_arguments(w, ["table", "folder", "shards"])
+    w.add_argument("--n", type=int, default=1000, help="samples to decode (default 1000)")
+    w.add_argument("--image-size", type=int, default=224)
+    w.add_argument("--max-pixels", type=int, help="decompression-bomb limit (default: the config's)")
+    w.add_argument("--out", help="folder for inspect.png")
+    w.set_defaults(func=cmd_data_inspect)
+
+    w = data_sub.add_parser(
+        "bench",
+        help="samples/s of the data pipeline for a source",
+        description="Measure samples/s of decode + random-resized crop + tokenise + batch in worker processes.",
+    )
+    source_arguments(w, ["table", "folder", "shards"])
+    w.add_argument("--workers", type=int, default=2)
+    w.add_argument("--batch-size", type=int, default=128)
+    w.add_argument("--batches", type=int, default=20)
+    w.add_argument("--image-size", type=int, default=224)
+    w.set_defaults(func=cmd_data_bench)
     return parser
 
 

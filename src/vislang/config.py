@@ -111,10 +111,11 @@ class WorldConfig(Section):
 
 class SourceConfig(Section):
     """One training source. ``kind``: "world" (the built-in world, settings in ``data.world``),
-    "table" (a .csv / .tsv / .parquet file at ``path``) or "folder" (images with .txt / .json
-    captions under ``path``). With several sources, ``weight`` sets each one's share of a batch."""
+    "table" (a .csv / .tsv / .parquet file at ``path``), "folder" (images with .txt / .json
+    captions under ``path``) or "shards" (webdataset tars; ``path`` may use braces and ``::``:
+    ``shards/{00000..00099}.tar``). With several sources, ``weight`` sets each one's share."""
 
-    kind: Literal["world", "table", "folder"] = "world"
+    kind: Literal["world", "table", "folder", "shards"] = "world"
     path: str | None = None
     name: str | None = None  # for the per-source counts in the logs (default: kind and index)
     weight: float = 1.0

@@ -11,6 +11,7 @@ from torch.utils.data import DataLoader
 from vislang.config import RunConfig
 from vislang.data.batches import Batches, Tokenize
 from vislang.data.samples import FolderSamples, TableSamples, WorldSamples
+from vislang.data.shards import ShardSamples
 from vislang.data.transforms import ImageTransform
 from vislang.data.world import World
 
@@ -29,6 +30,8 @@ def build_sources(cfg: RunConfig, train: bool = True) -> dict[str, object]:
         name = s.name or (s.kind if len(d.sources) == 1 else f"{s.kind}{i}")
         if s.kind == "world":
             sources[name] = WorldSamples(build_world(cfg))
+        elif s.kind == "shards":
+            sources[name] = ShardSamples(s.path, transform, d.max_image_pixels, cfg.train.seed, s.caption_pick)
         elif s.kind == "table":
             sources[name] = TableSamples(
                 s.path, s.image_column, s.caption_columns, transform, d.max_image_pixels, cfg.train.seed, s.caption_pick
@@ -59,13 +62,17 @@ def build_batches(cfg: RunConfig, tokenizer: Tokenize) -> Batches:
     )
 
 
-def train_loader(cfg: RunConfig, tokenizer: Tokenize, start_step: int, pin_memory: bool = False) -> Iterator[dict]:
-    """Batches ``start_step .. train.steps - 1`` in order, built in ``data.num_workers`` processes."""
+def train_loader(
+    cfg: RunConfig, tokenizer: Tokenize, start_step: int, pin_memory: bool = False
+) -> tuple[Iterator[dict], str]:
+    """Batches ``start_step .. train.steps - 1`` in order, built in ``data.num_workers``
+    processes, and a one-line description of the sources for the log."""
     workers = cfg.data.num_workers
     if workers:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # workers fork after the BPE trained
+    batches = build_batches(cfg, tokenizer)
     loader = DataLoader(
-        build_batches(cfg, tokenizer),
+        batches,
         batch_size=None,
         sampler=range(start_step, cfg.train.steps),
         num_workers=workers,
@@ -76,7 +83,7 @@ def train_loader(cfg: RunConfig, tokenizer: Tokenize, start_step: int, pin_memor
         # or a resumed run would consume the stream differently from an uninterrupted one.
         generator=torch.Generator().manual_seed(cfg.train.seed),
     )
-    return iter(loader)
+    return iter(loader), batches.describe()
 
 
 def _one_thread(_: int) -> None:

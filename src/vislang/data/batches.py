@@ -68,6 +68,19 @@ class Batches(Dataset):
     def __len__(self) -> int:
         return 2**62 // self.batch_size
 
+    def describe(self) -> str:
+        parts = []
+        for name, source, weight in zip(self.names, self.sources, self.weights):
+            what = (
+                source.describe()
+                if hasattr(source, "describe")
+                else f"{len(source)} samples"
+                if hasattr(source, "__len__")
+                else "procedural"
+            )
+            parts.append(f"{name} ({what}" + (f", weight {weight:.2f})" if len(self.sources) > 1 else ")"))
+        return "data: " + "; ".join(parts)
+
     def _counts(self, index: int) -> np.ndarray:
         if len(self.sources) == 1:
             return np.array([self.batch_size])

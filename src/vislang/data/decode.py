@@ -3,8 +3,8 @@
 Loaders never stop on a bad sample: they catch :class:`BadSample`, count its ``reason`` and
 move on. Reasons: ``missing_file``, ``unreadable_file``, ``bad_image`` (corrupt or truncated),
 ``too_large`` (more pixels than the configured limit: a decompression-bomb guard checked from
-the header, before any pixel is decoded), ``empty_caption`` (empty or whitespace),
-``bad_text`` (not UTF-8).
+the header, before any pixel is decoded), ``missing_image``, ``missing_caption``,
+``empty_caption`` (empty or whitespace), ``bad_text`` (not UTF-8).
 """
 
 from __future__ import annotations

@@ -31,7 +31,7 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".
 def pick_caption(captions: list, rng: np.random.Generator, pick: str) -> object:
     """One caption of several: a seeded random one per visit, or the first."""
     if not captions:
-        raise BadSample("empty_caption")
+        raise BadSample("missing_caption")
     return captions[int(rng.integers(len(captions)))] if pick == "random" else captions[0]
 
 

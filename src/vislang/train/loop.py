@@ -104,12 +104,13 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
         save_checkpoint(state, run_dir / "checkpoints", step, t.keep_checkpoints)
 
     evaluators = build_evaluators(cfg, tokenizer)
-    batches = train_loader(cfg, tokenizer, step, pin_memory=device.type == "cuda")
+    batches, data_description = train_loader(cfg, tokenizer, step, pin_memory=device.type == "cuda")
     logger = RunLogger(run_dir, t.steps, step, quiet=quiet)
     logger.write(
         f"vislang: {cfg.objective} objective, {n_params / 1e6:.2f}M parameters, {device}, "
         f"steps {step}->{t.steps}, batch {t.batch_size}, {t.precision}"
     )
+    logger.write(data_description)
     window = {"samples": 0, "time": 0.0, "wait": 0.0, "steps": 0}
     history: dict[str, float] = {}
     objective.train()

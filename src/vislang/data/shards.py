@@ -1,0 +1,155 @@
+"""Webdataset tar shards (img2dataset layout: ``KEY.jpg|png|webp``, ``KEY.txt``, ``KEY.json``)
+read by random access.
+
+At start every shard's member headers are scanned once with the standard ``tarfile`` module
+(headers only: member data are skipped with seeks) into an index of samples: key -> byte range
+of each file. Sample ``p`` of the stream is then one seek and one read, so shards behave like
+any other random-access source: batch ``b`` is a pure function of ``b`` (exact resume), any
+number of workers and ranks read any shard (no "fewer shards than workers" failure), and a
+seeded per-epoch permutation shuffles samples across all shards, not within a buffer.
+
+A shard that ends in the middle of a member keeps the samples before the cut; the cut sample
+is counted as a ``truncated_shard`` skip whenever it is visited, and the run's log says how many
+shards were truncated or empty (an empty shard contributes nothing). Sizes come from the scan,
+so ``sizes.json`` / ``_stats.json`` are not needed (shards written by ``vislang data
+make-shards`` carry one for other tools). Shards must be local files: remote URLs and ``pipe:``
+streams need a streaming reader, which vislang does not have yet.
+"""
+
+from __future__ import annotations
+
+import json
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from braceexpand import braceexpand
+
+from vislang.data.decode import BadSample, decode_caption, open_image
+from vislang.data.samples import _EpochOrder, pick_caption
+from vislang.data.transforms import ImageTransform
+from vislang.errors import DataError
+
+IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
+TRUNCATED = "__truncated__"
+
+
+def expand_shards(spec: str) -> list[Path]:
+    """``"a/{000..009}.tar::b/x.tar"`` -> the shard paths (brace expansion, ``::`` joins lists)."""
+    names = [p for part in spec.split("::") for p in braceexpand(part)]
+    remote = [p for p in names if "://" in p or p.startswith("pipe:")]
+    paths = [Path(p) for p in names]
+    if remote:
+        raise DataError(f"shards must be local files for now (remote or pipe: sources are not supported): {remote[0]}")
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise DataError(
+            f"shard not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
+        )
+    return paths
+
+
+def split_key(name: str) -> tuple[str, str]:
+    """Webdataset's convention: the key is the path up to the first dot of the file name."""
+    directory, _, base = name.rpartition("/")
+    stem, _, extension = base.partition(".")
+    return (f"{directory}/{stem}" if directory else stem), extension.lower()
+
+
+@dataclass
+class ShardIndex:
+    shards: list[Path]
+    samples: list[tuple[int, dict[str, tuple[int, int]]]] = field(default_factory=list)  # (shard, ext -> range)
+    truncated: list[Path] = field(default_factory=list)
+    empty: list[Path] = field(default_factory=list)
+
+    @classmethod
+    def scan(cls, shards: list[Path]) -> ShardIndex:
+        index = cls(shards)
+        for shard_id, path in enumerate(shards):
+            groups: dict[str, dict[str, tuple[int, int]]] = {}
+            try:
+                with tarfile.open(path, "r:") as tar:
+                    for member in tar:
+                        if member.isfile():
+                            key, extension = split_key(member.name)
+                            groups.setdefault(key, {})[extension] = (member.offset_data, member.size)
+            except (tarfile.ReadError, EOFError, OSError):
+                index.truncated.append(path)
+            # a sample with a member cut short by the end of the file stays in the index as a
+            # broken sample, so visiting it counts one "truncated_shard" skip
+            size = path.stat().st_size
+            for files in groups.values():
+                cut = any(offset + length > size for offset, length in files.values())
+                index.samples.append((shard_id, {TRUNCATED: (0, 0)} if cut else files))
+            if not groups:
+                index.empty.append(path)
+        if not index.samples:
+            raise DataError(f"no samples in the shards {shards[0]}{' ...' if len(shards) > 1 else ''}")
+        return index
+
+
+class ShardSamples:
+    def __init__(
+        self, spec: str, transform: ImageTransform, max_pixels: int, seed: int, caption_pick: str = "random"
+    ) -> None:
+        self.index = ShardIndex.scan(expand_shards(spec))
+        self.transform, self.max_pixels, self.caption_pick = transform, max_pixels, caption_pick
+        self.order = _EpochOrder(len(self.index.samples), seed)
+        self._handles: dict[int, object] = {}
+
+    def __len__(self) -> int:
+        return len(self.index.samples)
+
+    def describe(self) -> str:
+        i = self.index
+        return (
+            f"{len(i.shards)} shards, {len(i.samples)} samples"
+            + (f", {len(i.truncated)} truncated" if i.truncated else "")
+            + (f", {len(i.empty)} empty" if i.empty else "")
+        )
+
+    def __getstate__(self) -> dict:  # open file handles stay in their process
+        return {**self.__dict__, "_handles": {}}
+
+    def _read(self, shard: int, byte_range: tuple[int, int]) -> bytes:
+        handle = self._handles.get(shard)
+        if handle is None:
+            if len(self._handles) >= 64:  # keep few files open per worker
+                self._handles.pop(next(iter(self._handles))).close()
+            handle = self._handles[shard] = open(self.index.shards[shard], "rb")  # noqa: SIM115
+        handle.seek(byte_range[0])
+        return handle.read(byte_range[1])
+
+    def _captions(self, shard: int, files: dict[str, tuple[int, int]]) -> list:
+        captions: list = []
+        if "txt" in files:
+            captions.append(self._read(shard, files["txt"]))
+        if "json" in files:
+            try:
+                meta = json.loads(self._read(shard, files["json"]))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                meta = {}
+            extra = meta.get("captions", []) if isinstance(meta, dict) else []
+            captions += [c for c in extra if isinstance(c, str)]
+        return captions
+
+    def get(self, position: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+        shard, files = self.index.samples[self.order.row(position)]
+        if TRUNCATED in files:
+            raise BadSample("truncated_shard")
+        caption = decode_caption(pick_caption(self._captions(shard, files), rng, self.caption_pick))
+        extension = next((e for e in IMAGE_EXTENSIONS if e in files), None)
+        if extension is None:
+            raise BadSample("missing_image")
+        return self.transform(open_image(self._read(shard, files[extension]), self.max_pixels), rng), caption
+
+    def captions(self, n: int) -> list[str]:
+        out = []
+        for shard, files in self.index.samples[:n]:
+            try:
+                out.append(decode_caption(self._captions(shard, files)[0]))
+            except (BadSample, IndexError):
+                continue
+        return out

@@ -170,3 +170,48 @@ def test_training_on_synthesised_world_shards(tmp_path, tiny_overrides):
     index = source.order.row(0)
     world_image, world_caption, _ = World(32).sample("train", index)
     assert caption == world_caption and np.array_equal(image, world_image)
+
+
+def test_resume_continues_a_mixed_shard_and_table_stream(tmp_path, tiny_overrides):
+    import shutil
+
+    import torch
+
+    from vislang.train.checkpoint import load_checkpoint
+
+    result = run_cli(
+        "data", "synth", "--out", str(tmp_path / "shards"), "--n", "90", "--shard-size", "30", "--image-size", "32"
+    )
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    for i in range(7):
+        (folder / f"{i}.png").write_bytes(png((30 * i, 100, 0), size=(40, 30)))
+        (folder / f"{i}.txt").write_text(f"a picture number {i}")
+    sources = (
+        f"data.sources=[{{kind: shards, path: '{tmp_path / 'shards' / '{00000..00002}.tar'}', weight: 3}}, "
+        f"{{kind: folder, path: '{folder}', weight: 1}}]"
+    )
+    cfg = build_config(
+        {},
+        tiny_overrides
+        + [
+            sources,
+            "data.random_crop=true",
+            "train.steps=6",
+            "train.checkpoint_every=3",
+            "train.eval_every=6",
+            "eval.zeroshot=false",
+            "eval.retrieval=false",
+            "eval.compositional=false",
+        ],
+    )
+    train(cfg, tmp_path / "whole", quiet=True)
+    shutil.copytree(tmp_path / "whole", tmp_path / "resumed")
+    (tmp_path / "resumed" / "checkpoints" / "step_00000006.pt").unlink()
+    metrics = train(cfg, tmp_path / "resumed", resume=True, quiet=True)
+    whole = load_checkpoint(tmp_path / "whole" / "checkpoints" / "step_00000006.pt")
+    resumed = load_checkpoint(tmp_path / "resumed" / "checkpoints" / "step_00000006.pt")
+    for name, tensor in whole["model"].items():
+        assert torch.equal(tensor, resumed["model"][name]), name
+    assert metrics["data/source/folder1"] + metrics["data/source/shards0"] == 6 * cfg.train.batch_size

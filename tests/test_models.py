@@ -80,3 +80,19 @@ def test_clip_presets_build_and_run(preset, millions):
         image = model.encode_image(torch.randn(1, 3, 224, 224))
         text = model.encode_text(torch.randint(1, 49000, (1, 77)))
     assert image.shape == text.shape == (1, cfg.model.embed_dim)
+
+
+def test_sincos_position_embedding_is_fixed_and_encodes_both_axes():
+    import math
+
+    from vislang.config import VisionConfig
+    from vislang.models.vision.vit import VisionTransformer, sincos_2d
+
+    table = sincos_2d(3, 8)
+    assert table.shape == (1, 9, 8)
+    # token (row 1, col 2): x = 2, y = 1; the first frequency is 1
+    torch.testing.assert_close(
+        table[0, 5, [0, 2, 4, 6]], torch.tensor([math.sin(2), math.cos(2), math.sin(1), math.cos(1)])
+    )
+    vit = VisionTransformer(VisionConfig(image_size=32, patch_size=8, width=32, heads=2, pos_embed="sincos2d"), 16)
+    assert "pos_embed" not in dict(vit.named_parameters()) and vit.pos_embed.shape == (1, 16, 32)

@@ -35,6 +35,9 @@ class VisionConfig(Section):
     # (Xiao et al. 2021), which make small ViTs learn shape far faster.
     stem: Literal["patch", "conv"] = "conv"
     pool: Literal["cls", "mean", "map"] = "mean"
+    # "learned" (CLIP: trained from 0.02-scale noise) or "sincos2d" (fixed 2D sine-cosine, MAE and
+    # big_vision): the fixed one gives every token its position at full strength from step 0.
+    pos_embed: Literal["learned", "sincos2d"] = "learned"
     # FLIP-style random token dropping while training (0 = off); never applied in eval mode.
     mask_ratio: float = 0.0
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)

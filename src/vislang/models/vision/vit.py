@@ -29,6 +29,19 @@ def conv_stem(width: int, patch_size: int) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
+def sincos_2d(grid: int, width: int, temperature: float = 10000.0) -> torch.Tensor:
+    """Fixed 2D sine-cosine position embedding [1, grid*grid, width] (MAE, big_vision's "sincos2d"):
+    a quarter of the channels each for sin/cos of the x and y coordinate at geometric frequencies."""
+    if width % 4:
+        raise ValueError(f"sincos2d position embedding needs a width divisible by 4, got {width}")
+    y, x = torch.meshgrid(
+        torch.arange(grid, dtype=torch.float32), torch.arange(grid, dtype=torch.float32), indexing="ij"
+    )
+    omega = 1.0 / temperature ** (torch.arange(width // 4, dtype=torch.float32) / (width // 4))
+    x, y = x.flatten()[:, None] * omega, y.flatten()[:, None] * omega
+    return torch.cat([x.sin(), x.cos(), y.sin(), y.cos()], dim=1)[None]
+
+
 def keep_random_tokens(tokens: torch.Tensor, keep: int, generator: torch.Generator | None = None) -> torch.Tensor:
     """Keep ``keep`` random tokens per sample of [B, L, D], in their original order."""
     b, length, _ = tokens.shape
@@ -48,7 +61,10 @@ class VisionTransformer(nn.Module):
             self.stem = nn.Conv2d(3, w, cfg.patch_size, stride=cfg.patch_size)
         self.grid = cfg.image_size // cfg.patch_size
         self.cls_token = nn.Parameter(torch.randn(1, 1, w) * w**-0.5) if cfg.pool == "cls" else None
-        self.pos_embed = nn.Parameter(torch.randn(1, self.grid**2, w) * 0.02)
+        if cfg.pos_embed == "sincos2d":
+            self.register_buffer("pos_embed", sincos_2d(self.grid, w), persistent=False)
+        else:
+            self.pos_embed = nn.Parameter(torch.randn(1, self.grid**2, w) * 0.02)
         self.ln_pre = nn.LayerNorm(w)
         self.transformer = Transformer(w, cfg.depth, cfg.heads, cfg.mlp_ratio, attn_impl)
         self.transformer.grad_checkpointing = cfg.grad_checkpointing

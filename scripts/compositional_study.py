@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 RUNS = ("clip", "clip_hardneg", "cap", "cappa", "coca")
+CONTROLS = ("clip_hardneg_map", "clip_map")  # extra runs shown when present (not trained by `run`)
 PROBES = ("relation", "attribute", "order")
 COLUMNS = {
     "shape": "zeroshot/shape/top1",
@@ -53,7 +54,7 @@ def report(runs: Path, png: Path) -> None:
     import matplotlib.pyplot as plt
 
     times = json.loads((runs / "times.json").read_text()) if (runs / "times.json").exists() else {}
-    present = [name for name in RUNS if (runs / name / "metrics.json").exists()]
+    present = [name for name in RUNS + CONTROLS if (runs / name / "metrics.json").exists()]
     header = "| run | " + " | ".join(COLUMNS) + " | train wall time |"
     lines = [header, "|" + "---|" * (len(COLUMNS) + 2)]
     for name in present:

@@ -83,3 +83,15 @@ def test_set_needs_key_value():
         build_config({}, ["train.steps"])
     with pytest.raises(ConfigError, match="not a section"):
         build_config({"objective": "clip"}, ["objective.x=1"])
+
+
+def test_every_shipped_config_is_valid():
+    from pathlib import Path
+
+    from vislang.config import load_config
+
+    configs = sorted((Path(__file__).parents[1] / "configs").rglob("*.yaml"))
+    assert len(configs) >= 7
+    for path in configs:
+        load_config(path)  # raises ConfigError naming the key on any problem
+        assert path.read_text().startswith("#"), f"{path} must start with its command and expected result"

@@ -43,7 +43,7 @@ def _plot(records: list[dict], keys: list[str], path: Path, ylabel: str, title: 
     return drawn
 
 
-def probe_sentence(metrics: dict[str, float]) -> str:
+def probe_sentence(metrics: dict[str, float], objective: str = "clip") -> str:
     parts, near = [], []
     for probe, chance in PROBE_CHANCE.items():
         acc = metrics.get(f"compositional/{probe}/acc")
@@ -56,10 +56,12 @@ def probe_sentence(metrics: dict[str, float]) -> str:
         return ""
     text = "Compositional probes: " + ", ".join(parts) + ". "
     if near:
+        like = "like the contrastive models ARO examined, " if objective in ("clip", "siglip") else ""
         text += (
-            f"On {', '.join(near)} the model is at or near chance: like the contrastive models ARO examined, "
-            "it treats a caption as a bag of words, knowing which objects and colours are present but not how "
-            "they are bound to each other or arranged. Captioning objectives and hard negatives are the known remedies."
+            f"On {', '.join(near)} the model is at or near chance: {like}"
+            "it treats a caption as a bag of words there, knowing which objects and colours are present but not how "
+            "they are bound to each other or arranged. Captioning objectives and hard negatives are the known remedies "
+            "(see docs/contrastive_vs_captioning.md for what they achieve on the built-in world)."
         )
     else:
         text += "Every probe is clearly above chance: the model uses word order and binding, not only a bag of words."
@@ -99,7 +101,7 @@ def write_report(run_dir: str | Path) -> Path:
         lines += ["", "![evaluation over training](eval.png)"]
     lines += ["", "## Final evaluation", "", "| metric | value |", "|---|---|"]
     lines += [f"| `{k}` | {v:.4f} |" for k, v in metrics.items()]
-    sentence = probe_sentence(metrics)
+    sentence = probe_sentence(metrics, config.get("objective", "clip"))
     if sentence:
         lines += ["", "## What the compositional probes show", ""]
         lines += [f"- **{p}**: {PROBE_WHAT[p]}." for p in PROBE_CHANCE if f"compositional/{p}/acc" in metrics]

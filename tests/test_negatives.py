@@ -168,3 +168,28 @@ def test_bank_pairs_join_the_contrastive_loss():
         expected = clip_loss(torch.cat([image, extra_image]), torch.cat([text, extra_text]), model.scale())
     torch.testing.assert_close(objective.loss(second)["loss"], expected)
     assert 1 <= objective.extra_pairs <= 4 and int(objective.bank.filled) == 8
+
+
+@pytest.mark.parametrize("objective", ["clip", "siglip"])
+def test_a_batch_without_any_valid_negative_still_trains(objective):
+    from vislang.objectives import build_objective
+
+    extra = ["model.init_logit_bias=-10"] if objective == "siglip" else []
+    cfg = build_config(
+        {},
+        [
+            f"objective={objective}",
+            "data.hard_negatives=[relation]",
+            "model.vision.image_size=32",
+            "model.vision.patch_size=16",
+            *extra,
+        ],
+    )
+    torch.manual_seed(0)
+    model = build_objective(cfg, 100, 0)
+    batch = {"image": torch.randn(4, 3, 32, 32), "text": torch.randint(3, 100, (4, 20))}
+    plain = model.loss(batch)["loss"]
+    batch |= {"text_neg": torch.randint(3, 100, (4, 20)), "text_neg_valid": torch.zeros(4, dtype=torch.bool)}
+    loss = model.loss(batch)["loss"]
+    torch.testing.assert_close(loss, plain)
+    loss.backward()

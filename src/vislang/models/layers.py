@@ -47,8 +47,8 @@ class MultiheadAttention(nn.Module):
 
     def _heads(self, x: torch.Tensor, n: int) -> torch.Tensor:
         """[B, L, n * width] -> n tensors [B, H, L, Dh]."""
-        b, length, _ = x.shape
-        return x.view(b, length, n, self.heads, -1).permute(2, 0, 3, 1, 4)
+        b, length, width = x.shape
+        return x.view(b, length, n, self.heads, width // (n * self.heads)).permute(2, 0, 3, 1, 4)
 
     def forward(
         self,

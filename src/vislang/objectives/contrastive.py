@@ -53,11 +53,15 @@ class EmbeddingObjective(Objective):
         # CLIP's prompt ensembling: normalised mean of the normalised template embeddings.
         return F.normalize(text_features.mean(dim=0), dim=-1)
 
-    def negatives(self, batch: dict[str, torch.Tensor]) -> torch.Tensor | None:
-        """Embeddings of the batch's valid hard-negative captions (``text_neg``), if any."""
+    def negatives(self, batch: dict[str, torch.Tensor], like: torch.Tensor) -> torch.Tensor | None:
+        """Embeddings of the batch's valid hard-negative captions (``text_neg``); an empty [0, D]
+        tensor when none of them is valid, so every rank still joins the gather of negatives."""
         if "text_neg" not in batch:
             return None
-        return self.model.encode_text(batch["text_neg"][batch["text_neg_valid"]])
+        valid = batch["text_neg_valid"]
+        if not valid.any():
+            return like.new_zeros((0, like.shape[1]))
+        return self.model.encode_text(batch["text_neg"][valid])
 
     def log_values(self) -> dict[str, float]:
         values = {"logit_scale": self.model.scale().item()}
@@ -80,6 +84,6 @@ class ClipObjective(EmbeddingObjective):
             text,
             self.model.scale(),
             label_smoothing=self.label_smoothing,
-            text_negatives=self.negatives(batch),
+            text_negatives=self.negatives(batch, text),
         )
         return {"loss": loss, "contrastive": loss.detach()}

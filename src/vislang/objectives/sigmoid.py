@@ -18,5 +18,7 @@ class SiglipObjective(EmbeddingObjective):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         image, text = self.embed_batch(batch)
-        loss = siglip_loss(image, text, self.model.scale(), self.model.bias(), text_negatives=self.negatives(batch))
+        loss = siglip_loss(
+            image, text, self.model.scale(), self.model.bias(), text_negatives=self.negatives(batch, text)
+        )
         return {"loss": loss, "sigmoid": loss.detach()}

@@ -16,18 +16,6 @@ def to_tensor(images: np.ndarray | torch.Tensor, mean: Sequence[float], std: Seq
     return x.sub_(mean_t).div_(std_t)
 
 
-def resize_center_crop(image, size: int) -> np.ndarray:
-    """A PIL image -> [size, size, 3] uint8: RGB, shortest side resized to ``size``, centre crop."""
-    from PIL import Image
-
-    image = image.convert("RGB")
-    scale = size / min(image.size)
-    w, h = max(size, round(image.width * scale)), max(size, round(image.height * scale))
-    image = image.resize((w, h), Image.BICUBIC)
-    left, top = (w - size) // 2, (h - size) // 2
-    return np.asarray(image.crop((left, top, left + size, top + size)))
-
-
 class ImageTransform:
     """A decoded PIL image -> [size, size, 3] uint8, the way a source's images enter the model.
 

@@ -40,7 +40,15 @@ def build_evaluators(cfg: RunConfig, tokenizer) -> list[Evaluator]:
         items = load_aro(aro.kind, aro.annotations, aro.images, cfg.train.seed)
         evaluators.append(
             AroEvaluator(
-                aro.kind, items, tokenizer, v.image_size, v.image_mean, v.image_std, e.batch_size, aro.min_group
+                aro.kind,
+                items,
+                tokenizer,
+                v.image_size,
+                v.image_mean,
+                v.image_std,
+                e.batch_size,
+                aro.min_group,
+                cfg.data.resize_mode,
             )
         )
     return evaluators

@@ -36,7 +36,7 @@ import torch
 from PIL import Image
 
 from vislang.data.negatives import noun_phrases, split_words
-from vislang.data.transforms import resize_center_crop, to_tensor
+from vislang.data.transforms import ImageTransform, to_tensor
 from vislang.errors import DataError
 from vislang.eval.encode import device_of
 from vislang.eval.metrics import candidate_credit
@@ -200,12 +200,14 @@ class AroEvaluator:
         std,
         batch_size: int = 256,
         min_group: int = 25,
+        resize_mode: str = "shortest",
     ) -> None:
         present = [item for item in items if item.image.is_file()]
         if not present:
             raise DataError(f"ARO {kind}: none of the {len(items)} images exist (first: {items[0].image})")
         self.name, self.items, self.skipped = f"aro/{kind}", present, len(items) - len(present)
-        self.tokenizer, self.image_size, self.mean, self.std = tokenizer, image_size, mean, std
+        self.tokenizer, self.mean, self.std = tokenizer, mean, std
+        self.transform = ImageTransform(image_size, resize_mode)
         self.batch_size, self.grouped = batch_size, kind.startswith("vg_")
         self.min_group = min_group
         text_only = torch.as_tensor(text_only_scores(present))
@@ -217,7 +219,7 @@ class AroEvaluator:
             if item.box is not None:
                 x, y, w, h = item.box
                 image = image.crop((x, y, x + w, y + h))
-            return resize_center_crop(image, self.image_size)
+            return self.transform(image)
 
     @torch.no_grad()
     def __call__(self, objective: Objective) -> dict[str, float]:

@@ -71,13 +71,10 @@ class Batches(Dataset):
     def describe(self) -> str:
         parts = []
         for name, source, weight in zip(self.names, self.sources, self.weights):
-            what = (
-                source.describe()
-                if hasattr(source, "describe")
-                else f"{len(source)} samples"
-                if hasattr(source, "__len__")
-                else "procedural"
-            )
+            if hasattr(source, "describe"):
+                what = source.describe()
+            else:
+                what = f"{len(source)} samples" if hasattr(source, "__len__") else "procedural"
             parts.append(f"{name} ({what}" + (f", weight {weight:.2f})" if len(self.sources) > 1 else ")"))
         return "data: " + "; ".join(parts)
 

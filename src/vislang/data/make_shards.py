@@ -14,7 +14,8 @@ import json
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
-from vislang.data.samples import folder_captions, read_table, scan_folder
+from vislang.data.decode import BadSample
+from vislang.data.samples import folder_captions, read_table, resolve_image, scan_folder
 from vislang.errors import DataError
 
 Record = tuple[str, bytes, str, list[str], dict]  # key, image bytes, image extension, captions, metadata
@@ -48,17 +49,15 @@ def table_records(path: str | Path, image_column: str, caption_columns: list[str
     root = Path(path).parent
     images, columns = read_table(path, image_column, caption_columns)
     for row in range(len(images)):
-        value = images[row].as_py()
-        if isinstance(value, dict):
-            value = value.get("bytes") or value.get("path")
-        if isinstance(value, bytes):
-            data, extension = value, "jpg" if value[:2] == b"\xff\xd8" else "png"
+        try:
+            source = resolve_image(images[row].as_py(), root)
+            data = source if isinstance(source, bytes) else source.read_bytes()
+        except (BadSample, OSError):
+            continue  # unreadable rows stay out of the shards; `vislang data inspect` counts them
+        if isinstance(source, bytes):
+            extension = "jpg" if data[:2] == b"\xff\xd8" else "png"
         else:
-            file = root / str(value)
-            try:
-                data, extension = file.read_bytes(), file.suffix.lstrip(".").lower() or "jpg"
-            except OSError:
-                continue  # unreadable rows stay out of the shards; `vislang data inspect` counts them
+            extension = source.suffix.lstrip(".").lower() or "jpg"
         captions = []
         for column in columns:
             cell = column[row].as_py()

@@ -16,6 +16,7 @@ so worker processes share them without copying (no per-row Python objects to tou
 from __future__ import annotations
 
 import json
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
@@ -33,6 +34,28 @@ def pick_caption(captions: list, rng: np.random.Generator, pick: str) -> object:
     if not captions:
         raise BadSample("missing_caption")
     return captions[int(rng.integers(len(captions)))] if pick == "random" else captions[0]
+
+
+def decodable_captions(read_first: Callable[[object], object], items: Iterable) -> list[str]:
+    """The first caption of each item (``read_first(item)``) that decodes; the others are left out.
+    Used to gather a tokenizer's training texts from any source."""
+    out = []
+    for item in items:
+        try:
+            out.append(decode_caption(read_first(item)))
+        except (BadSample, IndexError):
+            continue
+    return out
+
+
+def resolve_image(value: object, root: Path) -> bytes | Path:
+    """A table cell as encoded bytes (binary column, or Hugging Face's ``{"bytes", "path"}``
+    struct) or as a path relative to the table's folder (string column)."""
+    if isinstance(value, dict):  # Hugging Face datasets' Image feature
+        value = value.get("bytes") or value.get("path")
+    if not value:
+        raise BadSample("missing_file")
+    return value if isinstance(value, bytes) else root / str(value)
 
 
 class WorldSamples:
@@ -115,30 +138,15 @@ class TableSamples:
     def __len__(self) -> int:
         return len(self.images)
 
-    def _image_source(self, row: int) -> bytes | Path:
-        """Encoded bytes (binary column), or a path relative to the table (string column)."""
-        value = self.images[row].as_py()
-        if isinstance(value, dict):  # Hugging Face datasets' Image feature
-            value = value.get("bytes") or value.get("path")
-        if not value:
-            raise BadSample("missing_file")
-        return value if isinstance(value, bytes) else self.root / value
-
     def get(self, position: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
         row = self.order.row(position)
         cells = [column[row].as_py() for column in self.captions_columns]
         caption = decode_caption(pick_caption([c for c in cells if c is not None], rng, self.caption_pick))
-        image = open_image(self._image_source(row), self.max_pixels)
+        image = open_image(resolve_image(self.images[row].as_py(), self.root), self.max_pixels)
         return self.transform(image, rng), caption
 
     def captions(self, n: int) -> list[str]:
-        out = []
-        for row in range(min(n, len(self))):
-            try:
-                out.append(decode_caption(self.captions_columns[0][row].as_py()))
-            except BadSample:
-                continue
-        return out
+        return decodable_captions(lambda row: self.captions_columns[0][row].as_py(), range(min(n, len(self))))
 
 
 def scan_folder(root: str | Path) -> list[Path]:
@@ -190,10 +198,4 @@ class FolderSamples:
         return self.transform(open_image(path, self.max_pixels), rng), caption
 
     def captions(self, n: int) -> list[str]:
-        out = []
-        for path in self.images[:n]:
-            try:
-                out.append(decode_caption(folder_captions(path)[0]))
-            except (BadSample, IndexError):
-                continue
-        return out
+        return decodable_captions(lambda path: folder_captions(path)[0], self.images[:n])

@@ -27,7 +27,7 @@ import numpy as np
 from braceexpand import braceexpand
 
 from vislang.data.decode import BadSample, decode_caption, open_image
-from vislang.data.samples import _EpochOrder, pick_caption
+from vislang.data.samples import _EpochOrder, decodable_captions, pick_caption
 from vislang.data.transforms import ImageTransform
 from vislang.errors import DataError
 
@@ -146,10 +146,4 @@ class ShardSamples:
         return self.transform(open_image(self._read(shard, files[extension]), self.max_pixels), rng), caption
 
     def captions(self, n: int) -> list[str]:
-        out = []
-        for shard, files in self.index.samples[:n]:
-            try:
-                out.append(decode_caption(self._captions(shard, files)[0]))
-            except (BadSample, IndexError):
-                continue
-        return out
+        return decodable_captions(lambda sample: self._captions(*sample)[0], self.index.samples[:n])

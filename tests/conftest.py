@@ -1,11 +1,15 @@
-"""Shared fixtures: a tiny config that trains in seconds on the CPU."""
+"""Shared fixtures: a tiny config that trains in seconds on the CPU, and shards with every broken case."""
 
 from __future__ import annotations
 
+import json
 import os
+import tarfile
 
 import pytest
 import torch
+
+from tar_helpers import png, write_tar
 
 # Keep each test process to the CI machine's size and make CPU kernels reproducible.
 torch.set_num_threads(min(2, os.cpu_count() or 1))
@@ -48,3 +52,38 @@ def tiny_config(tiny_overrides):
     from vislang.config import build_config
 
     return build_config({}, tiny_overrides)
+
+
+@pytest.fixture
+def broken_shards(tmp_path):
+    good = png()
+    write_tar(
+        tmp_path / "00000.tar",
+        [
+            ("a/s0.png", good),
+            ("a/s0.txt", b"a red square"),
+            ("a/s1.png", good),
+            ("a/s1.json", json.dumps({"captions": ["red", "a red thing"]}).encode()),
+            ("a/s2.png", b"\x89PNG garbage"),
+            ("a/s2.txt", b"corrupt image"),
+            ("a/s3.png", good[: len(good) // 2]),
+            ("a/s3.txt", b"truncated image"),
+            ("a/s4.png", good),
+            ("a/s4.txt", b"   \n"),
+            ("a/s5.png", good),
+            ("a/s5.txt", b"caf\xe9"),
+            ("a/s6.png", good),
+            ("a/s7.txt", b"caption without image"),
+            ("a/s8.png", png(size=(200, 200))),
+            ("a/s8.txt", b"too many pixels"),
+        ],
+    )
+    write_tar(tmp_path / "00001.tar", [])  # an empty shard
+    write_tar(
+        tmp_path / "00002.tar", [("b/t0.png", good), ("b/t0.txt", b"fine"), ("b/t1.png", good), ("b/t1.txt", b"cut")]
+    )
+    with tarfile.open(tmp_path / "00002.tar") as tar:
+        member = tar.getmember("b/t1.png")
+        cut = member.offset_data + member.size // 2  # inside t1.png's data
+    (tmp_path / "00002.tar").write_bytes((tmp_path / "00002.tar").read_bytes()[:cut])
+    return tmp_path

@@ -127,6 +127,14 @@ class SourceConfig(Section):
     # several captions per image (columns or a folder JSON list): a seeded random one per visit,
     # or always the first.
     caption_pick: Literal["random", "first"] = "random"
+    # Shards: "random" access through a header index of local tars (exact resume, global
+    # shuffle), "stream" through webdataset (remote URLs and pipe: commands always stream);
+    # "auto" streams exactly when some shard is remote.
+    access: Literal["auto", "random", "stream"] = "auto"
+    # Endless sampling with replacement instead of epochs ("virtual epochs"): rows for tables,
+    # folders and random-access shards, whole shards for streams.
+    resampled: bool = False
+    shuffle_buffer: int = 1000  # streams: raw samples in the seeded shuffle buffer (0: none)
 
     @model_validator(mode="after")
     def _check(self) -> SourceConfig:
@@ -136,6 +144,8 @@ class SourceConfig(Section):
             raise ValueError(f"weight must be positive, got {self.weight}")
         if not self.caption_columns:
             raise ValueError("caption_columns must name at least one column")
+        if self.shuffle_buffer < 0:
+            raise ValueError(f"shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
         return self
 
 

@@ -8,6 +8,12 @@ With several sources, batch ``b`` takes ``n_s`` samples from source ``s``, where
 are kept per process and rebuilt in O(b) draws after a resume). Proportions therefore match the
 weights in expectation, and every source is read in full epochs at its own pace.
 
+With ``world`` ranks, batch ``b`` is the union of the ranks' local batches: rank ``r`` draws its
+own counts and takes the next positions after ranks ``< r``, so the ranks never read the same
+sample. Streamed sources (:class:`~vislang.data.stream.ShardStream`) cannot seek: the batches
+of worker ``b mod lanes`` of rank ``r`` read lane ``r * lanes + b mod lanes`` in order; a lane
+met at another position (after a resume) is re-read up to it.
+
 A batch: ``image`` [B, 3, S, S], ``text`` [B, L] (+ ``text_neg``, ``text_neg_valid`` with hard
 negatives), and ``counts``: ``skipped/<reason>`` for every bad sample (a bad sample is skipped,
 so a batch may be smaller than ``batch_size``), ``negatives/<rule>`` and ``source/<name>``.
@@ -16,7 +22,7 @@ so a batch may be smaller than ``batch_size``), ``negatives/<rule>`` and ``sourc
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -57,16 +63,25 @@ class Batches(Dataset):
         std: Sequence[float],
         seed: int,
         negative_rules: Sequence[str] = (),
+        rank: int = 0,
+        world: int = 1,
+        lanes: int = 1,
     ) -> None:
         self.names, self.sources = list(sources), list(sources.values())
         total = float(sum(weights))
         self.weights = np.asarray(weights, dtype=np.float64) / total
         self.tokenizer, self.batch_size, self.mean, self.std = tokenizer, batch_size, mean, std
         self.seed, self.negative_rules = seed, tuple(negative_rules)
+        self.rank, self.world, self.lanes = rank, world, max(1, lanes)
         self._starts: dict[int, np.ndarray] = {0: np.zeros(len(self.sources), dtype=np.int64)}
+        # streamed source -> (the batch it is positioned for, its position, lane, iterator)
+        self._streams: dict[int, tuple[int, int, int, Iterator[dict]]] = {}
 
     def __len__(self) -> int:
         return 2**62 // self.batch_size
+
+    def __getstate__(self) -> dict:  # open streams stay in the process that opened them
+        return {**self.__dict__, "_streams": {}}
 
     def describe(self) -> str:
         parts = []
@@ -75,40 +90,74 @@ class Batches(Dataset):
                 what = source.describe()
             else:
                 what = f"{len(source)} samples" if hasattr(source, "__len__") else "procedural"
+            if getattr(source, "streaming", False):
+                what += "; " + source.split(self.world * self.lanes)
             parts.append(f"{name} ({what}" + (f", weight {weight:.2f})" if len(self.sources) > 1 else ")"))
-        return "data: " + "; ".join(parts)
+        ranks = f" per rank, {self.world} ranks" if self.world > 1 else ""
+        return f"data{ranks}: " + "; ".join(parts)
 
-    def _counts(self, index: int) -> np.ndarray:
+    def _counts(self, index: int, rank: int | None = None) -> np.ndarray:
+        """Samples of each source in rank ``rank``'s part of batch ``index``."""
         if len(self.sources) == 1:
             return np.array([self.batch_size])
-        return np.random.default_rng([self.seed, 202, index]).multinomial(self.batch_size, self.weights)
+        rank = self.rank if rank is None else rank
+        key = [self.seed, 202, index] if self.world == 1 else [self.seed, 202, index, rank]
+        return np.random.default_rng(key).multinomial(self.batch_size, self.weights)
+
+    def _all_ranks(self, index: int) -> np.ndarray:
+        return sum(self._counts(index, r) for r in range(self.world))
 
     def _start(self, index: int) -> np.ndarray:
-        """Stream position of every source at the start of batch ``index``."""
+        """Stream position of every random-access source at this rank's part of batch ``index``."""
         if len(self.sources) == 1:
-            return np.array([index * self.batch_size])
+            return np.array([(index * self.world + self.rank) * self.batch_size])
         known = max(k for k in self._starts if k <= index)
         start = self._starts[known].copy()
         for b in range(known, index):
-            start += self._counts(b)
+            start += self._all_ranks(b)
         self._starts = {0: self._starts[0], known: self._starts[known], index: start}  # a small cache
-        return start
+        return start + sum((self._counts(index, r) for r in range(self.rank)), np.zeros_like(start))
+
+    def _stream(self, s: int, index: int) -> tuple[Iterator[dict], int, int]:
+        """The lane iterator of streamed source ``s`` positioned at batch ``index``, its
+        position and its lane number."""
+        lane = self.rank * self.lanes + index % self.lanes
+        cached = self._streams.get(s)
+        if cached is None or cached[0] != index or cached[2] != lane:
+            position = sum(int(self._counts(b)[s]) for b in range(index % self.lanes, index, self.lanes))
+            cached = (index, position, lane, self.sources[s].lane(lane, self.world * self.lanes, position))
+            self._streams[s] = cached
+        return cached[3], cached[1], lane
+
+    def _samples(self, index: int) -> Iterator[tuple[str, list[int], Callable[[np.random.Generator], tuple]]]:
+        """(source name, seed key, read) for every sample of this rank's part of batch ``index``;
+        ``read(rng)`` returns (image, caption) or raises :class:`BadSample`."""
+        starts, counts = self._start(index), self._counts(index)
+        for s, (name, source, start, n) in enumerate(zip(self.names, self.sources, starts, counts)):
+            if getattr(source, "streaming", False):
+                stream, position, lane = self._stream(s, index)
+                for offset in range(int(n)):
+                    raw = next(stream)
+                    key = [self.seed, 304, lane, position + offset]
+                    yield name, key, lambda rng, raw=raw, src=source: src.decode(raw, rng)
+                self._streams[s] = (index + self.lanes, position + int(n), lane, stream)
+            else:
+                for position in range(int(start), int(start + n)):
+                    yield name, [self.seed, 303, position], lambda rng, p=position, src=source: src.get(p, rng)
 
     def __getitem__(self, index: int) -> dict:
-        starts, counts = self._start(index), self._counts(index)
-        rng = np.random.default_rng([self.seed, 101, index])
+        rng = np.random.default_rng([self.seed, 101, index] + ([self.rank] if self.world > 1 else []))
         images, captions, tally = [], [], Counter()
-        for name, source, start, n in zip(self.names, self.sources, starts, counts):
-            for position in range(int(start), int(start + n)):
-                try:
-                    image, caption = source.get(position, np.random.default_rng([self.seed, 303, position]))
-                except BadSample as bad:
-                    tally[f"skipped/{bad.reason}"] += 1
-                    continue
-                images.append(image)
-                captions.append(caption)
-                if len(self.sources) > 1:
-                    tally[f"source/{name}"] += 1
+        for name, key, read in self._samples(index):
+            try:
+                image, caption = read(np.random.default_rng(key))
+            except BadSample as bad:
+                tally[f"skipped/{bad.reason}"] += 1
+                continue
+            images.append(image)
+            captions.append(caption)
+            if len(self.sources) > 1:
+                tally[f"source/{name}"] += 1
         batch: dict = {}
         if images:
             fields, negative_counts = text_fields(captions, self.tokenizer, self.negative_rules, rng)

@@ -8,7 +8,7 @@
   and/or ``NAME.json`` (``{"captions": [...]}``, a list, or a string).
 
 Table and folder streams visit the rows epoch by epoch, each epoch in its own seeded order:
-position ``p`` is row ``perm_e[p mod N]`` with ``e = p // N``. Columns stay in Arrow buffers,
+position ``p`` is row ``perm_e[p mod N]`` with ``e = p // N`` (or, resampled, a seeded draw). Columns stay in Arrow buffers,
 so worker processes share them without copying (no per-row Python objects to touch).
 ``get`` returns ``(image uint8 [S, S, 3], caption)`` or raises :class:`BadSample`.
 """
@@ -71,14 +71,17 @@ class WorldSamples:
         return [w.caption(w.sample_scene(rng := w.rng("train", i), "train"), rng) for i in range(n)]
 
 
-class _EpochOrder:
-    """Row of stream position ``p``: a fresh seeded permutation of the N rows every epoch."""
+class RowOrder:
+    """Row of stream position ``p``: a fresh seeded permutation of the N rows every epoch, or,
+    ``resampled``, a seeded uniform draw per position (sampling with replacement, no epochs)."""
 
-    def __init__(self, n: int, seed: int) -> None:
-        self.n, self.seed = n, seed
+    def __init__(self, n: int, seed: int, resampled: bool = False) -> None:
+        self.n, self.seed, self.resampled = n, seed, resampled
         self._epoch, self._order = -1, np.empty(0, dtype=np.int64)
 
     def row(self, position: int) -> int:
+        if self.resampled:
+            return int(np.random.default_rng([self.seed, 505, position]).integers(self.n))
         epoch, offset = divmod(position, self.n)
         if epoch != self._epoch:
             self._epoch, self._order = epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n)
@@ -129,11 +132,12 @@ class TableSamples:
         max_pixels: int,
         seed: int,
         caption_pick: str = "random",
+        resampled: bool = False,
     ) -> None:
         self.root = Path(path).parent
         self.images, self.captions_columns = read_table(path, image_column, caption_columns)
         self.transform, self.max_pixels, self.caption_pick = transform, max_pixels, caption_pick
-        self.order = _EpochOrder(len(self.images), seed)
+        self.order = RowOrder(len(self.images), seed, resampled)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -183,11 +187,17 @@ def folder_captions(image: Path) -> list[bytes | str]:
 
 class FolderSamples:
     def __init__(
-        self, root: str | Path, transform: ImageTransform, max_pixels: int, seed: int, caption_pick: str = "random"
+        self,
+        root: str | Path,
+        transform: ImageTransform,
+        max_pixels: int,
+        seed: int,
+        caption_pick: str = "random",
+        resampled: bool = False,
     ) -> None:
         self.images = scan_folder(root)
         self.transform, self.max_pixels, self.caption_pick = transform, max_pixels, caption_pick
-        self.order = _EpochOrder(len(self.images), seed)
+        self.order = RowOrder(len(self.images), seed, resampled)
 
     def __len__(self) -> int:
         return len(self.images)

@@ -13,7 +13,7 @@ is counted as a ``truncated_shard`` skip whenever it is visited, and the run's l
 shards were truncated or empty (an empty shard contributes nothing). Sizes come from the scan,
 so ``sizes.json`` / ``_stats.json`` are not needed (shards written by ``vislang data
 make-shards`` carry one for other tools). Shards must be local files: remote URLs and ``pipe:``
-streams need a streaming reader, which vislang does not have yet.
+commands are streamed by :mod:`vislang.data.stream`.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 from braceexpand import braceexpand
 
 from vislang.data.decode import BadSample, decode_caption, open_image
-from vislang.data.samples import _EpochOrder, decodable_captions, pick_caption
+from vislang.data.samples import RowOrder, decodable_captions, pick_caption
 from vislang.data.transforms import ImageTransform
 from vislang.errors import DataError
 
@@ -41,7 +41,7 @@ def expand_shards(spec: str) -> list[Path]:
     remote = [p for p in names if "://" in p or p.startswith("pipe:")]
     paths = [Path(p) for p in names]
     if remote:
-        raise DataError(f"shards must be local files for now (remote or pipe: sources are not supported): {remote[0]}")
+        raise DataError(f"random access needs local shards; {remote[0]} is read with access: stream")
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise DataError(
@@ -92,11 +92,17 @@ class ShardIndex:
 
 class ShardSamples:
     def __init__(
-        self, spec: str, transform: ImageTransform, max_pixels: int, seed: int, caption_pick: str = "random"
+        self,
+        spec: str,
+        transform: ImageTransform,
+        max_pixels: int,
+        seed: int,
+        caption_pick: str = "random",
+        resampled: bool = False,
     ) -> None:
         self.index = ShardIndex.scan(expand_shards(spec))
         self.transform, self.max_pixels, self.caption_pick = transform, max_pixels, caption_pick
-        self.order = _EpochOrder(len(self.index.samples), seed)
+        self.order = RowOrder(len(self.index.samples), seed, resampled)
         self._handles: dict[int, object] = {}
 
     def __len__(self) -> int:

@@ -1,5 +1,5 @@
-"""Run logging: ``metrics.jsonl`` (one JSON object per logged step), TensorBoard events and a
-progress bar. On resume, lines past the resumed step are dropped so the log reads as one run."""
+"""Run logging: ``metrics.jsonl`` (one JSON object per logged step), ``log.txt`` (the console
+lines), TensorBoard events and a progress bar. On resume, lines past the resumed step are dropped so the log reads as one run."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ class RunLogger:
         self, run_dir: Path, total_steps: int, start_step: int, tensorboard: bool = True, quiet: bool = False
     ) -> None:
         self.path = run_dir / "metrics.jsonl"
+        self.text_path = run_dir / "log.txt"  # every line written to the console, kept across resumes
         _truncate_after(self.path, start_step)
         self.writer = None
         if tensorboard:
@@ -37,6 +38,8 @@ class RunLogger:
 
     def write(self, message: str) -> None:
         self.bar.write(message)
+        with self.text_path.open("a") as handle:
+            handle.write(message + "\n")
 
     def close(self) -> None:
         self.bar.close()

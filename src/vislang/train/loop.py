@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from vislang.config import RunConfig, to_yaml
-from vislang.data import tokenizer_corpus, train_loader
+from vislang.data import build_sources, tokenizer_corpus, train_loader
 from vislang.errors import ConfigError, TrainingDiverged
 from vislang.eval import build_evaluators, evaluate
 from vislang.objectives import build_objective
@@ -43,11 +43,12 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
-def build_tokenizer(cfg: RunConfig) -> BPETokenizer:
+def build_tokenizer(cfg: RunConfig, sources: dict[str, object] | None = None) -> BPETokenizer:
     t = cfg.tokenizer
     if t.path:
         return BPETokenizer.load(t.path, cfg.model.text.context_length)
-    return BPETokenizer.train(tokenizer_corpus(cfg), t.vocab_size, cfg.model.text.context_length, t.lowercase)
+    corpus = tokenizer_corpus(cfg, sources)
+    return BPETokenizer.train(corpus, t.vocab_size, cfg.model.text.context_length, t.lowercase)
 
 
 def prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
@@ -71,10 +72,11 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
 
     # Model, tokenizer, optimizer: restored from the latest checkpoint when resuming.
     checkpoint = load_checkpoint(run_dir) if resume and list_checkpoints(run_dir / "checkpoints") else None
+    sources = build_sources(cfg)  # opened (tables read, shards indexed) once for the tokenizer and the loader
     if checkpoint is not None:
         tokenizer = BPETokenizer.from_json(checkpoint["tokenizer"], cfg.model.text.context_length)
     else:
-        tokenizer = build_tokenizer(cfg)
+        tokenizer = build_tokenizer(cfg, sources)
     tokenizer.save(run_dir / "tokenizer.json")
     objective = build_objective(cfg, tokenizer.vocab_size, tokenizer.pad_id).to(device)
     optimizer = build_optimizer(objective, t)
@@ -104,7 +106,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
         save_checkpoint(state, run_dir / "checkpoints", step, t.keep_checkpoints)
 
     evaluators = build_evaluators(cfg, tokenizer)
-    batches, data_description = train_loader(cfg, tokenizer, step, pin_memory=device.type == "cuda")
+    batches, data_description = train_loader(cfg, tokenizer, step, device.type == "cuda", sources)
     logger = RunLogger(run_dir, t.steps, step, quiet=quiet)
     logger.write(
         f"vislang: {cfg.objective} objective, {n_params / 1e6:.2f}M parameters, {device}, "

@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
-from vislang.errors import VislangError
+from vislang.errors import ConfigError, VislangError
 
 DEMO_TARGETS = {"zeroshot/shape/top1": 0.90, "zeroshot/color/top1": 0.95}
 
@@ -54,10 +55,13 @@ def cmd_train(args: argparse.Namespace) -> int:
     from vislang.train.loop import train
 
     cfg = load_config(args.config, args.set)
+    if not args.out and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("under torchrun pass --out, so that every rank uses the same run directory")
     out = Path(args.out) if args.out else _default_out(Path(args.config).stem)
     metrics = train(cfg, out, resume=args.resume, quiet=args.quiet)
-    print(json.dumps(metrics, indent=2))
-    print(f"report: {out / 'report.md'}")
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 reports
+        print(json.dumps(metrics, indent=2))
+        print(f"report: {out / 'report.md'}")
     return 0
 
 

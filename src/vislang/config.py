@@ -210,8 +210,17 @@ class TrainConfig(Section):
     min_lr_ratio: float = 0.0  # cosine decays to lr * min_lr_ratio
     grad_clip: float = 1.0  # max global gradient norm; 0 disables clipping
     seed: int = 0
-    precision: Literal["fp32", "bf16"] = "fp32"
-    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...
+    # Autocast precision; weights, optimizer state, logit scale and losses stay fp32. "fp16"
+    # (CUDA only) adds a dynamic gradient scaler.
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    # Micro-batches per step: the step's batch (train.batch_size per rank) is split in this many
+    # parts that pass the model one at a time. CLIP and SigLIP accumulate exactly (GradCache: all
+    # samples stay negatives of each other); captioners and CoCa accumulate plainly.
+    accum_steps: int = 1
+    compile: bool = False  # torch.compile the model's forward (Inductor needs a C++ compiler on CPU)
+    # FLIP's unmasked tuning: the last fraction of the steps trains with model.vision.mask_ratio 0.
+    unmasked_tuning: float = 0.0
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...; under torchrun cuda means cuda:LOCAL_RANK
     threads: int = 0  # torch intra-op threads; 0 = all cores
     checkpoint_every: int = 250
     keep_checkpoints: int = 2
@@ -220,9 +229,19 @@ class TrainConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
-        for name in ("steps", "batch_size", "checkpoint_every", "eval_every", "log_every", "keep_checkpoints"):
+        for name in (
+            "steps",
+            "batch_size",
+            "accum_steps",
+            "checkpoint_every",
+            "eval_every",
+            "log_every",
+            "keep_checkpoints",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"train.{name} must be at least 1, got {getattr(self, name)}")
+        if not 0.0 <= self.unmasked_tuning <= 1.0:
+            raise ValueError(f"train.unmasked_tuning must be in [0, 1], got {self.unmasked_tuning}")
         return self
 
 
@@ -274,6 +293,10 @@ class RunConfig(Section):
             raise ValueError(
                 "the siglip objective needs model.init_logit_bias (SigLIP: init_logit_scale 10, init_logit_bias -10)"
             )
+        if self.train.accum_steps > 1 and self.loss.hard_negative_images:
+            raise ValueError("train.accum_steps > 1 does not work with loss.hard_negative_images (the bank)")
+        if self.train.accum_steps > self.train.batch_size:
+            raise ValueError(f"train.accum_steps ({self.train.accum_steps}) exceeds train.batch_size")
         return self
 
 

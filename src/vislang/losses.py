@@ -14,6 +14,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 
 
+def full_precision(x: torch.Tensor) -> torch.Tensor:
+    """fp16/bf16 tensors as fp32; fp32 and fp64 as they are (losses never run in half precision)."""
+    return x.float() if x.dtype in (torch.float16, torch.bfloat16) else x
+
+
 def _gather(features: torch.Tensor, group: dist.ProcessGroup | None) -> tuple[torch.Tensor, int]:
     """All ranks' features concatenated (with autograd), and the offset of this rank's block."""
     if group is None:
@@ -59,8 +64,8 @@ def clip_loss(
     if text_negatives is not None:
         all_texts = torch.cat([all_texts, _gather_varying(text_negatives, group)])
     labels = torch.arange(image_features.shape[0], device=image_features.device) + offset
-    logits_per_image = logit_scale * image_features.float() @ all_texts.float().T
-    logits_per_text = logit_scale * text_features.float() @ all_images.float().T
+    logits_per_image = logit_scale * full_precision(image_features) @ full_precision(all_texts).T
+    logits_per_text = logit_scale * full_precision(text_features) @ full_precision(all_images).T
     image_loss = F.cross_entropy(logits_per_image, labels, label_smoothing=label_smoothing)
     text_loss = F.cross_entropy(logits_per_text, labels, label_smoothing=label_smoothing)
     return (image_loss + text_loss) / 2
@@ -83,7 +88,7 @@ def siglip_loss(
     all_texts, offset = _gather(text_features, group)
     if text_negatives is not None:
         all_texts = torch.cat([all_texts, _gather_varying(text_negatives, group)])
-    logits = logit_scale * image_features.float() @ all_texts.float().T + logit_bias
+    logits = logit_scale * full_precision(image_features) @ full_precision(all_texts).T + logit_bias
     rows = torch.arange(image_features.shape[0], device=logits.device)
     signs = -torch.ones_like(logits)
     signs[rows, rows + offset] = 1.0

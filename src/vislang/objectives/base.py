@@ -14,13 +14,32 @@ from torch import nn
 
 
 class Objective(nn.Module, ABC):
-    """Base class; subclasses set ``self.model`` and implement :meth:`loss`."""
+    """Base class; subclasses set ``self.model`` and implement :meth:`loss`.
+
+    ``group``: the process group whose ranks share contrastive negatives (set by the loop under
+    torchrun; None in one process). ``exact_accumulation``: the loss couples samples only through
+    :meth:`embed`, so :mod:`vislang.train.accumulate` can accumulate micro-batches exactly.
+    """
 
     model: nn.Module
+    group = None
+    exact_accumulation = False
 
     @abstractmethod
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Loss parts on one batch; ``"loss"`` is the total that is back-propagated."""
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The loss, so that DistributedDataParallel wraps an objective like any module."""
+        return self.loss(batch)
+
+    def embed(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Per-sample embeddings the loss needs (``exact_accumulation`` objectives only)."""
+        raise NotImplementedError
+
+    def loss_from_embeddings(self, embeddings: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The loss of :meth:`embed`'s output (``exact_accumulation`` objectives only)."""
+        raise NotImplementedError
 
     def log_values(self) -> dict[str, float]:
         """Scalars to log beside the loss (temperature, bias, ...)."""

@@ -13,13 +13,14 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from vislang.losses import full_precision
 from vislang.models.text.decoder import TextDecoder
 from vislang.objectives.base import Objective
 
 
 def caption_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int) -> torch.Tensor:
     """Mean next-token cross-entropy over the non-pad targets, in fp32."""
-    return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten(), ignore_index=pad_id)
+    return F.cross_entropy(full_precision(logits).flatten(0, 1), targets.flatten(), ignore_index=pad_id)
 
 
 def sequence_log_likelihood(

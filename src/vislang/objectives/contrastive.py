@@ -37,6 +37,15 @@ class EmbeddingObjective(Objective):
         self.extra_pairs = len(found[0])
         return torch.cat([image, extra_image]), torch.cat([text, extra_text])
 
+    def embed(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``image`` and ``text`` embeddings of the pairs, ``text_neg`` of the valid hard negatives."""
+        image, text = self.embed_batch(batch)
+        negatives = self.negatives(batch, text)
+        return {"image": image, "text": text} | ({"text_neg": negatives} if negatives is not None else {})
+
+    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self.loss_from_embeddings(self.embed(batch))
+
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.encode_image(images).float()
 
@@ -73,17 +82,19 @@ class EmbeddingObjective(Objective):
 
 
 class ClipObjective(EmbeddingObjective):
+    exact_accumulation = True
+
     def __init__(self, model: TwoTower, label_smoothing: float = 0.0, bank: ImageBank | None = None) -> None:
         super().__init__(model, bank)
         self.label_smoothing = label_smoothing
 
-    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        image, text = self.embed_batch(batch)
+    def loss_from_embeddings(self, embeddings: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         loss = clip_loss(
-            image,
-            text,
+            embeddings["image"],
+            embeddings["text"],
             self.model.scale(),
             label_smoothing=self.label_smoothing,
-            text_negatives=self.negatives(batch, text),
+            text_negatives=embeddings.get("text_neg"),
+            group=self.group,
         )
         return {"loss": loss, "contrastive": loss.detach()}

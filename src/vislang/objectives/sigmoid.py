@@ -11,14 +11,20 @@ from vislang.objectives.hard_negatives import ImageBank
 
 
 class SiglipObjective(EmbeddingObjective):
+    exact_accumulation = True
+
     def __init__(self, model: TwoTower, bank: ImageBank | None = None) -> None:
         if model.logit_bias is None:
             raise ValueError("the siglip objective needs a logit bias: set model.init_logit_bias (SigLIP uses -10)")
         super().__init__(model, bank)
 
-    def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        image, text = self.embed_batch(batch)
+    def loss_from_embeddings(self, embeddings: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         loss = siglip_loss(
-            image, text, self.model.scale(), self.model.bias(), text_negatives=self.negatives(batch, text)
+            embeddings["image"],
+            embeddings["text"],
+            self.model.scale(),
+            self.model.bias(),
+            text_negatives=embeddings.get("text_neg"),
+            group=self.group,
         )
         return {"loss": loss, "sigmoid": loss.detach()}

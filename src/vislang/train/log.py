@@ -12,19 +12,30 @@ from tqdm import tqdm
 
 class RunLogger:
     def __init__(
-        self, run_dir: Path, total_steps: int, start_step: int, tensorboard: bool = True, quiet: bool = False
+        self,
+        run_dir: Path,
+        total_steps: int,
+        start_step: int,
+        tensorboard: bool = True,
+        quiet: bool = False,
+        files: bool = True,
     ) -> None:
+        """``files=False`` (ranks other than 0): nothing is written, nothing is shown."""
+        self.files = files
         self.path = run_dir / "metrics.jsonl"
         self.text_path = run_dir / "log.txt"  # every line written to the console, kept across resumes
-        _truncate_after(self.path, start_step)
+        if files:
+            _truncate_after(self.path, start_step)
         self.writer = None
-        if tensorboard:
+        if tensorboard and files:
             from torch.utils.tensorboard import SummaryWriter
 
             self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start_step + 1 if start_step else None)
         self.bar = tqdm(total=total_steps, initial=start_step, disable=quiet, dynamic_ncols=True, unit="step")
 
     def log(self, step: int, values: dict[str, float]) -> None:
+        if not self.files:
+            return
         record = {"step": step, **{k: (v if math.isfinite(v) else str(v)) for k, v in values.items()}}
         with self.path.open("a") as handle:
             handle.write(json.dumps(record) + "\n")
@@ -37,6 +48,8 @@ class RunLogger:
         self.bar.update(steps)
 
     def write(self, message: str) -> None:
+        if not self.files:
+            return
         self.bar.write(message)
         with self.text_path.open("a") as handle:
             handle.write(message + "\n")

@@ -1,9 +1,11 @@
 """The one training loop. It knows devices, precision, checkpoints, logging and the evaluation
 schedule; what is learned and how the loss is computed belong to the objective.
 
-Read top to bottom: set up the run directory, tokenizer, objective, optimizer and schedule;
-restore the latest checkpoint when resuming; then step, log, evaluate and checkpoint; finish
-with a final evaluation, ``metrics.json`` and ``report.md``.
+Read top to bottom: set up the run directory, the process group (under torchrun), tokenizer,
+objective, optimizer and schedule; restore the latest checkpoint when resuming; then step, log,
+evaluate and checkpoint; finish with a final evaluation, ``metrics.json`` and ``report.md``.
+Under torchrun every rank trains on its own part of each batch (``train.batch_size`` per rank),
+the contrastive losses see every rank's samples, and rank 0 logs, evaluates and writes.
 """
 
 from __future__ import annotations
@@ -16,14 +18,19 @@ from collections import Counter
 from pathlib import Path
 
 import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 from vislang.config import RunConfig, to_yaml
 from vislang.data import build_sources, tokenizer_corpus, train_loader
 from vislang.errors import ConfigError, TrainingDiverged
 from vislang.eval import build_evaluators, evaluate
+from vislang.models.vision.vit import set_mask_ratio
 from vislang.objectives import build_objective
 from vislang.tokenizers import BPETokenizer
+from vislang.train.accumulate import backward
 from vislang.train.checkpoint import list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from vislang.train.distributed import gather_objects, init_distributed, local_device, sum_counts
 from vislang.train.log import RunLogger
 from vislang.train.optim import build_optimizer, build_scheduler
 
@@ -40,6 +47,8 @@ def resolve_device(name: str) -> torch.device:
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
+    if precision == "fp16":
+        return torch.autocast(device.type, dtype=torch.float16)
     return contextlib.nullcontext()
 
 
@@ -49,6 +58,14 @@ def build_tokenizer(cfg: RunConfig, sources: dict[str, object] | None = None) ->
         return BPETokenizer.load(t.path, cfg.model.text.context_length)
     corpus = tokenizer_corpus(cfg, sources)
     return BPETokenizer.train(corpus, t.vocab_size, cfg.model.text.context_length, t.lowercase)
+
+
+def all_ranks_have(batch: dict, world: int, device: torch.device) -> bool:
+    """Whether every rank's part of the step holds a sample (all ranks skip the step together)."""
+    usable = torch.tensor(int("image" in batch), device=device)
+    if world > 1:
+        dist.all_reduce(usable, op=dist.ReduceOp.MIN)
+    return bool(usable)
 
 
 def prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
@@ -65,10 +82,16 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
 def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool = False) -> dict[str, float]:
     """Train ``cfg`` in ``run_dir``; returns the final evaluation metrics."""
     run_dir, t = Path(run_dir), cfg.train
-    prepare_run_dir(cfg, run_dir, resume)
-    device = resolve_device(t.device)
+    device = local_device(resolve_device(t.device))
+    if t.precision == "fp16" and device.type != "cuda":
+        raise ConfigError("train.precision: fp16 needs a CUDA device (use bf16 or fp32 on the CPU)")
+    ranks = init_distributed(device)
+    if ranks.main:
+        prepare_run_dir(cfg, run_dir, resume)
+    if ranks.world > 1:
+        dist.barrier()
     torch.set_num_threads(t.threads or os.cpu_count() or 1)
-    torch.manual_seed(t.seed)
+    torch.manual_seed(t.seed)  # the same initial weights on every rank
 
     # Model, tokenizer, optimizer: restored from the latest checkpoint when resuming.
     checkpoint = load_checkpoint(run_dir) if resume and list_checkpoints(run_dir / "checkpoints") else None
@@ -77,40 +100,70 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
         tokenizer = BPETokenizer.from_json(checkpoint["tokenizer"], cfg.model.text.context_length)
     else:
         tokenizer = build_tokenizer(cfg, sources)
-    tokenizer.save(run_dir / "tokenizer.json")
+    if ranks.main:
+        tokenizer.save(run_dir / "tokenizer.json")
     objective = build_objective(cfg, tokenizer.vocab_size, tokenizer.pad_id).to(device)
     optimizer = build_optimizer(objective, t)
     scheduler = build_scheduler(optimizer, t)
+    scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
     step = 0
     if checkpoint is not None:
         objective.load_state_dict(checkpoint["model"])
         optimizer.load_state_dict(checkpoint["optimizer"])
         scheduler.load_state_dict(checkpoint["scheduler"])
-        set_rng_state(checkpoint["rng"])
+        if "scaler" in checkpoint:
+            scaler.load_state_dict(checkpoint["scaler"])
         step = checkpoint["step"]
-    # Data counters from the batches ("skipped/<reason>", "negatives/<rule>"), kept across resumes.
-    counts: Counter[str] = Counter(checkpoint["data"]["counts"] if checkpoint else {})
+    if ranks.world > 1:
+        torch.manual_seed(t.seed + 7919 * ranks.rank)  # FLIP masks differ between ranks
+    if checkpoint is not None:
+        states = checkpoint.get("rng_ranks", [checkpoint["rng"]])
+        set_rng_state(states[ranks.rank] if ranks.rank < len(states) else states[0])
+    # Data counters from the batches ("skipped/<reason>", "negatives/<rule>"), summed over ranks
+    # when logged and saved; a resumed run's totals restart on rank 0.
+    counts: Counter[str] = Counter(checkpoint["data"]["counts"] if checkpoint and ranks.main else {})
     n_params = sum(p.numel() for p in objective.parameters())
 
+    # Options of the one step: distributed data parallel, compilation, FLIP's unmasked tuning.
+    ddp = None
+    if ranks.world > 1:
+        objective.group = dist.group.WORLD
+        ddp = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
+    if t.compile:
+        objective.model.compile()
+    mask_ratio, current_mask = cfg.model.vision.mask_ratio, None
+    unmask_at = round(t.steps * (1 - t.unmasked_tuning))
+
     def save(step: int) -> None:
+        every_rng = gather_objects(rng_state())
+        total_counts = sum_counts(counts)
+        if not ranks.main:
+            return
         state = {
             "step": step,
             "model": objective.state_dict(),
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
-            "rng": rng_state(),
-            "data": {"next_batch": step, "counts": dict(counts)},
+            "scaler": scaler.state_dict(),
+            "rng": every_rng[0],
+            "rng_ranks": every_rng,
+            "data": {"next_batch": step, "counts": total_counts},
             "config": cfg.model_dump(mode="json"),
             "tokenizer": tokenizer.to_json(),
         }
         save_checkpoint(state, run_dir / "checkpoints", step, t.keep_checkpoints)
 
-    evaluators = build_evaluators(cfg, tokenizer)
+    evaluators = build_evaluators(cfg, tokenizer) if ranks.main else []
     batches, data_description = train_loader(cfg, tokenizer, step, device.type == "cuda", sources)
-    logger = RunLogger(run_dir, t.steps, step, quiet=quiet)
+    logger = RunLogger(run_dir, t.steps, step, quiet=quiet or not ranks.main, files=ranks.main)
     logger.write(
-        f"vislang: {cfg.objective} objective, {n_params / 1e6:.2f}M parameters, {device}, "
-        f"steps {step}->{t.steps}, batch {t.batch_size}, {t.precision}"
+        f"vislang: {cfg.objective} objective, {n_params / 1e6:.2f}M parameters, {device}"
+        + (f" x {ranks.world} ranks" if ranks.world > 1 else "")
+        + f", steps {step}->{t.steps}, batch {t.batch_size}"
+        + (f" per rank ({t.batch_size * ranks.world} in all)" if ranks.world > 1 else "")
+        + (f" in {t.accum_steps} micro-batches" if t.accum_steps > 1 else "")
+        + f", {t.precision}"
+        + (", compiled" if t.compile else "")
     )
     logger.write(data_description)
     window = {"samples": 0, "time": 0.0, "wait": 0.0, "steps": 0}
@@ -121,28 +174,30 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
             tick = time.perf_counter()
             batch = next(batches)
             counts.update(batch.pop("counts", {}))
-            if "image" not in batch:  # every sample of this batch was unusable
+            if not all_ranks_have(batch, ranks.world, device):  # every sample of some rank's part was unusable
                 step += 1
                 continue
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
             ready = time.perf_counter()
+            if (wanted := mask_ratio if step < unmask_at else 0.0) != current_mask:
+                set_mask_ratio(objective, current_mask := wanted)
 
-            with autocast(t.precision, device):
-                parts = objective.loss(batch)
-            loss = parts["loss"]
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"loss is {loss.item()} at step {step + 1}; lower train.lr or check the data")
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            parts = backward(objective, batch, t.accum_steps, lambda: autocast(t.precision, device), scaler.scale, ddp)
+            loss = parts["loss"]
+            if not torch.isfinite(loss) and not scaler.is_enabled():
+                raise TrainingDiverged(f"loss is {loss.item()} at step {step + 1}; lower train.lr or check the data")
+            scaler.unscale_(optimizer)
             grad_norm = torch.nn.utils.clip_grad_norm_(
                 objective.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf")
             )
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             step += 1
 
             done = time.perf_counter()
-            window["samples"] += len(batch["image"])
+            window["samples"] += len(batch["image"]) * ranks.world
             window["time"] += done - tick
             window["wait"] += ready - tick
             window["steps"] += 1
@@ -155,14 +210,17 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
                     "train/samples_per_s": window["samples"] / window["time"],
                     "train/data_wait_s": window["wait"] / window["steps"],
                 }
-                values |= {f"data/{k}": v for k, v in counts.items()}
+                if mask_ratio > 0:
+                    values["train/mask_ratio"] = current_mask
+                total_counts = sum_counts(counts)
+                values |= {f"data/{k}": v for k, v in total_counts.items()}
                 logger.log(step, values)
                 postfix = {
                     "loss": f"{values['train/loss']:.3f}",
                     "lr": f"{values['train/lr']:.1e}",
                     "samples/s": f"{values['train/samples_per_s']:.0f}",
                 }
-                skipped = sum(v for k, v in counts.items() if k.startswith("skipped/"))
+                skipped = sum(v for k, v in total_counts.items() if k.startswith("skipped/"))
                 if skipped:
                     postfix["skipped"] = str(skipped)
                 logger.progress(window["steps"], postfix)
@@ -179,9 +237,12 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
                 save(step)
         if evaluators and not history:  # resumed a finished run: evaluate what it left
             history = evaluate(objective, evaluators)
+        counts = Counter(sum_counts(counts))
     finally:
         logger.close()
 
+    if not ranks.main:
+        return {}
     final = {**history, **{f"data/{k}": float(v) for k, v in counts.items()}}
     (run_dir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
     from vislang.report import write_report

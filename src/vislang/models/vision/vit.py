@@ -50,6 +50,13 @@ def keep_random_tokens(tokens: torch.Tensor, keep: int, generator: torch.Generat
     return tokens.gather(1, index.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
 
 
+def set_mask_ratio(module: nn.Module, ratio: float) -> None:
+    """Set the FLIP mask ratio of every ViT image tower in ``module`` (0 for unmasked tuning)."""
+    for tower in module.modules():
+        if isinstance(tower, VisionTransformer):
+            tower.mask_ratio = ratio
+
+
 class VisionTransformer(nn.Module):
     def __init__(self, cfg: VisionConfig, embed_dim: int | None, attn_impl: str = "auto") -> None:
         super().__init__()

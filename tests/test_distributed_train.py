@@ -1,0 +1,75 @@
+"""``vislang train`` under torchrun with 2 CPU processes (gloo): it completes, writes one run
+directory from rank 0, resumes, and trains the same weights as one process on the global batch
+(each rank takes its half of every batch; losses gather features across ranks; DDP averages),
+also with exact micro-batch accumulation. (A single process at the per-rank batch ends ~1e-2
+away from these weights; the two-process run ~1e-6.)"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import torch
+import yaml
+from vislang.config import build_config
+from vislang.train.checkpoint import load_checkpoint
+from vislang.train.loop import train
+
+DIFFERENT = [
+    "model.vision.stem=patch",  # BatchNorm would see each rank's half only
+    "train.steps=4",
+    "train.checkpoint_every=2",
+    "train.eval_every=4",
+    "eval.compositional=false",
+    "eval.retrieval=false",
+]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def torchrun(config, out, *extra: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}"]
+    command += ["-m", "vislang.cli", "train", str(config), "--out", str(out), "--quiet", *extra]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(command, capture_output=True, text=True, timeout=400, env=env)
+
+
+def test_two_processes_train_resume_and_match_one_process(tmp_path, tiny_overrides):
+    per_rank = build_config({}, tiny_overrides + DIFFERENT + ["train.batch_size=8"])
+    config = tmp_path / "run.yaml"
+    config.write_text(yaml.safe_dump(per_rank.model_dump(mode="json")))
+
+    result = torchrun(config, tmp_path / "two")
+    assert result.returncode == 0, result.stderr[-3000:]
+    log = (tmp_path / "two" / "log.txt").read_text()
+    assert "x 2 ranks" in log and "batch 8 per rank (16 in all)" in log
+    assert result.stdout.count("report:") == 1  # rank 0 alone reports
+
+    one = build_config({}, tiny_overrides + DIFFERENT + ["train.batch_size=16"])
+    train(one, tmp_path / "one", quiet=True)
+    two = load_checkpoint(tmp_path / "two" / "checkpoints" / "step_00000004.pt")
+    single = load_checkpoint(tmp_path / "one" / "checkpoints" / "step_00000004.pt")
+    for name, tensor in single["model"].items():
+        assert torch.allclose(two["model"][name], tensor, rtol=1e-4, atol=1e-5), name
+    assert two["data"]["counts"] == single["data"]["counts"]
+
+    # exact accumulation (GradCache) under DDP averages the gradients itself: still the same weights
+    result = torchrun(config, tmp_path / "two_accum", "--set", "train.accum_steps=3")
+    assert result.returncode == 0, result.stderr[-3000:]
+    accumulated = load_checkpoint(tmp_path / "two_accum" / "checkpoints" / "step_00000004.pt")
+    for name, tensor in single["model"].items():
+        assert torch.allclose(accumulated["model"][name], tensor, rtol=1e-4, atol=1e-5), name
+
+    # kill the run after step 2 (drop its last checkpoint) and resume under torchrun
+    (tmp_path / "two" / "checkpoints" / "step_00000004.pt").unlink()
+    result = torchrun(config, tmp_path / "two", "--resume")
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = load_checkpoint(tmp_path / "two" / "checkpoints" / "step_00000004.pt")
+    for name, tensor in two["model"].items():
+        assert torch.allclose(resumed["model"][name], tensor, rtol=1e-6, atol=1e-7), name

@@ -13,6 +13,7 @@ import sys
 
 import torch
 import yaml
+
 from vislang.config import build_config
 from vislang.train.checkpoint import load_checkpoint
 from vislang.train.loop import train

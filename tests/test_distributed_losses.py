@@ -1,6 +1,7 @@
 """With ``group=``, the mean of per-rank losses equals the global-batch loss and the per-rank
-feature gradients, averaged as DDP averages them, equal the global-batch gradients (2-process gloo).
-Hard-negative texts may be spread unevenly over the ranks (2 on rank 0, 1 on rank 1)."""
+feature gradients, averaged as DDP averages them, equal the global-batch gradients (3-process gloo),
+for the gathered losses and SigLIP's ring. Hard-negative texts may be spread unevenly over the
+ranks (2, 1 and none)."""
 
 from __future__ import annotations
 
@@ -11,8 +12,8 @@ import torch.nn.functional as F
 
 from vislang.losses import clip_loss, siglip_loss
 
-WORLD, LOCAL_B, DIM = 2, 4, 8
-NEGATIVE_ROWS = [slice(0, 2), slice(2, 3)]  # per rank
+WORLD, LOCAL_B, DIM = 3, 4, 8
+NEGATIVE_ROWS = [slice(0, 2), slice(2, 3), slice(3, 3)]  # per rank
 
 
 def _global_features():
@@ -29,6 +30,8 @@ def _losses(image, text, negatives, group=None):
         "siglip": siglip_loss(image, text, 10.0, -5.0, group=group),
         "clip_neg": clip_loss(image, text, 10.0, text_negatives=negatives, group=group),
         "siglip_neg": siglip_loss(image, text, 10.0, -5.0, text_negatives=negatives, group=group),
+        "siglip_ring": siglip_loss(image, text, 10.0, -5.0, group=group, ring=True),
+        "siglip_ring_neg": siglip_loss(image, text, 10.0, -5.0, text_negatives=negatives, group=group, ring=True),
     }
 
 
@@ -37,7 +40,7 @@ def _worker(rank: int, store: str, out: str) -> None:
     image, text, negatives = _global_features()
     rows = slice(rank * LOCAL_B, (rank + 1) * LOCAL_B)
     results = {}
-    for name in ("clip", "siglip", "clip_neg", "siglip_neg"):
+    for name in ("clip", "siglip", "clip_neg", "siglip_neg", "siglip_ring", "siglip_ring_neg"):
         local_image = image[rows].clone().requires_grad_()
         local_text = text[rows].clone().requires_grad_()
         local_negatives = negatives[NEGATIVE_ROWS[rank]].clone().requires_grad_()
@@ -60,7 +63,7 @@ def test_group_losses_equal_global_batch(tmp_path):
     for name, loss in _losses(image, text, negatives).items():
         grad_image, grad_text, grad_negatives = torch.autograd.grad(loss, (image, text, negatives), allow_unused=True)
         mean_loss = sum(r[name][0] for r in per_rank) / WORLD
-        torch.testing.assert_close(mean_loss, loss.detach().float())
+        torch.testing.assert_close(mean_loss, loss.detach())
         torch.testing.assert_close(torch.cat([r[name][1] for r in per_rank]), grad_image)
         torch.testing.assert_close(torch.cat([r[name][2] for r in per_rank]), grad_text)
         if name.endswith("_neg"):

@@ -189,6 +189,9 @@ class LossConfig(Section):
     # CoCa: loss = contrastive_weight * contrastive + caption_weight * captioning.
     contrastive_weight: float = 1.0
     caption_weight: float = 2.0
+    # SigLIP across ranks: pass text blocks around the ranks (B x B logits at a time) instead of
+    # gathering every rank's texts (B x world*B).
+    siglip_ring: bool = False
 
     @model_validator(mode="after")
     def _check(self) -> LossConfig:

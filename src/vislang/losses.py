@@ -79,12 +79,17 @@ def siglip_loss(
     *,
     text_negatives: torch.Tensor | None = None,
     group: dist.ProcessGroup | None = None,
+    ring: bool = False,
 ) -> torch.Tensor:
     """Sigmoid loss (SigLIP): -(1/B) Σ_i Σ_j log σ(z_ij (t·x_i·y_j + b)), z = +1 on pairs, -1 elsewhere.
 
     B is the number of images on this rank; with a group, j runs over the texts of all ranks.
     ``text_negatives`` are extra texts that are negatives (z = -1) for every image.
+    ``ring`` (with a group): instead of gathering every rank's texts, pass text blocks around the
+    ranks (SigLIP's chunked implementation): each rank holds B x B logits at a time.
     """
+    if ring and group is not None and dist.get_world_size(group) > 1:
+        return _siglip_ring(image_features, text_features, logit_scale, logit_bias, text_negatives, group)
     all_texts, offset = _gather(text_features, group)
     if text_negatives is not None:
         all_texts = torch.cat([all_texts, _gather_varying(text_negatives, group)])
@@ -93,3 +98,48 @@ def siglip_loss(
     signs = -torch.ones_like(logits)
     signs[rows, rows + offset] = 1.0
     return -F.logsigmoid(signs * logits).sum() / image_features.shape[0]
+
+
+def _siglip_ring(image, text, logit_scale, logit_bias, text_negatives, group) -> torch.Tensor:
+    image = full_precision(image)
+
+    def block(texts: torch.Tensor, positives: bool) -> torch.Tensor:
+        logits = logit_scale * image @ full_precision(texts).T + logit_bias
+        signs = -torch.ones_like(logits)
+        if positives:
+            signs.fill_diagonal_(1.0)
+        return -F.logsigmoid(signs * logits).sum()
+
+    total = block(text, positives=True)
+    passed = text
+    for _ in range(dist.get_world_size(group) - 1):
+        passed = _PassOn.apply(passed, group)  # the next block: the left neighbour's current one
+        total = total + block(passed, positives=False)
+    if text_negatives is not None:
+        total = total + block(_gather_varying(text_negatives, group), positives=False)
+    return total / image.shape[0]
+
+
+class _PassOn(torch.autograd.Function):
+    """Send a tensor to the next rank of the ring and receive the previous rank's; the backward
+    pass sends the gradient back the other way."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, group: dist.ProcessGroup) -> torch.Tensor:
+        ctx.group = group
+        return _shift(x.contiguous(), group, +1)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return _shift(grad.contiguous(), ctx.group, -1), None
+
+
+def _shift(x: torch.Tensor, group: dist.ProcessGroup, step: int) -> torch.Tensor:
+    rank, world = dist.get_rank(group), dist.get_world_size(group)
+    received = torch.empty_like(x)
+    to = dist.get_global_rank(group, (rank + step) % world)
+    source = dist.get_global_rank(group, (rank - step) % world)
+    ops = [dist.P2POp(dist.isend, x, to, group), dist.P2POp(dist.irecv, received, source, group)]
+    for request in dist.batch_isend_irecv(ops):
+        request.wait()
+    return received

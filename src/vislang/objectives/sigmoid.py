@@ -13,10 +13,11 @@ from vislang.objectives.hard_negatives import ImageBank
 class SiglipObjective(EmbeddingObjective):
     exact_accumulation = True
 
-    def __init__(self, model: TwoTower, bank: ImageBank | None = None) -> None:
+    def __init__(self, model: TwoTower, bank: ImageBank | None = None, ring: bool = False) -> None:
         if model.logit_bias is None:
             raise ValueError("the siglip objective needs a logit bias: set model.init_logit_bias (SigLIP uses -10)")
         super().__init__(model, bank)
+        self.ring = ring
 
     def loss_from_embeddings(self, embeddings: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         loss = siglip_loss(
@@ -26,5 +27,6 @@ class SiglipObjective(EmbeddingObjective):
             self.model.bias(),
             text_negatives=embeddings.get("text_neg"),
             group=self.group,
+            ring=self.ring,
         )
         return {"loss": loss, "sigmoid": loss.detach()}

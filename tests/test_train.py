@@ -89,6 +89,21 @@ def test_existing_run_is_not_overwritten(tiny_config, tmp_path):
         train(other, tmp_path, resume=True, quiet=True)
 
 
+def test_fp16_needs_cuda(tiny_overrides, tmp_path):
+    cfg = build_config({}, tiny_overrides + ["train.precision=fp16", "train.device=cpu"])
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        train(cfg, tmp_path, quiet=True)
+
+
+@pytest.mark.slow
+def test_compiled_training_runs(tiny_overrides, tmp_path):
+    """torch.compile (Inductor builds C++ kernels on the CPU: about a minute on 2 cores)."""
+    cfg = build_config({}, tiny_overrides + ["train.compile=true", "train.steps=4", "train.eval_every=4"])
+    metrics = train(cfg, tmp_path, quiet=True)
+    assert 0 <= metrics["zeroshot/color/top1"] <= 1
+    assert "compiled" in (tmp_path / "log.txt").read_text()
+
+
 def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "vislang.cli", *args]
 

@@ -159,3 +159,31 @@ def test_ranks_read_disjoint_parts_of_the_global_batch(tmp_path, tiny_overrides)
         together = torch.cat([ranks[0][b]["text"], ranks[1][b]["text"]])
         assert torch.equal(together, whole[b]["text"])
     assert np.unique(torch.cat([ranks[0][0]["text"], ranks[1][0]["text"]])).size == 6
+
+
+def test_retrieval_on_held_out_sources(tmp_path, tiny_overrides):
+    spec = write_shards(tmp_path, 2, 10)
+    (tmp_path / "images").mkdir()
+    for i in range(6):
+        (tmp_path / "images" / f"{i}.png").write_bytes(png((40 * i, 0, 0), size=(9, 9)))
+        (tmp_path / "images" / f"{i}.txt").write_text(f"image {i}")
+    cfg = build_config(
+        {},
+        tiny_overrides
+        + [
+            f"eval.retrieval_sources=[{{kind: shards, path: '{spec}', access: stream, name: held}}, "
+            f"{{kind: folder, path: '{tmp_path / 'images'}'}}]",
+            "eval.n_retrieval=15",
+            "train.steps=2",
+            "train.eval_every=2",
+            "eval.zeroshot=false",
+            "eval.compositional=false",
+        ],
+    )
+    metrics = train(cfg, tmp_path / "run", quiet=True)
+    for name in ("retrieval_held", "retrieval_folder1"):
+        assert 0 <= metrics[f"{name}/text_to_image/R@1"] <= metrics[f"{name}/text_to_image/R@5"] <= 1
+    from vislang.data import build_source, source_retrieval_set
+
+    held = source_retrieval_set(build_source(cfg, cfg.eval.retrieval_sources[0], train=False), 15, 0)
+    assert len(held.texts) == 15 and held.texts[:2] == ["s0_0", "s0_1"]

@@ -266,6 +266,9 @@ class EvalConfig(Section):
     n_probe: int = 500  # items per compositional probe
     batch_size: int = 500
     aro: list[AroSetConfig] = []  # ARO sets on real images, evaluated beside the world's tasks
+    # Retrieval on held-out data of any source kind (shards, tables, folders): the first
+    # n_retrieval usable samples, one caption each; metrics under retrieval_<name>/...
+    retrieval_sources: list[SourceConfig] = []
 
 
 class RunConfig(Section):
@@ -296,6 +299,8 @@ class RunConfig(Section):
             raise ValueError(
                 "the siglip objective needs model.init_logit_bias (SigLIP: init_logit_scale 10, init_logit_bias -10)"
             )
+        if any(s.kind == "world" for s in self.eval.retrieval_sources):
+            raise ValueError("eval.retrieval_sources: the world's retrieval set is eval.retrieval")
         if self.train.accum_steps > 1 and self.loss.hard_negative_images:
             raise ValueError("train.accum_steps > 1 does not work with loss.hard_negative_images (the bank)")
         if self.train.accum_steps > self.train.batch_size:

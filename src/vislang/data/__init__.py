@@ -15,9 +15,10 @@ from vislang.data.batches import Batches, Tokenize
 from vislang.data.decode import BadSample
 from vislang.data.samples import FolderSamples, TableSamples, WorldSamples
 from vislang.data.shards import ShardSamples
-from vislang.data.stream import ShardStream, is_remote
+from vislang.data.stream import ShardStream, is_remote, shard_samples
 from vislang.data.transforms import ImageTransform
 from vislang.data.world import World
+from vislang.data.world_tasks import RetrievalSet
 from vislang.errors import DataError
 
 
@@ -27,28 +28,53 @@ def build_world(cfg: RunConfig) -> World:
 
 
 def build_sources(cfg: RunConfig, train: bool = True) -> dict[str, object]:
-    """The configured sources by name, each serving sample ``p`` of its stream (random access) or
-    lanes of raw samples (:class:`ShardStream`). Each must hold a usable sample."""
+    """The configured training sources by name, each serving sample ``p`` of its stream (random
+    access) or lanes of raw samples (:class:`ShardStream`). Each must hold a usable sample."""
+    sources = cfg.data.sources
+    return {
+        s.name or (s.kind if len(sources) == 1 else f"{s.kind}{i}"): build_source(cfg, s, train)
+        for i, s in enumerate(sources)
+    }
+
+
+def build_source(cfg: RunConfig, s: SourceConfig, train: bool = True) -> object:
     d, v = cfg.data, cfg.model.vision
+    if s.kind == "world":
+        return WorldSamples(build_world(cfg))
     transform = ImageTransform(v.image_size, d.resize_mode, d.random_crop and train, d.crop_scale)
-    sources: dict[str, object] = {}
-    for i, s in enumerate(d.sources):
-        name = s.name or (s.kind if len(d.sources) == 1 else f"{s.kind}{i}")
-        common = (transform, d.max_image_pixels, cfg.train.seed, s.caption_pick)
-        if s.kind == "world":
-            sources[name] = WorldSamples(build_world(cfg))
+    common = (transform, d.max_image_pixels, cfg.train.seed, s.caption_pick)
+    if s.kind == "shards" and _streamed(s):
+        source = ShardStream(s.path, *common, resampled=s.resampled, shuffle_buffer=s.shuffle_buffer)
+    elif s.kind == "shards":
+        source = ShardSamples(s.path, *common, resampled=s.resampled)
+    elif s.kind == "table":
+        source = TableSamples(s.path, s.image_column, s.caption_columns, *common, resampled=s.resampled)
+    else:
+        source = FolderSamples(s.path, *common, resampled=s.resampled)
+    _check_usable(source, f"data source {s.name or s.kind} ({s.path})")
+    return source
+
+
+def source_retrieval_set(source: object, n: int, seed: int) -> RetrievalSet:
+    """The first ``n`` usable samples of a source (one pass, in its epoch-0 order; streams in
+    shard order) as a retrieval set: image i with its caption i."""
+    images, texts = [], []
+    rng = np.random.default_rng(seed)
+    if isinstance(source, ShardStream):
+        samples = (s for url in source.urls for s in shard_samples(url))
+        reads = (lambda sample=sample: source.decode(sample, rng) for sample in samples)
+    else:
+        reads = (lambda p=p: source.get(p, rng) for p in range(len(source)))
+    for read in reads:
+        try:
+            image, caption = read()
+        except BadSample:
             continue
-        if s.kind == "shards" and _streamed(s):
-            source = ShardStream(s.path, *common, resampled=s.resampled, shuffle_buffer=s.shuffle_buffer)
-        elif s.kind == "shards":
-            source = ShardSamples(s.path, *common, resampled=s.resampled)
-        elif s.kind == "table":
-            source = TableSamples(s.path, s.image_column, s.caption_columns, *common, resampled=s.resampled)
-        else:
-            source = FolderSamples(s.path, *common, resampled=s.resampled)
-        _check_usable(source, f"data source {name} ({s.path})")
-        sources[name] = source
-    return sources
+        images.append(image)
+        texts.append(caption)
+        if len(images) == n:
+            break
+    return RetrievalSet(np.stack(images), texts, np.arange(len(images)))
 
 
 def _streamed(s: SourceConfig) -> bool:

@@ -12,7 +12,7 @@ from collections.abc import Callable
 import torch
 
 from vislang.config import RunConfig
-from vislang.data import build_world
+from vislang.data import build_source, build_world, source_retrieval_set
 from vislang.data.world_tasks import classification_sets, probe_sets, retrieval_set
 from vislang.eval.aro import AroEvaluator, load_aro
 from vislang.eval.compositional import ProbeEvaluator
@@ -24,7 +24,8 @@ Evaluator = Callable[[Objective], dict[str, float]]
 
 
 def build_evaluators(cfg: RunConfig, tokenizer) -> list[Evaluator]:
-    """The world's test-split tasks enabled in ``cfg.eval``, with data generated once."""
+    """The world's test-split tasks enabled in ``cfg.eval``, with data generated once, plus ARO
+    sets and retrieval on held-out sources."""
     world, e, v = build_world(cfg), cfg.eval, cfg.model.vision
     common = dict(tokenizer=tokenizer, mean=v.image_mean, std=v.image_std, batch_size=e.batch_size)
     evaluators: list[Evaluator] = []
@@ -34,6 +35,10 @@ def build_evaluators(cfg: RunConfig, tokenizer) -> list[Evaluator]:
         ]
     if e.retrieval:
         evaluators.append(RetrievalEvaluator(retrieval_set(world, e.n_retrieval), **common))
+    for i, s in enumerate(e.retrieval_sources):
+        data = source_retrieval_set(build_source(cfg, s, train=False), e.n_retrieval, cfg.train.seed)
+        name = f"retrieval_{s.name or f'{s.kind}{i}'}"
+        evaluators.append(RetrievalEvaluator(data, **common, name=name))
     if e.compositional:
         evaluators += [ProbeEvaluator(probe, data, **common) for probe, data in probe_sets(world, e.n_probe).items()]
     for aro in e.aro:

@@ -202,6 +202,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     torch.manual_seed(0)
     images, tokens = make_inputs(arch, batch, device)
     start = memory_start(device)
+    seen: list[int] = []  # sequence lengths entering the image transformer (flip mode)
 
     if spec["mode"] == "flip":
         from vislang.models import VisionTransformer
@@ -214,6 +215,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         def loss_fn() -> torch.Tensor:
             return 1 - F.cosine_similarity(model(images).float(), targets, dim=-1).mean()
 
+        model.transformer.register_forward_pre_hook(lambda _module, inputs: seen.append(inputs[0].shape[1]))
         params: dict[str, int] = {"total": count(model)}
     elif spec["lib"] == "vislang":
         from vislang.losses import clip_loss
@@ -251,18 +253,22 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     sdpa_calls = count_sdpa_calls(step)  # the first warm-up step
     for _ in range(spec["warmup"] - 1):
         step()
-    sync(device)
-    t0 = time.perf_counter()
+    times = []
     for _ in range(spec["steps"]):
+        sync(device)
+        t0 = time.perf_counter()
         step()
-    sync(device)
-    seconds = time.perf_counter() - t0
+        sync(device)
+        times.append(time.perf_counter() - t0)
+    step_s = statistics.median(times)  # robust to a burst of background load during one step
     return {
-        "samples_per_s": batch * spec["steps"] / seconds,
-        "step_s": seconds / spec["steps"],
+        "samples_per_s": batch / step_s,
+        "step_s": step_s,
+        "step_times": times,
         "peak_mib": memory_peak(device, start),
         "attention": "sdpa" if sdpa_calls else "math",
         "params": params,
+        "tokens": seen[-1] if seen else None,
     }
 
 
@@ -288,9 +294,11 @@ def default_steps(arch: str, precision: str, device: str) -> int:
     return 5 if arch == "small" else 3
 
 
-def default_batch(arch: str, device: str) -> int:
+def default_batch(arch: str, precision: str, device: str) -> int:
     if device.startswith("cuda"):
         return 256 if arch == "small" else 128
+    if precision == "bf16":  # CPUs without bf16 matrix units run bf16 matmuls ~100x slower than fp32
+        return 16 if arch == "small" else 4
     return 64 if arch == "small" else 16
 
 
@@ -298,7 +306,7 @@ def spec_for(args: argparse.Namespace, arch: str, precision: str, **extra: Any) 
     return {
         "arch": arch,
         "precision": precision,
-        "batch": args.batch or default_batch(arch, args.device),
+        "batch": args.batch or default_batch(arch, precision, args.device),
         "steps": args.steps or default_steps(arch, precision, args.device),
         "warmup": args.warmup or (3 if args.device.startswith("cuda") else 1),
         "device": args.device,
@@ -327,52 +335,59 @@ def explain_params(arch: str, vl: dict[str, int], oc: dict[str, int]) -> None:
         print("    WARNING: the totals differ; the comparison is not like for like")
 
 
+def progress(r: int, args: argparse.Namespace, label: str, spec: dict[str, Any], res: dict[str, Any]) -> None:
+    steps = " ".join(f"{t:.2f}" for t in res["step_times"])
+    print(
+        f"  round {r + 1}/{args.rounds} {label}: batch {spec['batch']}, step times {steps} s -> "
+        f"{res['samples_per_s']:.2f} samples/s, peak {res['peak_mib']:.0f} MiB",
+        flush=True,
+    )
+
+
+def per_round(rs: list[dict[str, Any]]) -> str:
+    return " / ".join(f"{r['samples_per_s']:.2f}" for r in rs)
+
+
 def clip_section(args: argparse.Namespace, archs: list[str], precisions: list[str]) -> None:
     results: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
     for r in range(args.rounds):
         for arch in archs:
             for precision in precisions:
-                order = LIBS if r % 2 == 0 else LIBS[::-1]
-                for lib in order:
+                for lib in LIBS if r % 2 == 0 else LIBS[::-1]:
                     spec = spec_for(args, arch, precision, mode="clip", lib=lib)
                     res = run_worker(spec)
                     results.setdefault((arch, precision, lib), []).append(res)
-                    print(
-                        f"  round {r + 1}/{args.rounds} {arch:8s} {precision} {lib:9s} batch {spec['batch']:>3} "
-                        f"x {spec['steps']} steps: {res['samples_per_s']:8.2f} samples/s "
-                        f"({res['step_s']:.2f} s/step), peak {res['peak_mib']:7.0f} MiB",
-                        flush=True,
-                    )
+                    progress(r, args, f"{arch} {precision} {lib}", spec, res)
 
     print("\nParameter counts")
     for arch in archs:
         vl_params = results[(arch, precisions[0], "vislang")][0]["params"]
         explain_params(arch, vl_params, results[(arch, precisions[0], "open_clip")][0]["params"])
 
+    memory = "max_memory_allocated" if args.device.startswith("cuda") else "peak RSS"
     print(
-        f"\nMedians over {args.rounds} round(s) (peak MiB: peak RSS above the RSS before the model was built"
-        f"{'; CUDA: max_memory_allocated' if args.device.startswith('cuda') else ''})"
+        f"\nMedians over {args.rounds} round(s); samples/s = batch / median step time of a round; "
+        f"peak MiB = {memory} above the figure before the model was built"
     )
-    header = "| arch | precision | library | attention | batch | samples/s | peak MiB |"
-    print(header + "\n|---|---|---|---|---|---|---|")
+    print("| arch | precision | library | attention | batch | samples/s | per round | peak MiB |")
+    print("|---|---|---|---|---|---|---|---|")
     for arch in archs:
         for precision in precisions:
             for lib in LIBS:
                 rs = results[(arch, precision, lib)]
-                spec = spec_for(args, arch, precision)
                 print(
-                    f"| {arch} | {precision} | {lib} | {rs[0]['attention']} | {spec['batch']} | "
-                    f"{med(rs, 'samples_per_s'):.2f} | {med(rs, 'peak_mib'):.0f} |"
+                    f"| {arch} | {precision} | {lib} | {rs[0]['attention']} | {spec_for(args, arch, precision)['batch']} "
+                    f"| {med(rs, 'samples_per_s'):.2f} | {per_round(rs)} | {med(rs, 'peak_mib'):.0f} |"
                 )
     print()
     for arch in archs:
         for precision in precisions:
             vl, oc = results[(arch, precision, "vislang")], results[(arch, precision, "open_clip")]
-            vs, os_ = med(vl, "samples_per_s"), med(oc, "samples_per_s")
+            v_rate, o_rate = med(vl, "samples_per_s"), med(oc, "samples_per_s")
+            v_mem, o_mem = med(vl, "peak_mib"), med(oc, "peak_mib")
             print(
-                f"{arch} {precision}: vislang {vs:.2f} samples/s, open_clip {os_:.2f} samples/s, ratio {vs / os_:.2f}x; "
-                f"peak MiB {med(vl, 'peak_mib'):.0f} vs {med(oc, 'peak_mib'):.0f} "
-                f"(ratio {med(vl, 'peak_mib') / med(oc, 'peak_mib'):.2f}x)"
+                f"{arch} {precision}: vislang {v_rate:.2f} samples/s, open_clip {o_rate:.2f} samples/s, "
+                f"ratio {v_rate / o_rate:.2f}x; peak MiB {v_mem:.0f} vs {o_mem:.0f} (ratio {v_mem / o_mem:.2f}x)"
             )
 
 
@@ -381,20 +396,20 @@ def flip_section(args: argparse.Namespace, archs: list[str], precisions: list[st
     for r in range(args.rounds):
         for arch in archs:
             for precision in precisions:
-                order = MASK_RATIOS if r % 2 == 0 else MASK_RATIOS[::-1]
-                for ratio in order:
+                for ratio in MASK_RATIOS if r % 2 == 0 else MASK_RATIOS[::-1]:
                     spec = spec_for(args, arch, precision, mode="flip", lib="vislang", mask_ratio=ratio)
                     res = run_worker(spec)
                     results.setdefault((arch, precision, ratio), []).append(res)
-                    print(
-                        f"  round {r + 1}/{args.rounds} {arch:8s} {precision} mask {ratio:.2f} batch {spec['batch']:>3} "
-                        f"x {spec['steps']} steps: {res['samples_per_s']:8.2f} samples/s, "
-                        f"peak {res['peak_mib']:7.0f} MiB",
-                        flush=True,
-                    )
-    print(f"\nImage tower only (vislang, train mode), medians over {args.rounds} round(s)")
-    print("| arch | precision | mask_ratio | samples/s | speed-up vs 0 | target | peak MiB |")
-    print("|---|---|---|---|---|---|---|")
+                    progress(r, args, f"{arch} {precision} mask_ratio {ratio}", spec, res)
+
+    print(
+        f"\nImage tower only (vislang, train mode), medians over {args.rounds} round(s); "
+        f"tokens = sequence length entering the transformer (class token included)"
+    )
+    print(
+        "| arch | precision | mask_ratio | tokens | batch | samples/s | per round | speed-up vs 0 | target | peak MiB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
     lines = []
     for arch in archs:
         for precision in precisions:
@@ -403,15 +418,15 @@ def flip_section(args: argparse.Namespace, archs: list[str], precisions: list[st
                 rs = results[(arch, precision, ratio)]
                 rate = med(rs, "samples_per_s")
                 target = FLIP_TARGETS.get(ratio)
-                verdict = "" if target is None else f">= {target}x {'met' if rate / base >= target else 'NOT met'}"
+                verdict = "" if target is None else f">= {target}x: {'met' if rate / base >= target else 'NOT met'}"
                 print(
-                    f"| {arch} | {precision} | {ratio} | {rate:.2f} | {rate / base:.2f}x | {verdict} | "
-                    f"{med(rs, 'peak_mib'):.0f} |"
+                    f"| {arch} | {precision} | {ratio} | {rs[0]['tokens']} | {spec_for(args, arch, precision)['batch']} "
+                    f"| {rate:.2f} | {per_round(rs)} | {rate / base:.2f}x | {verdict} | {med(rs, 'peak_mib'):.0f} |"
                 )
                 if ratio:
                     lines.append(
-                        f"{arch} {precision} mask {ratio}: {rate:.2f} vs {base:.2f} samples/s at mask 0, "
-                        f"speed-up {rate / base:.2f}x (target {target}x: {'met' if rate / base >= target else 'NOT met'})"
+                        f"{arch} {precision} mask_ratio {ratio}: {rate:.2f} vs {base:.2f} samples/s at 0, "
+                        f"speed-up {rate / base:.2f}x (target {verdict})"
                     )
     print("\n" + "\n".join(lines))
 
@@ -419,7 +434,7 @@ def flip_section(args: argparse.Namespace, archs: list[str], precisions: list[st
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", choices=[*ARCHS, "all"], default="all")
-    parser.add_argument("--batch", type=int, default=None, help="default: 64 small / 16 ViT-B-32 on CPU")
+    parser.add_argument("--batch", type=int, default=None, help="default: see the module docstring")
     parser.add_argument("--steps", type=int, default=None, help="timed steps (default: see the module docstring)")
     parser.add_argument("--warmup", type=int, default=None, help="untimed steps first (default 1 on CPU, 3 on CUDA)")
     parser.add_argument("--precision", choices=["fp32", "bf16", "both"], default="both")

@@ -5,7 +5,8 @@ Read top to bottom: set up the run directory, the process group (under torchrun)
 objective, optimizer and schedule; restore the latest checkpoint when resuming; then step, log,
 evaluate and checkpoint; finish with a final evaluation, ``metrics.json`` and ``report.md``.
 Under torchrun every rank trains on its own part of each batch (``train.batch_size`` per rank),
-the contrastive losses see every rank's samples, and rank 0 logs, evaluates and writes.
+the contrastive losses see every rank's samples, all ranks evaluate (each encoding its share of
+the evaluation data), and rank 0 logs and writes.
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
         }
         save_checkpoint(state, run_dir / "checkpoints", step, t.keep_checkpoints)
 
-    evaluators = build_evaluators(cfg, tokenizer) if ranks.main else []
+    evaluators = build_evaluators(cfg, tokenizer)  # every rank evaluates its share (eval/encode.py)
     batches, data_description = train_loader(cfg, tokenizer, step, device.type == "cuda", sources)
     logger = RunLogger(run_dir, t.steps, step, quiet=quiet or not ranks.main, files=ranks.main)
     logger.write(

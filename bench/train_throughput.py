@@ -13,27 +13,32 @@ position) and the same vocabulary (49408). Architectures:
 * ``ViT-B-32``: vislang's preset and OpenCLIP's ``create_model("ViT-B-32")`` (random weights).
 
 Every (library, architecture, precision) measurement runs in a fresh subprocess: warm-up steps,
-then timed steps. The peak memory figure is the subprocess's peak RSS (``ru_maxrss``) minus its
-RSS just before the model was built (on CUDA: ``max_memory_allocated`` minus the memory allocated
-before the build), so it covers parameters, gradients, AdamW state and activations but not the
-imports or the input batch. The two libraries alternate (their order flips every round) and the
-figures are medians over ``--rounds`` rounds, so background load hits both alike. bf16 means
-``torch.autocast`` (OpenCLIP's ``amp_bf16``) over fp32 weights.
+then timed steps, each timed on its own; a round's figure is the batch over the median step time.
+The peak memory figure is the subprocess's peak RSS (``ru_maxrss``) minus its RSS just before the
+model was built (on CUDA: ``max_memory_allocated`` minus the memory allocated before the build),
+so it covers parameters, gradients, AdamW state and activations but not the imports or the input
+batch. The two libraries alternate (their order flips every round) and the figures are medians
+over ``--rounds`` rounds, so background load hits both alike. bf16 means ``torch.autocast``
+(OpenCLIP's ``amp_bf16``) over fp32 weights. vislang's attention implementation is
+``--attn-impl`` (default ``auto``); the column "attention" reports what each library actually
+ran (``sdpa`` if ``F.scaled_dot_product_attention`` was called, else ``math``).
 
 ``--flip`` measures instead an image-tower-only step (vislang's ViT forward, a cosine loss of the
 pooled features against fixed random targets, backward, AdamW) in train mode at
-``model.vision.mask_ratio`` 0, 0.5 and 0.75 (FLIP token dropping) and prints the speed-ups over 0.
+``model.vision.mask_ratio`` 0, 0.5 and 0.75 (FLIP token dropping) and prints the speed-ups over 0
+against the targets 1.6x and 2.5x.
 
 Usage: python bench/train_throughput.py [--arch {small,ViT-B-32,all}] [--batch N] [--steps N]
        [--warmup N] [--precision {fp32,bf16,both}] [--device cpu|cuda] [--rounds 3]
        [--attn-impl {auto,sdpa,math}] [--threads N] [--flip]
 
-Defaults (CPU): batch 64 (small) / 16 (ViT-B-32); 1 warm-up step; timed steps 5 (small) /
-3 (ViT-B-32) in fp32 and 1 in bf16; 3 rounds. On the 2-core AVX2 development machine (no bf16
-matrix units, so bf16 steps are ~10x slower than fp32) the full default run takes about 35
-minutes, most of it ViT-B-32 in bf16; ``--arch small --precision fp32`` takes about 2 minutes and
-``--flip --arch small --precision fp32`` about 1.5 minutes. On CUDA the defaults are batch 256 /
-128, 3 warm-up and 20 timed steps.
+Defaults on the CPU: 3 rounds, 1 warm-up step; fp32: batch 64 (small) / 16 (ViT-B-32) and 5 / 3
+timed steps; bf16: batch 16 / 4 and 1 timed step, because a CPU without bf16 matrix units (such
+as the AVX2-only development machine) runs bf16 matmuls about 100x slower than fp32. On CUDA:
+batch 256 / 128, 3 warm-up and 20 timed steps. Run time on the 2-core development machine, alone:
+the full default run about RUNTIME_ALL; ``--arch small --precision fp32`` about RUNTIME_SMALL;
+``--flip --arch small --precision fp32`` about RUNTIME_FLIP. With other work on the machine use
+``--threads 1``: two threads sharing a core with another process make step times swing by 5x.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """``vislang train`` under torchrun with 2 CPU processes (gloo): it completes, writes one run
 directory from rank 0, resumes, and trains the same weights as one process on the global batch
 (each rank takes its half of every batch; losses gather features across ranks; DDP averages),
-also with exact micro-batch accumulation. (A single process at the per-rank batch ends ~1e-2
+also with exact micro-batch accumulation and with FSDP2. (A single process at the per-rank batch ends ~1e-2
 away from these weights; the two-process run ~1e-6.)"""
 
 from __future__ import annotations
@@ -74,6 +74,20 @@ def test_two_processes_train_resume_and_match_one_process(tmp_path, tiny_overrid
     accumulated = load_checkpoint(tmp_path / "two_accum" / "checkpoints" / "step_00000004.pt")
     for name, tensor in single["model"].items():
         assert torch.allclose(accumulated["model"][name], tensor, rtol=1e-4, atol=1e-5), name
+
+    # FSDP2 (blocks sharded, the rest replicated): the same weights again, and it resumes
+    result = torchrun(config, tmp_path / "fsdp", "--set", "train.fsdp=true")
+    assert result.returncode == 0, result.stderr[-3000:]
+    sharded = load_checkpoint(tmp_path / "fsdp" / "checkpoints" / "step_00000004.pt")
+    assert "FSDP" in (tmp_path / "fsdp" / "log.txt").read_text()
+    for name, tensor in single["model"].items():
+        assert torch.allclose(sharded["model"][name], tensor, rtol=1e-4, atol=1e-5), name
+    (tmp_path / "fsdp" / "checkpoints" / "step_00000004.pt").unlink()
+    result = torchrun(config, tmp_path / "fsdp", "--set", "train.fsdp=true", "--resume")
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = load_checkpoint(tmp_path / "fsdp" / "checkpoints" / "step_00000004.pt")
+    for name, tensor in sharded["model"].items():
+        assert torch.allclose(resumed["model"][name], tensor, rtol=1e-6, atol=1e-7), name
 
     # kill the run after step 2 (drop its last checkpoint) and resume under torchrun
     (tmp_path / "two" / "checkpoints" / "step_00000004.pt").unlink()

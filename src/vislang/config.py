@@ -221,6 +221,9 @@ class TrainConfig(Section):
     # samples stay negatives of each other); captioners and CoCa accumulate plainly.
     accum_steps: int = 1
     compile: bool = False  # torch.compile the model's forward (Inductor needs a C++ compiler on CPU)
+    # Under torchrun: shard every transformer block with FSDP2 instead of replicating the model
+    # (DDP), for models whose weights + optimizer state do not fit one device.
+    fsdp: bool = False
     # FLIP's unmasked tuning: the last fraction of the steps trains with model.vision.mask_ratio 0.
     unmasked_tuning: float = 0.0
     device: str = "auto"  # "auto", "cpu", "cuda", "cuda:1", ...; under torchrun cuda means cuda:LOCAL_RANK

@@ -25,6 +25,7 @@ from collections.abc import Callable
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.tensor import DTensor
 
 from vislang.losses import full_precision
 from vislang.objectives.base import Objective
@@ -113,8 +114,11 @@ def _cached_backward(
 
 def all_reduce_gradients(module: nn.Module, group: dist.ProcessGroup | None = None) -> None:
     """Average the gradients of ``module``'s trainable parameters over the ranks (one flat
-    all-reduce; a parameter without a gradient counts as zero)."""
-    params = [p for p in module.parameters() if p.requires_grad]
+    all-reduce; a parameter without a gradient counts as zero). Parameters sharded by FSDP
+    (DTensors) are left alone: FSDP reduce-scatters their gradients itself."""
+    params = [p for p in module.parameters() if p.requires_grad and not isinstance(p, DTensor)]
+    if not params:
+        return
     for p in params:
         if p.grad is None:
             p.grad = torch.zeros_like(p)

@@ -2,6 +2,12 @@
 
 ``torchrun`` exports ``WORLD_SIZE``, ``RANK`` and ``LOCAL_RANK``; without them (or with one
 process) nothing is initialised and the run is an ordinary single-process run.
+
+``train.fsdp`` shards every transformer block with FSDP2 (``fully_shard``): each rank keeps
+1/world of the blocks' weights, gradients and optimizer state, and gathers a block's weights
+only while it runs. The remaining parameters (embeddings, projections, logit scale: small, and
+the scalar scale cannot be sharded) stay replicated and have their gradients averaged by the
+loop. Checkpoints hold full (unsharded) state, so any run can load them.
 """
 
 from __future__ import annotations
@@ -11,6 +17,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch import nn
 
 
 @dataclass(frozen=True)
@@ -66,3 +73,46 @@ def gather_objects(value: object) -> list[object]:
     gathered: list[object] = [None] * dist.get_world_size()
     dist.all_gather_object(gathered, value)
     return gathered
+
+
+def shard_blocks(module: nn.Module) -> None:
+    """FSDP2 on every transformer block of ``module`` (both towers, decoders)."""
+    from torch.distributed.fsdp import fully_shard
+
+    from vislang.models.layers import Block
+
+    for block in [m for m in module.modules() if isinstance(m, Block)]:
+        fully_shard(block)
+
+
+def training_state(module: nn.Module, optimizer: torch.optim.Optimizer, fsdp: bool) -> tuple[dict, dict]:
+    """Full model and optimizer state dicts (a collective under FSDP: every rank must call it)."""
+    if not fsdp:
+        return module.state_dict(), optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        get_model_state_dict,
+        get_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(module, options=options), get_optimizer_state_dict(module, optimizer, options=options)
+
+
+def load_training_state(
+    module: nn.Module, optimizer: torch.optim.Optimizer, model_state: dict, optimizer_state: dict, fsdp: bool
+) -> None:
+    """Load full state dicts written by :func:`training_state` (sharding them under FSDP)."""
+    if not fsdp:
+        module.load_state_dict(model_state)
+        optimizer.load_state_dict(optimizer_state)
+        return
+    from torch.distributed.checkpoint.state_dict import (
+        StateDictOptions,
+        set_model_state_dict,
+        set_optimizer_state_dict,
+    )
+
+    options = StateDictOptions(full_state_dict=True)
+    set_model_state_dict(module, model_state, options=options)
+    set_optimizer_state_dict(module, optimizer, optimizer_state, options=options)

@@ -29,11 +29,19 @@ from vislang.eval import build_evaluators, evaluate
 from vislang.models.vision.vit import set_mask_ratio
 from vislang.objectives import build_objective
 from vislang.tokenizers import BPETokenizer
-from vislang.train.accumulate import backward
+from vislang.train.accumulate import all_reduce_gradients, backward
 from vislang.train.checkpoint import list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
-from vislang.train.distributed import gather_objects, init_distributed, local_device, sum_counts
+from vislang.train.distributed import (
+    gather_objects,
+    init_distributed,
+    load_training_state,
+    local_device,
+    shard_blocks,
+    sum_counts,
+    training_state,
+)
 from vislang.train.log import RunLogger
-from vislang.train.optim import build_optimizer, build_scheduler
+from vislang.train.optim import build_optimizer, build_scheduler, clip_gradients
 
 
 def resolve_device(name: str) -> torch.device:
@@ -104,13 +112,14 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
     if ranks.main:
         tokenizer.save(run_dir / "tokenizer.json")
     objective = build_objective(cfg, tokenizer.vocab_size, tokenizer.pad_id).to(device)
+    if t.fsdp:
+        shard_blocks(objective)  # before the optimizer: it must hold the sharded parameters
     optimizer = build_optimizer(objective, t)
     scheduler = build_scheduler(optimizer, t)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
     step = 0
     if checkpoint is not None:
-        objective.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
+        load_training_state(objective, optimizer, checkpoint["model"], checkpoint["optimizer"], t.fsdp)
         scheduler.load_state_dict(checkpoint["scheduler"])
         if "scaler" in checkpoint:
             scaler.load_state_dict(checkpoint["scaler"])
@@ -129,6 +138,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
     ddp = None
     if ranks.world > 1:
         objective.group = dist.group.WORLD
+    if ranks.world > 1 and not t.fsdp:
         ddp = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
     if t.compile:
         objective.model.compile()
@@ -138,12 +148,13 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
     def save(step: int) -> None:
         every_rng = gather_objects(rng_state())
         total_counts = sum_counts(counts)
+        model_state, optimizer_state = training_state(objective, optimizer, t.fsdp)
         if not ranks.main:
             return
         state = {
             "step": step,
-            "model": objective.state_dict(),
-            "optimizer": optimizer.state_dict(),
+            "model": model_state,
+            "optimizer": optimizer_state,
             "scheduler": scheduler.state_dict(),
             "scaler": scaler.state_dict(),
             "rng": every_rng[0],
@@ -165,6 +176,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
         + (f" in {t.accum_steps} micro-batches" if t.accum_steps > 1 else "")
         + f", {t.precision}"
         + (", compiled" if t.compile else "")
+        + (", FSDP (blocks sharded)" if t.fsdp else "")
     )
     logger.write(data_description)
     window = {"samples": 0, "time": 0.0, "wait": 0.0, "steps": 0}
@@ -185,13 +197,13 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
 
             optimizer.zero_grad(set_to_none=True)
             parts = backward(objective, batch, t.accum_steps, lambda: autocast(t.precision, device), scaler.scale, ddp)
+            if t.fsdp and ranks.world > 1:  # blocks reduce-scatter their own gradients; the rest here
+                all_reduce_gradients(objective)
             loss = parts["loss"]
             if not torch.isfinite(loss) and not scaler.is_enabled():
                 raise TrainingDiverged(f"loss is {loss.item()} at step {step + 1}; lower train.lr or check the data")
             scaler.unscale_(optimizer)
-            grad_norm = torch.nn.utils.clip_grad_norm_(
-                objective.parameters(), t.grad_clip if t.grad_clip > 0 else float("inf")
-            )
+            grad_norm = clip_gradients(objective, t.grad_clip if t.grad_clip > 0 else float("inf"))
             scaler.step(optimizer)
             scaler.update()
             scheduler.step()

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -27,17 +28,18 @@ def build_world(cfg: RunConfig) -> World:
     return World(cfg.model.vision.image_size, w.seed, w.two_object_prob, w.partial_caption_prob, w.distinct_colors)
 
 
-def build_sources(cfg: RunConfig, train: bool = True) -> dict[str, object]:
+def build_sources(cfg: RunConfig, train: bool = True, check: bool = True) -> dict[str, object]:
     """The configured training sources by name, each serving sample ``p`` of its stream (random
-    access) or lanes of raw samples (:class:`ShardStream`). Each must hold a usable sample."""
+    access) or lanes of raw samples (:class:`ShardStream`). With ``check``, each must hold a
+    usable sample."""
     sources = cfg.data.sources
     return {
-        s.name or (s.kind if len(sources) == 1 else f"{s.kind}{i}"): build_source(cfg, s, train)
+        s.name or (s.kind if len(sources) == 1 else f"{s.kind}{i}"): build_source(cfg, s, train, check)
         for i, s in enumerate(sources)
     }
 
 
-def build_source(cfg: RunConfig, s: SourceConfig, train: bool = True) -> object:
+def build_source(cfg: RunConfig, s: SourceConfig, train: bool = True, check: bool = True) -> object:
     d, v = cfg.data, cfg.model.vision
     if s.kind == "world":
         return WorldSamples(build_world(cfg))
@@ -51,23 +53,31 @@ def build_source(cfg: RunConfig, s: SourceConfig, train: bool = True) -> object:
         source = TableSamples(s.path, s.image_column, s.caption_columns, *common, resampled=s.resampled)
     else:
         source = FolderSamples(s.path, *common, resampled=s.resampled)
-    _check_usable(source, f"data source {s.name or s.kind} ({s.path})")
+    if check:
+        _check_usable(source, f"data source {s.name or s.kind} ({s.path})")
     return source
 
 
+def first_pass(source: object) -> Iterator[Callable[[np.random.Generator], tuple]]:
+    """One pass over a source, as ``read(rng) -> (image, caption)`` calls that may raise
+    :class:`BadSample`: random-access sources in their epoch-0 order, streams in shard order."""
+    if isinstance(source, ShardStream):
+        for url in source.urls:
+            for sample in shard_samples(url):
+                yield lambda rng, sample=sample: source.decode(sample, rng)
+    else:  # the world has no end: its positions count on
+        for position in range(len(source)) if hasattr(source, "__len__") else itertools.count():
+            yield lambda rng, p=position: source.get(p, rng)
+
+
 def source_retrieval_set(source: object, n: int, seed: int) -> RetrievalSet:
-    """The first ``n`` usable samples of a source (one pass, in its epoch-0 order; streams in
-    shard order) as a retrieval set: image i with its caption i."""
+    """The first ``n`` usable samples of a source (one pass) as a retrieval set: image i with its
+    caption i."""
     images, texts = [], []
     rng = np.random.default_rng(seed)
-    if isinstance(source, ShardStream):
-        samples = (s for url in source.urls for s in shard_samples(url))
-        reads = (lambda sample=sample: source.decode(sample, rng) for sample in samples)
-    else:
-        reads = (lambda p=p: source.get(p, rng) for p in range(len(source)))
-    for read in reads:
+    for read in first_pass(source):
         try:
-            image, caption = read()
+            image, caption = read(rng)
         except BadSample:
             continue
         images.append(image)

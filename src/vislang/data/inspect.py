@@ -25,9 +25,9 @@ def source_config(kind: str, path: str | None, extra: list[str] = (), image_size
 
 
 def inspect_source(cfg: RunConfig, n: int) -> dict:
-    from vislang.data import build_sources
+    from vislang.data import build_sources, first_pass
 
-    (source,) = build_sources(cfg, train=False).values()
+    (source,) = build_sources(cfg, train=False, check=False).values()
     sizes, lengths, skipped = [], [], Counter()
     original = getattr(source, "transform", None)
 
@@ -38,10 +38,13 @@ def inspect_source(cfg: RunConfig, n: int) -> dict:
 
     if original is not None:
         source.transform = Recorder()
-    total = min(n, len(source)) if hasattr(source, "__len__") else n
-    for position in range(total):
+    total = 0
+    for position, read in enumerate(first_pass(source)):
+        if position == n:
+            break
+        total += 1
         try:
-            _, caption = source.get(position, np.random.default_rng(position))
+            _, caption = read(np.random.default_rng(position))
         except BadSample as bad:
             skipped[bad.reason] += 1
             continue

@@ -1,4 +1,5 @@
-"""Data pipeline throughput: vislang's shard source vs OpenCLIP's webdataset pipeline, same shards.
+"""Data pipeline throughput: vislang's shard sources (random access and streamed) vs OpenCLIP's
+webdataset pipeline, same shards.
 
 Writes JPEG shards of the built-in world at 256 px (``vislang data synth --format jpg``), then
 measures samples/s of training batches (decode, random-resized crop to 224 px, normalise,
@@ -49,7 +50,7 @@ def run_epochs(make_loader, epochs: int) -> tuple[float, list[float]]:
     return samples / (time.perf_counter() - start), rss
 
 
-def vislang_pipeline(spec: str, args, samples_per_epoch: int):
+def vislang_pipeline(spec: str, args, samples_per_epoch: int, access: str = "random"):
     from vislang.config import build_config
     from vislang.data import tokenizer_corpus, train_loader
     from vislang.tokenizers import BPETokenizer
@@ -58,7 +59,7 @@ def vislang_pipeline(spec: str, args, samples_per_epoch: int):
     cfg = build_config(
         {},
         [
-            f"data.sources=[{{kind: shards, path: '{spec}'}}]",
+            f"data.sources=[{{kind: shards, path: '{spec}', access: {access}}}]",
             "model.vision.image_size=224",
             "model.vision.patch_size=16",
             "model.text.context_length=77",
@@ -122,15 +123,21 @@ def main() -> None:
             f"batch {args.batch}, {args.workers} workers, {args.epochs} epochs"
         )
         results = {}
-        for name, factory in (("vislang", vislang_pipeline), ("open_clip", openclip_pipeline)):
+        pipelines = (
+            ("vislang", vislang_pipeline),
+            ("vislang-stream", lambda *a: vislang_pipeline(*a, access="stream")),
+            ("open_clip", openclip_pipeline),
+        )
+        for name, factory in pipelines:
             rate, rss = run_epochs(factory(spec, args, args.samples), args.epochs)
             results[name] = rate
             growth = (rss[-1] / rss[0] - 1) * 100 if rss[0] else float("nan")
             print(
-                f"  {name:9s} {rate:8.1f} samples/s   worker RSS MiB per epoch: "
+                f"  {name:14s} {rate:8.1f} samples/s   worker RSS MiB per epoch: "
                 f"{', '.join(f'{r:.0f}' for r in rss)} ({growth:+.1f}% epoch 1 -> {args.epochs})"
             )
-        print(f"  vislang / open_clip: {results['vislang'] / results['open_clip']:.2f}x")
+        for name in ("vislang", "vislang-stream"):
+            print(f"  {name} / open_clip: {results[name] / results['open_clip']:.2f}x")
 
 
 if __name__ == "__main__":

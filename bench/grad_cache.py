@@ -7,7 +7,7 @@ the expected ratio is about (1 forward + 1 forward + 1 backward) / (1 forward + 
 B-sample step plus the K*B cached embeddings (on CUDA, ``torch.cuda.max_memory_allocated``).
 
 Usage: python bench/grad_cache.py [--preset tiny|small] [--micro 64] [--accum 4] [--steps 3]
-       [--precision fp32|bf16] [--device cpu|cuda]
+       [--precision fp32|bf16] [--device cpu|cuda] [--threads N]
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--precision", choices=["fp32", "bf16"], default="fp32")
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: all cores)")
     args = parser.parse_args()
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads or os.cpu_count() or 1)
     device = torch.device(args.device)
     cfg = build_config({"model": {"preset": args.preset}}, ["model.vision.stem=patch"])
     torch.manual_seed(0)

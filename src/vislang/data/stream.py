@@ -192,8 +192,12 @@ class ShardStream:
                     got += 1
                     yield sample
             empty_visits = 0 if got else empty_visits + 1
-            if empty_visits > len(self.urls):  # a whole pass without one sample
-                raise DataError(f"no samples in the shards {self.urls[0]}{' ...' if len(self.urls) > 1 else ''}")
+            if empty_visits > len(self.urls):  # a whole pass without one sample for this lane
+                raise DataError(
+                    f"a data lane got no sample in a whole pass over the shards {self.urls[0]}"
+                    f"{' ...' if len(self.urls) > 1 else ''} (shards with fewer samples than lanes "
+                    "sharing them? use fewer data.num_workers or ranks)"
+                )
 
     # -- decoding ----------------------------------------------------------------------------------
 

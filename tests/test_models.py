@@ -96,3 +96,37 @@ def test_sincos_position_embedding_is_fixed_and_encodes_both_axes():
     )
     vit = VisionTransformer(VisionConfig(image_size=32, patch_size=8, width=32, heads=2, pos_embed="sincos2d"), 16)
     assert "pos_embed" not in dict(vit.named_parameters()) and vit.pos_embed.shape == (1, 16, 32)
+
+
+def test_gradient_checkpointing_recomputes_every_block_and_keeps_gradients(monkeypatch, tiny_overrides):
+    import vislang.models.layers as layers
+
+    def gradients(checkpointing: bool) -> dict[str, torch.Tensor]:
+        flag = str(checkpointing).lower()
+        cfg = build_config(
+            {},
+            tiny_overrides
+            + [
+                "model.vision.depth=2",
+                f"model.vision.grad_checkpointing={flag}",
+                f"model.text.grad_checkpointing={flag}",
+            ],
+        )
+        torch.manual_seed(0)
+        model = build_two_tower(cfg.model, vocab_size=50, pad_id=0).double()
+        g = torch.Generator().manual_seed(1)
+        images = torch.randn(4, 3, 32, 32, generator=g, dtype=torch.float64)
+        tokens = torch.randint(1, 50, (4, cfg.model.text.context_length), generator=g)
+        image, text = model(images, tokens)
+        (image @ text.T).logsumexp(dim=1).sum().backward()
+        return {n: p.grad for n, p in model.named_parameters() if p.grad is not None}
+
+    calls = []
+    real = layers.checkpoint
+    monkeypatch.setattr(layers, "checkpoint", lambda *a, **k: calls.append(1) or real(*a, **k))
+    plain = gradients(False)
+    assert not calls
+    recomputed = gradients(True)
+    assert len(calls) == 2 + 1  # two image blocks, one text block
+    for name, grad in plain.items():
+        assert torch.allclose(recomputed[name], grad, rtol=1e-10, atol=1e-12), name

@@ -1,8 +1,10 @@
-"""The toolkit's byte-level BPE: special tokens, padding, truncation, save/load."""
+"""Tokenizers: the trained byte-level BPE (special tokens, padding, truncation, save/load) and
+OpenAI CLIP's BPE, token for token against OpenCLIP's."""
 
 from __future__ import annotations
 
 import pytest
+import torch
 
 from vislang.errors import ConfigError
 from vislang.tokenizers import BPETokenizer
@@ -58,3 +60,83 @@ def test_load_errors(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
     with pytest.raises(ConfigError, match="cannot read tokenizer"):
         BPETokenizer.load(tmp_path / "bad.json", 8)
+
+
+# -- OpenAI CLIP's tokenizer, against OpenCLIP's (the test extra) ---------------------------------
+
+
+def openai_pair():
+    from open_clip.tokenizer import SimpleTokenizer, default_bpe
+
+    return BPETokenizer.openai(default_bpe()), SimpleTokenizer()
+
+
+def random_texts(n: int, seed: int = 0) -> list[str]:
+    import random
+
+    rng = random.Random(seed)
+    pieces = [
+        *"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789",
+        *".,;:!?'\"()[]{}-_/\\@#$%^&*+=<>|~`",
+        " ", "  ", "\t", "\n", "\u00a0", "\u2009",
+        "é", "ñ", "ü", "ß", "Ω", "ж", "日本", "語", "한국", "🐱", "🚀", "ﬁ", "½", "²", "Ⅻ",
+        "&amp;", "&lt;", "&quot;", "&#39;", "don't", "it's", "we're", "I'll", "you'd", "Ã©",
+        "photo", "Photo", "PHOTO", "of a", "the", "circle", "square", "running",
+    ]  # fmt: skip
+    return ["".join(rng.choice(pieces) for _ in range(rng.randint(0, 40))) for _ in range(n)]
+
+
+def test_openai_tokenizer_gives_openclips_ids_for_any_text():
+    ours, reference = openai_pair()
+    texts = random_texts(400) + ["x" * 500, " ".join(["word"] * 100), "A red circle, LEFT of a blue square!!"]
+    assert ours.vocab_size == 49408 and ours.pad_id == 0
+    got, expected = ours(texts), reference(texts)
+    assert got.shape == expected.shape == (len(texts), 77)
+    for text, a, b in zip(texts, got, expected):
+        assert torch.equal(a, b), repr(text)
+    assert got[-3, -1] == ours.eot_id  # a long text keeps its end token last
+    assert ours.decode(got[-1].tolist()) == "a red circle , left of a blue square !!"
+
+
+def test_openai_tokenizer_survives_save_and_checkpoint_json(tmp_path):
+    ours, _ = openai_pair()
+    ours.save(tmp_path / "tokenizer.json")
+    loaded = BPETokenizer.load(tmp_path / "tokenizer.json", 77)
+    again = BPETokenizer.from_json(ours.to_json(), 77)
+    texts = random_texts(50, seed=1)
+    for other in (loaded, again):
+        assert other.kind == "openai" and other.pad_id == 0
+        assert torch.equal(other(texts), ours(texts))
+
+
+def test_a_wrong_merges_file_names_itself(tmp_path):
+    (tmp_path / "merges.txt").write_text("#version\na b\n")
+    with pytest.raises(ConfigError, match="merges.txt"):
+        BPETokenizer.openai(tmp_path / "merges.txt")
+    with pytest.raises(ConfigError, match="missing.txt.gz"):
+        BPETokenizer.openai(tmp_path / "missing.txt.gz")
+
+
+def test_a_run_trains_with_openais_tokenizer(tmp_path, tiny_overrides):
+    from open_clip.tokenizer import default_bpe
+
+    from vislang.config import build_config
+    from vislang.train.loop import train
+
+    cfg = build_config(
+        {},
+        tiny_overrides
+        + [
+            "tokenizer.kind=openai",
+            f"tokenizer.path={default_bpe()}",
+            "train.steps=2",
+            "train.eval_every=2",
+            "eval.compositional=false",
+        ],
+    )
+    metrics = train(cfg, tmp_path, quiet=True)
+    assert 0 <= metrics["zeroshot/color/top1"] <= 1
+    saved = BPETokenizer.load(tmp_path / "tokenizer.json", 24)
+    assert saved.kind == "openai" and saved.vocab_size == 49408
+    with pytest.raises(Exception, match="merges file"):
+        build_config({}, ["tokenizer.kind=openai"])

@@ -171,11 +171,21 @@ class DataConfig(Section):
 
 
 class TokenizerConfig(Section):
-    # A saved tokenizer.json to use; without it a byte-level BPE is trained on the training captions.
+    # "trained": a byte-level BPE trained on the training captions (vocab_size, train_texts,
+    # lowercase), or the saved tokenizer.json at path. "openai": OpenAI CLIP's BPE (49408 ids,
+    # the ids of OpenAI's and OpenCLIP's tokenizer) from its merges file at path
+    # (bpe_simple_vocab_16e6.txt.gz, e.g. from the open_clip package); context_length 77 as CLIP.
+    kind: Literal["trained", "openai"] = "trained"
     path: str | None = None
     vocab_size: int = 512
     train_texts: int = 20000
     lowercase: bool = True
+
+    @model_validator(mode="after")
+    def _check(self) -> TokenizerConfig:
+        if self.kind == "openai" and not self.path:
+            raise ValueError("an openai tokenizer needs path: OpenAI CLIP's merges file (bpe_simple_vocab_16e6.txt.gz)")
+        return self
 
 
 class LossConfig(Section):

@@ -1,32 +1,96 @@
 """Tokenizers: callables ``tokenizer(list_of_str) -> LongTensor[N, context_length]``.
 
-:class:`BPETokenizer` is a byte-level BPE (Hugging Face ``tokenizers``) that vislang trains on
-the run's own captions and saves as ``tokenizer.json`` beside the checkpoints. Every sequence
-is ``<sot> tokens... <eot>`` then ``<pad>``; a text too long is cut so that ``<eot>`` stays the
-last token, which is where causal text towers pool.
+:class:`BPETokenizer` is a byte-level BPE (Hugging Face ``tokenizers``), either trained on the
+run's own captions or built from OpenAI CLIP's merges file (:meth:`BPETokenizer.openai`: the
+same ids as OpenAI's and OpenCLIP's tokenizer), and saved as ``tokenizer.json`` beside the
+checkpoints. Every sequence is ``<sot> tokens... <eot>`` then padding; a text too long is cut
+so that ``<eot>`` stays the last token, which is where causal text towers pool.
 """
 
 from __future__ import annotations
 
+import gzip
+import html
+import json
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import torch
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from vislang.errors import ConfigError
 
 PAD, SOT, EOT = "<pad>", "<sot>", "<eot>"
+OPENAI_SOT, OPENAI_EOT = "<|startoftext|>", "<|endoftext|>"
+# OpenAI CLIP's pre-tokenisation: English contractions, letter runs, single digits, runs of other
+# non-space characters (whitespace separates and is dropped). As in OpenCLIP, a special token's
+# name written in a caption is ordinary text.
+OPENAI_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
+OPENAI_MERGES = 49152 - 256 - 2  # merges OpenAI's vocabulary uses (the file holds more)
+
+
+def byte_alphabet() -> list[str]:
+    """GPT-2's reversible byte -> printable character map, in OpenAI's vocabulary order: the
+    printable Latin-1 bytes first (standing for themselves), then the other bytes in byte order
+    (taking code points from 256 upwards)."""
+    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    others = [b for b in range(256) if b not in printable]
+    return [chr(b) for b in printable] + [chr(256 + i) for i in range(len(others))]
+
+
+def openai_clean(text: str) -> str:
+    """OpenAI CLIP's text cleaning: ftfy repairs, HTML entities unescaped (twice, as the original
+    does), whitespace runs collapsed, stripped, lower-cased."""
+    import ftfy
+
+    text = html.unescape(html.unescape(ftfy.fix_text(text)))
+    return " ".join(text.split()).lower()
 
 
 class BPETokenizer:
-    def __init__(self, tokenizer: Tokenizer, context_length: int) -> None:
+    """``kind`` "trained" (specials ``<pad> <sot> <eot>``) or "openai" (``<|startoftext|>``,
+    ``<|endoftext|>``, padding with id 0 as OpenAI and OpenCLIP do, text cleaned first)."""
+
+    def __init__(self, tokenizer: Tokenizer, context_length: int, kind: str = "trained") -> None:
         self.tokenizer = tokenizer
         self.context_length = context_length
-        ids = [tokenizer.token_to_id(t) for t in (PAD, SOT, EOT)]
+        self.kind = kind
+        names = (OPENAI_SOT, OPENAI_EOT) if kind == "openai" else (SOT, EOT)
+        ids = [tokenizer.token_to_id(t) for t in names]
         if None in ids:
-            raise ConfigError(f"tokenizer lacks the special tokens {PAD} {SOT} {EOT}")
-        self.pad_id, self.sot_id, self.eot_id = ids
+            raise ConfigError(f"tokenizer lacks the special tokens {' '.join(names)}")
+        self.sot_id, self.eot_id = ids
+        self.pad_id = 0 if kind == "openai" else tokenizer.token_to_id(PAD)
+        if self.pad_id is None:
+            raise ConfigError(f"tokenizer lacks the padding token {PAD}")
+
+    @classmethod
+    def openai(cls, merges_path: str | Path, context_length: int = 77) -> BPETokenizer:
+        """OpenAI CLIP's tokenizer from its merges file (``bpe_simple_vocab_16e6.txt.gz``, gzipped
+        or not, as OpenAI and OpenCLIP ship it): token ids equal theirs for any text."""
+        path = Path(merges_path)
+        try:
+            raw = path.read_bytes()
+            text = (gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw).decode("utf-8")
+        except (OSError, UnicodeDecodeError, EOFError) as error:
+            raise ConfigError(f"cannot read the BPE merges file {path}: {error}") from None
+        merges = [tuple(line.split()) for line in text.split("\n")[1 : OPENAI_MERGES + 1]]
+        if len(merges) != OPENAI_MERGES or any(len(m) != 2 for m in merges):
+            raise ConfigError(f"{path} is not OpenAI CLIP's BPE merges file ({len(merges)} merges)")
+        alphabet = byte_alphabet()
+        tokens = alphabet + [c + "</w>" for c in alphabet] + ["".join(m) for m in merges] + [OPENAI_SOT, OPENAI_EOT]
+        vocab = {token: i for i, token in enumerate(tokens)}
+        tokenizer = Tokenizer(
+            models.BPE(vocab, merges, end_of_word_suffix="</w>", continuing_subword_prefix="", fuse_unk=False)
+        )
+        tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+            [
+                pre_tokenizers.Split(Regex(OPENAI_PATTERN), behavior="removed", invert=True),
+                pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+            ]
+        )
+        tokenizer.decoder = decoders.Sequence([decoders.Replace("</w>", " "), decoders.ByteLevel()])
+        return cls(tokenizer, context_length, kind="openai")
 
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, context_length: int, lowercase: bool = True) -> BPETokenizer:
@@ -46,41 +110,54 @@ class BPETokenizer:
 
     @classmethod
     def load(cls, path: str | Path, context_length: int) -> BPETokenizer:
+        """A ``tokenizer.json`` written by :meth:`save`."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"tokenizer file not found: {path}")
         try:
-            return cls(Tokenizer.from_file(str(path)), context_length)
+            return cls.from_json(path.read_text(), context_length)
+        except (ConfigError, UnicodeDecodeError):
+            raise
         except Exception as error:  # tokenizers raises plain Exceptions on bad JSON
             raise ConfigError(f"cannot read tokenizer {path}: {error}") from None
 
     def save(self, path: str | Path) -> None:
-        self.tokenizer.save(str(path))
+        Path(path).write_text(self.to_json())
 
     @classmethod
     def from_json(cls, text: str, context_length: int) -> BPETokenizer:
-        """The tokenizer serialised by :meth:`to_json` (as stored inside checkpoints)."""
-        return cls(Tokenizer.from_str(text), context_length)
+        """The tokenizer serialised by :meth:`to_json` (as stored inside checkpoints): the Hugging
+        Face tokenizer JSON, with vislang's ``kind`` beside its keys."""
+        data = json.loads(text)
+        kind = data.pop("vislang_kind", "trained")
+        return cls(Tokenizer.from_str(json.dumps(data)), context_length, kind)
 
     def to_json(self) -> str:
-        return self.tokenizer.to_str()
+        return json.dumps({**json.loads(self.tokenizer.to_str()), "vislang_kind": self.kind})
 
     @property
     def vocab_size(self) -> int:
         return self.tokenizer.get_vocab_size()
 
+    def _clean(self, texts: list[str]) -> list[str]:
+        return [openai_clean(t) for t in texts] if self.kind == "openai" else texts
+
     def encode(self, text: str) -> list[int]:
-        return self.tokenizer.encode(text, add_special_tokens=False).ids
+        return self.tokenizer.encode(self._clean([text])[0], add_special_tokens=False).ids
 
     def decode(self, ids: Sequence[int]) -> str:
-        special = {self.pad_id, self.sot_id, self.eot_id}
-        return self.tokenizer.decode([i for i in ids if i not in special]).strip()
+        ids = list(ids)
+        if self.eot_id in ids:
+            ids = ids[: ids.index(self.eot_id)]  # what follows the end (padding) is not text
+        special = {self.pad_id, self.sot_id} if self.kind != "openai" else {self.sot_id}
+        return " ".join(self.tokenizer.decode([i for i in ids if i not in special]).split())
 
     def __call__(self, texts: str | Sequence[str]) -> torch.Tensor:
         if isinstance(texts, str):
             texts = [texts]
         out = torch.full((len(texts), self.context_length), self.pad_id, dtype=torch.long)
-        for row, encoding in enumerate(self.tokenizer.encode_batch(list(texts), add_special_tokens=False)):
+        encodings = self.tokenizer.encode_batch(self._clean(list(texts)), add_special_tokens=False)
+        for row, encoding in enumerate(encodings):
             ids = [self.sot_id, *encoding.ids[: self.context_length - 2], self.eot_id]
             out[row, : len(ids)] = torch.tensor(ids)
         return out

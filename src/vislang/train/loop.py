@@ -62,11 +62,12 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
 
 
 def build_tokenizer(cfg: RunConfig, sources: dict[str, object] | None = None) -> BPETokenizer:
-    t = cfg.tokenizer
+    t, context = cfg.tokenizer, cfg.model.text.context_length
+    if t.kind == "openai":
+        return BPETokenizer.openai(t.path, context)
     if t.path:
-        return BPETokenizer.load(t.path, cfg.model.text.context_length)
-    corpus = tokenizer_corpus(cfg, sources)
-    return BPETokenizer.train(corpus, t.vocab_size, cfg.model.text.context_length, t.lowercase)
+        return BPETokenizer.load(t.path, context)
+    return BPETokenizer.train(tokenizer_corpus(cfg, sources), t.vocab_size, context, t.lowercase)
 
 
 def all_ranks_have(batch: dict, world: int, device: torch.device) -> bool:

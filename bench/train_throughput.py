@@ -344,13 +344,18 @@ def progress(r: int, args: argparse.Namespace, label: str, spec: dict[str, Any],
     steps = " ".join(f"{t:.2f}" for t in res["step_times"])
     print(
         f"  round {r + 1}/{args.rounds} {label}: batch {spec['batch']}, step times {steps} s -> "
-        f"{res['samples_per_s']:.2f} samples/s, peak {res['peak_mib']:.0f} MiB",
+        f"{fmt(res['samples_per_s'])} samples/s, peak {res['peak_mib']:.0f} MiB",
         flush=True,
     )
 
 
+def fmt(rate: float) -> str:
+    """Samples/s with 2 decimals, or 3 significant digits below 1 (bf16 on CPUs without bf16 units)."""
+    return f"{rate:.2f}" if rate >= 1 else f"{rate:.3g}"
+
+
 def per_round(rs: list[dict[str, Any]]) -> str:
-    return " / ".join(f"{r['samples_per_s']:.2f}" for r in rs)
+    return " / ".join(fmt(r["samples_per_s"]) for r in rs)
 
 
 def clip_section(args: argparse.Namespace, archs: list[str], precisions: list[str]) -> None:
@@ -382,7 +387,7 @@ def clip_section(args: argparse.Namespace, archs: list[str], precisions: list[st
                 rs = results[(arch, precision, lib)]
                 print(
                     f"| {arch} | {precision} | {lib} | {rs[0]['attention']} | {spec_for(args, arch, precision)['batch']} "
-                    f"| {med(rs, 'samples_per_s'):.2f} | {per_round(rs)} | {med(rs, 'peak_mib'):.0f} |"
+                    f"| {fmt(med(rs, 'samples_per_s'))} | {per_round(rs)} | {med(rs, 'peak_mib'):.0f} |"
                 )
     print()
     for arch in archs:
@@ -391,7 +396,7 @@ def clip_section(args: argparse.Namespace, archs: list[str], precisions: list[st
             v_rate, o_rate = med(vl, "samples_per_s"), med(oc, "samples_per_s")
             v_mem, o_mem = med(vl, "peak_mib"), med(oc, "peak_mib")
             print(
-                f"{arch} {precision}: vislang {v_rate:.2f} samples/s, open_clip {o_rate:.2f} samples/s, "
+                f"{arch} {precision}: vislang {fmt(v_rate)} samples/s, open_clip {fmt(o_rate)} samples/s, "
                 f"ratio {v_rate / o_rate:.2f}x; peak MiB {v_mem:.0f} vs {o_mem:.0f} (ratio {v_mem / o_mem:.2f}x)"
             )
 
@@ -426,11 +431,11 @@ def flip_section(args: argparse.Namespace, archs: list[str], precisions: list[st
                 verdict = "" if target is None else f">= {target}x: {'met' if rate / base >= target else 'NOT met'}"
                 print(
                     f"| {arch} | {precision} | {ratio} | {rs[0]['tokens']} | {spec_for(args, arch, precision)['batch']} "
-                    f"| {rate:.2f} | {per_round(rs)} | {rate / base:.2f}x | {verdict} | {med(rs, 'peak_mib'):.0f} |"
+                    f"| {fmt(rate)} | {per_round(rs)} | {rate / base:.2f}x | {verdict} | {med(rs, 'peak_mib'):.0f} |"
                 )
                 if ratio:
                     lines.append(
-                        f"{arch} {precision} mask_ratio {ratio}: {rate:.2f} vs {base:.2f} samples/s at 0, "
+                        f"{arch} {precision} mask_ratio {ratio}: {fmt(rate)} vs {fmt(base)} samples/s at 0, "
                         f"speed-up {rate / base:.2f}x (target {verdict})"
                     )
     print("\n" + "\n".join(lines))

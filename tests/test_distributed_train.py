@@ -75,6 +75,14 @@ def test_two_processes_train_resume_and_match_one_process(tmp_path, tiny_overrid
     for name, tensor in single["model"].items():
         assert torch.allclose(accumulated["model"][name], tensor, rtol=1e-4, atol=1e-5), name
 
+    # a locked image tower (LiT) under DDP: frozen parameters are no unused-parameter error
+    result = torchrun(config, tmp_path / "lit", "--set", "model.vision.lock=true")
+    assert result.returncode == 0, result.stderr[-3000:]
+    lit = load_checkpoint(tmp_path / "lit" / "checkpoints" / "step_00000004.pt")["model"]
+    first = load_checkpoint(tmp_path / "lit" / "checkpoints" / "step_00000002.pt")["model"]
+    assert all(torch.equal(lit[k], first[k]) for k in lit if k.startswith("model.vision."))
+    assert not all(torch.equal(lit[k], first[k]) for k in lit if k.startswith("model.text."))
+
     # FSDP2 (blocks sharded, the rest replicated): the same weights again, and it resumes
     result = torchrun(config, tmp_path / "fsdp", "--set", "train.fsdp=true")
     assert result.returncode == 0, result.stderr[-3000:]

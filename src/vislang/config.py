@@ -43,6 +43,11 @@ class VisionConfig(Section):
     image_mean: tuple[float, float, float] = (0.5, 0.5, 0.5)
     image_std: tuple[float, float, float] = (0.25, 0.25, 0.25)
     grad_checkpointing: bool = False
+    # LiT-style locking: freeze the tower's weights (and keep its BatchNorm statistics fixed),
+    # except its last unlocked_blocks transformer blocks and, with any unlocked, its head
+    # (final norm, pooling, projection). Shorthand for train.param_rules.
+    lock: bool = False
+    unlocked_blocks: int = 0
 
     @model_validator(mode="after")
     def _check(self) -> VisionConfig:
@@ -67,6 +72,11 @@ class TextConfig(Section):
     causal: bool = True
     pool: Literal["eot", "last", "mean", "cls"] = "eot"
     grad_checkpointing: bool = False
+    # LiT-style locking: freeze the tower's weights (and keep its BatchNorm statistics fixed),
+    # except its last unlocked_blocks transformer blocks and, with any unlocked, its head
+    # (final norm, pooling, projection). Shorthand for train.param_rules.
+    lock: bool = False
+    unlocked_blocks: int = 0
 
     @model_validator(mode="after")
     def _check(self) -> TextConfig:
@@ -212,6 +222,27 @@ class LossConfig(Section):
         return self
 
 
+class ParamRule(Section):
+    """A rule over the objective's parameter names (``model.vision.transformer.blocks.0.mlp.0.weight``,
+    ...; ``re.search``). Rules apply in order and a later one overrides the fields it sets."""
+
+    match: str
+    freeze: bool | None = None  # True: no gradient, no update (LiT); False: trainable again
+    lr_scale: float | None = None  # multiplies train.lr (and its schedule)
+    weight_decay: float | None = None  # replaces train.weight_decay
+
+    @field_validator("match")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        import re
+
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ValueError(f"not a regular expression: {error}") from None
+        return value
+
+
 class TrainConfig(Section):
     steps: int = 1000
     batch_size: int = 128
@@ -242,6 +273,9 @@ class TrainConfig(Section):
     keep_checkpoints: int = 2
     eval_every: int = 250
     log_every: int = 25
+    # Freezing, learning-rate and weight-decay multipliers by parameter name (after the towers'
+    # lock shorthands): [{match: "^model\\.text\\.", lr_scale: 0.1}, ...]
+    param_rules: list[ParamRule] = []
 
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:

@@ -24,6 +24,13 @@ class Objective(nn.Module, ABC):
     model: nn.Module
     group = None
     exact_accumulation = False
+    frozen_norms: tuple[nn.Module, ...] = ()  # locked BatchNorms: they stay in eval mode
+
+    def train(self, mode: bool = True) -> Objective:
+        super().train(mode)
+        for norm in self.frozen_norms:
+            norm.eval()
+        return self
 
     @abstractmethod
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

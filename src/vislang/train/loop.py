@@ -41,7 +41,14 @@ from vislang.train.distributed import (
     training_state,
 )
 from vislang.train.log import RunLogger
-from vislang.train.optim import build_optimizer, build_scheduler, clip_gradients
+from vislang.train.optim import (
+    apply_param_rules,
+    build_optimizer,
+    build_scheduler,
+    clip_gradients,
+    freeze_norm_statistics,
+    param_rules,
+)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -113,9 +120,11 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
     if ranks.main:
         tokenizer.save(run_dir / "tokenizer.json")
     objective = build_objective(cfg, tokenizer.vocab_size, tokenizer.pad_id).to(device)
+    settings = apply_param_rules(objective, param_rules(cfg))  # freezing (LiT), lr scales, decay
+    objective.frozen_norms = tuple(freeze_norm_statistics(objective))
     if t.fsdp:
         shard_blocks(objective)  # before the optimizer: it must hold the sharded parameters
-    optimizer = build_optimizer(objective, t)
+    optimizer = build_optimizer(objective, t, settings)
     scheduler = build_scheduler(optimizer, t)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
     step = 0
@@ -134,6 +143,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
     # when logged and saved; a resumed run's totals restart on rank 0.
     counts: Counter[str] = Counter(checkpoint["data"]["counts"] if checkpoint and ranks.main else {})
     n_params = sum(p.numel() for p in objective.parameters())
+    n_trainable = sum(p.numel() for p in objective.parameters() if p.requires_grad)
 
     # Options of the one step: distributed data parallel, compilation, FLIP's unmasked tuning.
     ddp = None
@@ -170,7 +180,9 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
     batches, data_description = train_loader(cfg, tokenizer, step, device.type == "cuda", sources)
     logger = RunLogger(run_dir, t.steps, step, quiet=quiet or not ranks.main, files=ranks.main)
     logger.write(
-        f"vislang: {cfg.objective} objective, {n_params / 1e6:.2f}M parameters, {device}"
+        f"vislang: {cfg.objective} objective, {n_params / 1e6:.2f}M parameters"
+        + (f" ({n_trainable / 1e6:.2f}M trainable)" if n_trainable < n_params else "")
+        + f", {device}"
         + (f" x {ranks.world} ranks" if ranks.world > 1 else "")
         + f", steps {step}->{t.steps}, batch {t.batch_size}"
         + (f" per rank ({t.batch_size * ranks.world} in all)" if ranks.world > 1 else "")

@@ -1,26 +1,85 @@
-"""AdamW with the usual CLIP parameter groups, and the warmup + cosine learning-rate schedule."""
+"""AdamW with parameter groups from rules over parameter names (freezing, learning-rate scale,
+weight decay: LiT is one rule), and the warmup + cosine learning-rate schedule."""
 
 from __future__ import annotations
 
 import math
+import re
 
 import torch
 from torch import nn
 
-from vislang.config import TrainConfig
+from vislang.config import ParamRule, RunConfig, TrainConfig
+from vislang.errors import ConfigError
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Weight decay on matrices only: gains, biases and the scalar logit scale/bias get none."""
-    decay, no_decay = [], []
-    for _, param in model.named_parameters():
-        if param.requires_grad:
-            (decay if param.ndim >= 2 else no_decay).append(param)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+def param_rules(cfg: RunConfig) -> list[ParamRule]:
+    """The towers' lock shorthands as rules, then ``train.param_rules``."""
+    rules = []
+    for tower, tcfg in (("vision", cfg.model.vision), ("text", cfg.model.text)):
+        if not tcfg.lock:
+            continue
+        rules.append(ParamRule(match=rf"^model\.{tower}\.", freeze=True))
+        n = min(tcfg.unlocked_blocks, tcfg.depth)
+        if n:
+            blocks = "|".join(str(i) for i in range(tcfg.depth - n, tcfg.depth))
+            rules.append(ParamRule(match=rf"^model\.{tower}\.transformer\.blocks\.({blocks})\.", freeze=False))
+            rules.append(ParamRule(match=rf"^model\.{tower}\.(ln_post|ln_final|attn_pool|proj)\.", freeze=False))
+    return rules + list(cfg.train.param_rules)
 
 
-def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+def apply_param_rules(model: nn.Module, rules: list[ParamRule]) -> dict[str, dict]:
+    """Freeze what the rules freeze (``requires_grad``) and return each trainable parameter's
+    ``lr_scale`` and ``weight_decay`` overrides. A rule that matches no parameter is an error."""
+    settings: dict[str, dict] = {}
+    used = [False] * len(rules)
+    for name, param in model.named_parameters():
+        setting = {"freeze": False, "lr_scale": 1.0, "weight_decay": None}
+        for i, rule in enumerate(rules):
+            if re.search(rule.match, name):
+                used[i] = True
+                setting |= {k: v for k, v in rule.model_dump().items() if k != "match" and v is not None}
+        param.requires_grad_(not setting["freeze"])
+        if not setting["freeze"]:
+            settings[name] = setting
+    unused = [rule.match for rule, hit in zip(rules, used) if not hit]
+    if unused:
+        raise ConfigError(f"train.param_rules: {unused[0]!r} matches no parameter of the model")
+    if not settings:
+        raise ConfigError("train.param_rules: every parameter is frozen; nothing would train")
+    return settings
+
+
+def param_groups(model: nn.Module, weight_decay: float, settings: dict[str, dict] | None = None) -> list[dict]:
+    """Trainable parameters grouped by (learning-rate scale, weight decay). By default weight
+    decay falls on matrices only: gains, biases and the scalar logit scale/bias get none."""
+    groups: dict[tuple[float, float], list[nn.Parameter]] = {}
+    for name, param in model.named_parameters():
+        if not param.requires_grad:
+            continue
+        setting = (settings or {}).get(name, {})
+        decay = setting.get("weight_decay")
+        if decay is None:
+            decay = weight_decay if param.ndim >= 2 else 0.0
+        groups.setdefault((setting.get("lr_scale", 1.0), decay), []).append(param)
+    return [{"params": ps, "lr_scale": scale, "weight_decay": decay} for (scale, decay), ps in groups.items()]
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig, settings: dict[str, dict] | None = None) -> torch.optim.AdamW:
+    groups = param_groups(model, cfg.weight_decay, settings)
+    for group in groups:
+        group["lr"] = cfg.lr * group["lr_scale"]
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps)
+
+
+def freeze_norm_statistics(model: nn.Module) -> list[nn.Module]:
+    """BatchNorm layers whose parameters are all frozen: their running statistics stay fixed too
+    (the loop keeps them in eval mode)."""
+    return [
+        m
+        for m in model.modules()
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and not any(p.requires_grad for p in m.parameters())
+    ]
 
 
 def lr_factor(step: int, warmup: int, total: int, min_ratio: float = 0.0) -> float:

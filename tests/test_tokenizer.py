@@ -88,7 +88,7 @@ def random_texts(n: int, seed: int = 0) -> list[str]:
 
 def test_openai_tokenizer_gives_openclips_ids_for_any_text():
     ours, reference = openai_pair()
-    texts = random_texts(400) + ["x" * 500, " ".join(["word"] * 100), "A red circle, LEFT of a blue square!!"]
+    texts = random_texts(10_000) + ["x" * 500, " ".join(["word"] * 100), "A red circle, LEFT of a blue square!!"]
     assert ours.vocab_size == 49408 and ours.pad_id == 0
     got, expected = ours(texts), reference(texts)
     assert got.shape == expected.shape == (len(texts), 77)

@@ -153,3 +153,31 @@ def test_sigkill_and_resume_equals_uninterrupted(tiny_overrides, tmp_path):
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     steps_logged = [r["step"] for r in records if "train/loss" in r]
     assert steps_logged == list(range(2, steps + 1, 2))  # one line per logged step, none lost or doubled
+
+
+class _Payload:
+    """Unpickling this would run ``touch`` (a file appearing proves the code ran)."""
+
+    def __init__(self, marker: str) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_malicious_checkpoint_is_refused_without_running_its_code(tmp_path):
+    from vislang.api import load
+    from vislang.errors import CheckpointError
+
+    marker = tmp_path / "pwned"
+    path = tmp_path / "checkpoints" / "step_00000001.pt"
+    path.parent.mkdir()
+    torch.save({"step": 1, "model": _Payload(str(marker))}, path)
+    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+        load_checkpoint(path)
+    result = subprocess.run(_cli("eval", str(tmp_path)), capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "cannot read checkpoint" in result.stderr
+    assert "Traceback" not in result.stderr
+    with pytest.raises(CheckpointError):
+        load(tmp_path)
+    assert not marker.exists()

@@ -1,7 +1,8 @@
 """Opening trained models: ``vislang.load(path) -> (model, tokenizer, preprocess)``.
 
-A path is a checkpoint file or a run directory (its latest checkpoint is taken). The checkpoint
-carries its config and tokenizer, so it opens without the run directory around it.
+A path is a checkpoint file, a run directory (its latest checkpoint is taken) or a directory
+written by ``vislang export`` (safetensors, no pickle). A checkpoint carries its config and
+tokenizer, so it opens without the run directory around it.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import torch
 from vislang.config import RunConfig
 from vislang.data.transforms import ImageTransform, to_tensor
 from vislang.errors import CheckpointError
+from vislang.export import is_export, read_export
 from vislang.objectives import build_objective
 from vislang.objectives.base import Objective
 from vislang.tokenizers import BPETokenizer
@@ -23,7 +25,7 @@ from vislang.train.checkpoint import load_checkpoint
 
 def load_objective(path: str | Path, device: str | torch.device = "cpu") -> tuple[Objective, BPETokenizer, RunConfig]:
     """The trained objective (in eval mode), its tokenizer and its config."""
-    checkpoint = load_checkpoint(path)
+    checkpoint = read_export(path) if is_export(path) else load_checkpoint(path)
     try:
         cfg = RunConfig.model_validate(checkpoint["config"])
         tokenizer = BPETokenizer.from_json(checkpoint["tokenizer"], cfg.model.text.context_length)

@@ -80,6 +80,30 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from vislang.export import export_model
+
+    out = export_model(args.checkpoint, args.out)
+    print(f"exported to {out} (model.safetensors, config.json, tokenizer.json); open with vislang.load('{out}')")
+    return 0
+
+
+def cmd_embed(args: argparse.Namespace) -> int:
+    from vislang.api import load
+    from vislang.export import embed_images, embed_texts, write_embeddings
+
+    model, tokenizer, preprocess = load(args.checkpoint, args.device)
+    if args.images:
+        ids, embeddings, skipped = embed_images(model, preprocess, args.images, args.batch_size, args.quiet)
+    else:
+        ids, embeddings, skipped = embed_texts(model, tokenizer, args.texts, args.batch_size, args.quiet)
+    files = write_embeddings(ids, embeddings, args.out)
+    print(f"{len(ids)} embeddings of dimension {embeddings.shape[1]} -> {', '.join(map(str, files))}")
+    if skipped:
+        print(f"skipped {len(skipped)} unreadable images, e.g. {skipped[0]}", file=sys.stderr)
+    return 0
+
+
 def cmd_caption(args: argparse.Namespace) -> int:
     from PIL import Image
 
@@ -292,6 +316,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
     p.add_argument("--out", help="write the captions to this file instead of printing them")
     p.set_defaults(func=cmd_caption)
+
+    p = sub.add_parser(
+        "export",
+        help="export a checkpoint as safetensors + config + tokenizer",
+        description="Write a checkpoint (or a run directory's latest) as a directory of plain files: "
+        "model.safetensors, config.json, tokenizer.json. vislang.load and every command that takes a "
+        "checkpoint open it; loading it never unpickles anything.",
+    )
+    p.add_argument("checkpoint", help="checkpoint file (.pt) or run directory")
+    p.add_argument("--out", required=True, help="directory to write")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "embed",
+        help="embed a folder of images or a file of texts",
+        description="Compute L2-normalised embeddings in batches and write them to a .npy file (ids in "
+        "NAME.ids.txt beside it: image paths relative to the folder, or line numbers) or a .parquet "
+        "file (columns id, embedding).",
+    )
+    p.add_argument("checkpoint", help="checkpoint file, run directory or exported directory")
+    what = p.add_mutually_exclusive_group(required=True)
+    what.add_argument("--images", help="folder of images (searched recursively)")
+    what.add_argument("--texts", help="UTF-8 text file, one text per line")
+    p.add_argument("--out", required=True, help="output file: .npy or .parquet")
+    p.add_argument("--batch-size", type=int, default=256, help="items per batch (default 256)")
+    p.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser(
         "config",

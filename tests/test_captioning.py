@@ -79,12 +79,15 @@ def test_parallel_rows_have_no_causal_mask_and_ignore_their_inputs():
             assert not torch.allclose(a[:, 5:], b[:, 5:])
 
 
-def test_caption_loss_ignores_padding():
-    logits = torch.randn(2, 4, VOCAB)
-    targets = torch.tensor([[5, 6, EOT, PAD], [7, EOT, PAD, PAD]])
-    keep = targets != PAD
+def test_caption_loss_ignores_only_trailing_padding():
+    """Padding is what follows the end token; the padding id inside a caption (OpenAI's id 0 is
+    also "!") is a real target."""
+    logits = torch.randn(2, 5, VOCAB)
+    tokens = torch.tensor([[SOT, 5, PAD, 6, EOT, PAD], [SOT, 7, EOT, PAD, PAD, PAD]])
+    targets = tokens[:, 1:]
+    keep = torch.tensor([[True, True, True, True, False], [True, True, False, False, False]])
     expected = -logits.log_softmax(-1).gather(-1, targets[..., None])[..., 0][keep].mean()
-    torch.testing.assert_close(caption_loss(logits, targets, PAD), expected)
+    torch.testing.assert_close(caption_loss(logits, tokens, PAD), expected)
 
 
 def test_coca_loss_is_the_weighted_sum():

@@ -130,3 +130,25 @@ def test_gradient_checkpointing_recomputes_every_block_and_keeps_gradients(monke
     assert len(calls) == 2 + 1  # two image blocks, one text block
     for name, grad in plain.items():
         assert torch.allclose(recomputed[name], grad, rtol=1e-10, atol=1e-12), name
+
+
+def test_the_padding_id_inside_a_caption_is_text():
+    """OpenAI's vocabulary pads with id 0, which is also "!": only trailing zeros are padding."""
+    from vislang.models.text.transformer import real_tokens
+
+    tokens = torch.tensor([[1, 5, 0, 6, 2, 0, 0], [1, 7, 2, 0, 0, 0, 0]])
+    assert real_tokens(tokens, 0).tolist() == [
+        [True, True, True, True, True, False, False],
+        [True, True, True, False, False, False, False],
+    ]
+    for causal, pool in ((True, "eot"), (False, "mean")):
+        cfg = TextConfig(context_length=7, width=16, depth=1, heads=2, causal=causal, pool=pool)
+        torch.manual_seed(0)
+        tower = TextTransformer(cfg, vocab_size=10, embed_dim=8, pad_id=0).eval()
+        with torch.no_grad():
+            x = tower.tokens(tokens)
+            pooled = tower.pool(x, tokens)
+        if pool == "eot":
+            torch.testing.assert_close(pooled[0], x[0, 4])  # the end token, not position 3
+        else:
+            torch.testing.assert_close(pooled[0], x[0, :5].mean(dim=0))

@@ -15,12 +15,15 @@ import torch.nn.functional as F
 
 from vislang.losses import full_precision
 from vislang.models.text.decoder import TextDecoder
+from vislang.models.text.transformer import real_tokens
 from vislang.objectives.base import Objective
 
 
-def caption_loss(logits: torch.Tensor, targets: torch.Tensor, pad_id: int) -> torch.Tensor:
-    """Mean next-token cross-entropy over the non-pad targets, in fp32."""
-    return F.cross_entropy(full_precision(logits).flatten(0, 1), targets.flatten(), ignore_index=pad_id)
+def caption_loss(logits: torch.Tensor, tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Mean next-token cross-entropy of ``tokens[:, 1:]`` over the targets that are not trailing
+    padding, in fp32 (``logits`` from the inputs ``tokens[:, :-1]``)."""
+    targets = tokens[:, 1:].masked_fill(~real_tokens(tokens, pad_id)[:, 1:], -100)
+    return F.cross_entropy(full_precision(logits).flatten(0, 1), targets.flatten(), ignore_index=-100)
 
 
 def sequence_log_likelihood(
@@ -33,7 +36,7 @@ def sequence_log_likelihood(
     logits = decoder(tokens[:, :-1], context)[0].float()
     targets = tokens[:, 1:]
     log_probs = logits.log_softmax(dim=-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-    return (log_probs * (targets != pad_id)).sum(dim=1)
+    return (log_probs * real_tokens(tokens, pad_id)[:, 1:]).sum(dim=1)
 
 
 class GenerativeScoring(Objective):
@@ -95,11 +98,11 @@ class CaptioningObjective(GenerativeScoring):
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         tokens = batch["text"]
-        inputs, targets = tokens[:, :-1], tokens[:, 1:]
+        inputs = tokens[:, :-1]
         parallel = None
         if self.parallel_prob > 0:
             parallel = torch.rand(len(tokens), device=tokens.device) < self.parallel_prob
-        loss = caption_loss(self.model(batch["image"], inputs, parallel), targets, self.pad_id)
+        loss = caption_loss(self.model(batch["image"], inputs, parallel), tokens, self.pad_id)
         parts = {"loss": loss, "caption": loss.detach()}
         if parallel is not None:
             parts["parallel_share"] = parallel.float().mean()

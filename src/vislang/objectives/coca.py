@@ -21,6 +21,6 @@ class CocaObjective(EmbeddingObjective):
         tokens = batch["text"]
         image, text, logits = self.model(batch["image"], tokens)
         contrastive = clip_loss(image, text, self.model.scale(), group=self.group)
-        caption = caption_loss(logits, tokens[:, 1:], self.pad_id)
+        caption = caption_loss(logits, tokens, self.pad_id)
         loss = self.contrastive_weight * contrastive + self.caption_weight * caption
         return {"loss": loss, "contrastive": contrastive.detach(), "caption": caption.detach()}

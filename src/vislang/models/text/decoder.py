@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from vislang.models.layers import Block
+from vislang.models.text.transformer import real_tokens
 
 NEG_INF = float("-inf")
 
@@ -72,7 +73,7 @@ class TextDecoder(nn.Module):
         mask = self.causal_mask(length + with_cls, device=tokens.device)
         if with_cls:  # the CLS row sees every real token and itself
             row = torch.zeros(b, length + 1, device=tokens.device)
-            row[:, :length] = row[:, :length].masked_fill(tokens == self.pad_id, NEG_INF)
+            row[:, :length] = row[:, :length].masked_fill(~real_tokens(tokens, self.pad_id), NEG_INF)
             mask = mask.expand(b, -1, -1, -1).clone()
             mask[:, 0, length] = row
         if parallel is not None and parallel.any():

@@ -14,6 +14,15 @@ from vislang.config import TextConfig
 from vislang.models.layers import Transformer
 
 
+def real_tokens(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
+    """Bool [B, L]: positions up to the last non-padding token (the end-of-text token). Padding is
+    only what trails the text: with OpenAI's vocabulary the padding id 0 is also "!", which may
+    occur inside a caption."""
+    length = tokens.shape[1]
+    filled = (tokens != pad_id).flip(1).cummax(dim=1).values.flip(1)  # True up to the last non-pad
+    return filled | (torch.arange(length, device=tokens.device) == 0)
+
+
 class TextTransformer(nn.Module):
     def __init__(
         self, cfg: TextConfig, vocab_size: int, embed_dim: int, pad_id: int = 0, attn_impl: str = "auto"
@@ -36,7 +45,7 @@ class TextTransformer(nn.Module):
         if self.cfg.causal:
             return self.causal_mask[:length, :length][None, None]
         pad = torch.zeros(tokens.shape, dtype=torch.float32, device=tokens.device)
-        return pad.masked_fill(tokens == self.pad_id, float("-inf"))[:, None, None, :]
+        return pad.masked_fill(~real_tokens(tokens, self.pad_id), float("-inf"))[:, None, None, :]
 
     def tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Per-token outputs after the final norm: [B, L, width]."""
@@ -47,7 +56,7 @@ class TextTransformer(nn.Module):
         return self.ln_final(self.transformer(x, self.attention_mask(tokens)))
 
     def pool(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        real = tokens != self.pad_id
+        real = real_tokens(tokens, self.pad_id)
         if self.cfg.pool in ("eot", "last"):  # the end-of-text token is the last real token
             last = real.sum(dim=1).clamp(min=1) - 1
             return x[torch.arange(x.shape[0], device=x.device), last]

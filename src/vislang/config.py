@@ -72,6 +72,11 @@ class TextConfig(Section):
     causal: bool = True
     pool: Literal["eot", "last", "mean", "cls"] = "eot"
     grad_checkpointing: bool = False
+    # A local Hugging Face model directory (config.json, weights, tokenizer.json): its encoder is
+    # the text tower and its tokenizer the run's (width/depth/heads/causal are then unused; pool
+    # "cls" or "mean"; context_length up to the encoder's positions, e.g. 256 as BiomedCLIP).
+    pretrained: str | None = None
+    proj: Literal["linear", "mlp"] = "linear"  # projection to the shared embedding
     # LiT-style locking: freeze the tower's weights (and keep its BatchNorm statistics fixed),
     # except its last unlocked_blocks transformer blocks and, with any unlocked, its head
     # (final norm, pooling, projection). Shorthand for train.param_rules.
@@ -84,6 +89,8 @@ class TextConfig(Section):
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
         if self.context_length < 3:
             raise ValueError(f"context_length must be at least 3, got {self.context_length}")
+        if self.pretrained and self.pool not in ("cls", "mean"):
+            raise ValueError(f"a pretrained text encoder pools with cls or mean, not {self.pool!r}")
         return self
 
 
@@ -346,6 +353,8 @@ class RunConfig(Section):
             raise ValueError(
                 "the siglip objective needs model.init_logit_bias (SigLIP: init_logit_scale 10, init_logit_bias -10)"
             )
+        if self.model.text.pretrained and self.objective not in ("clip", "siglip"):
+            raise ValueError(f"model.text.pretrained is a text tower for clip or siglip, not {self.objective!r}")
         if any(s.kind == "world" for s in self.eval.retrieval_sources):
             raise ValueError("eval.retrieval_sources: the world's retrieval set is eval.retrieval")
         if self.train.accum_steps > 1 and self.loss.hard_negative_images:

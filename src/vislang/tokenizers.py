@@ -48,21 +48,55 @@ def openai_clean(text: str) -> str:
 
 
 class BPETokenizer:
-    """``kind`` "trained" (specials ``<pad> <sot> <eot>``) or "openai" (``<|startoftext|>``,
-    ``<|endoftext|>``, padding with id 0 as OpenAI and OpenCLIP do, text cleaned first)."""
+    """A Hugging Face ``tokenizers`` model behind vislang's tokenizer interface. ``kind``:
+    "trained" (a byte-level BPE, specials ``<pad> <sot> <eot>``), "openai" (``<|startoftext|>``,
+    ``<|endoftext|>``, padding with id 0 as OpenAI and OpenCLIP do, text cleaned first) or
+    "pretrained" (a pretrained encoder's own tokenizer, e.g. WordPiece with ``[CLS] [SEP] [PAD]``,
+    named in ``specials``)."""
 
-    def __init__(self, tokenizer: Tokenizer, context_length: int, kind: str = "trained") -> None:
+    def __init__(
+        self, tokenizer: Tokenizer, context_length: int, kind: str = "trained", specials: dict | None = None
+    ) -> None:
         self.tokenizer = tokenizer
         self.context_length = context_length
         self.kind = kind
-        names = (OPENAI_SOT, OPENAI_EOT) if kind == "openai" else (SOT, EOT)
-        ids = [tokenizer.token_to_id(t) for t in names]
-        if None in ids:
-            raise ConfigError(f"tokenizer lacks the special tokens {' '.join(names)}")
-        self.sot_id, self.eot_id = ids
-        self.pad_id = 0 if kind == "openai" else tokenizer.token_to_id(PAD)
-        if self.pad_id is None:
-            raise ConfigError(f"tokenizer lacks the padding token {PAD}")
+        if kind == "openai":
+            self.specials = {"sot": OPENAI_SOT, "eot": OPENAI_EOT}
+        else:
+            self.specials = dict(specials or {"sot": SOT, "eot": EOT, "pad": PAD})
+        ids = {role: tokenizer.token_to_id(name) for role, name in self.specials.items()}
+        missing = [self.specials[role] for role, i in ids.items() if i is None]
+        if missing:
+            raise ConfigError(f"tokenizer lacks the special tokens {' '.join(missing)}")
+        self.sot_id, self.eot_id = ids["sot"], ids["eot"]
+        self.pad_id = ids.get("pad", 0)
+
+    @classmethod
+    def pretrained(cls, directory: str | Path, context_length: int) -> BPETokenizer:
+        """The tokenizer of a Hugging Face model directory (``tokenizer.json`` and
+        ``special_tokens_map.json``): its CLS/BOS token starts a text, SEP/EOS ends it."""
+        directory = Path(directory)
+        try:
+            tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
+            names = json.loads((directory / "special_tokens_map.json").read_text())
+        except Exception as error:  # tokenizers raises plain Exceptions
+            raise ConfigError(f"cannot read the tokenizer of {directory}: {str(error).splitlines()[0]}") from None
+
+        def name(*keys: str) -> str:
+            for key in keys:
+                value = names.get(key)
+                if value:
+                    return value["content"] if isinstance(value, dict) else value
+            raise ConfigError(f"{directory / 'special_tokens_map.json'} names no {' or '.join(keys)}")
+
+        tokenizer.no_truncation()
+        tokenizer.no_padding()
+        specials = {
+            "sot": name("cls_token", "bos_token"),
+            "eot": name("sep_token", "eos_token"),
+            "pad": name("pad_token"),
+        }
+        return cls(tokenizer, context_length, kind="pretrained", specials=specials)
 
     @classmethod
     def openai(cls, merges_path: str | Path, context_length: int = 77) -> BPETokenizer:
@@ -129,11 +163,12 @@ class BPETokenizer:
         """The tokenizer serialised by :meth:`to_json` (as stored inside checkpoints): the Hugging
         Face tokenizer JSON, with vislang's ``kind`` beside its keys."""
         data = json.loads(text)
-        kind = data.pop("vislang_kind", "trained")
-        return cls(Tokenizer.from_str(json.dumps(data)), context_length, kind)
+        kind, specials = data.pop("vislang_kind", "trained"), data.pop("vislang_specials", None)
+        return cls(Tokenizer.from_str(json.dumps(data)), context_length, kind, specials)
 
     def to_json(self) -> str:
-        return json.dumps({**json.loads(self.tokenizer.to_str()), "vislang_kind": self.kind})
+        extra = {"vislang_kind": self.kind, "vislang_specials": self.specials}
+        return json.dumps({**json.loads(self.tokenizer.to_str()), **extra})
 
     @property
     def vocab_size(self) -> int:
@@ -149,7 +184,7 @@ class BPETokenizer:
         ids = list(ids)
         if self.eot_id in ids:
             ids = ids[: ids.index(self.eot_id)]  # what follows the end (padding) is not text
-        special = {self.pad_id, self.sot_id} if self.kind != "openai" else {self.sot_id}
+        special = {self.sot_id} if self.kind == "openai" else {self.pad_id, self.sot_id}
         return " ".join(self.tokenizer.decode([i for i in ids if i not in special]).split())
 
     def __call__(self, texts: str | Sequence[str]) -> torch.Tensor:

@@ -13,7 +13,12 @@ from vislang.models.vision.vit import VisionTransformer
 
 def build_two_tower(cfg: ModelConfig, vocab_size: int, pad_id: int) -> TwoTower:
     vision = VisionTransformer(cfg.vision, cfg.embed_dim, cfg.attn_impl)
-    text = TextTransformer(cfg.text, vocab_size, cfg.embed_dim, pad_id, cfg.attn_impl)
+    if cfg.text.pretrained:
+        from vislang.models.text.pretrained import PretrainedTextTower
+
+        text = PretrainedTextTower(cfg.text, cfg.embed_dim, pad_id)
+    else:
+        text = TextTransformer(cfg.text, vocab_size, cfg.embed_dim, pad_id, cfg.attn_impl)
     return TwoTower(vision, text, cfg.init_logit_scale, cfg.max_logit_scale, cfg.init_logit_bias)
 
 

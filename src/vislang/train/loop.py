@@ -70,6 +70,8 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
 
 def build_tokenizer(cfg: RunConfig, sources: dict[str, object] | None = None) -> BPETokenizer:
     t, context = cfg.tokenizer, cfg.model.text.context_length
+    if cfg.model.text.pretrained:  # a pretrained text encoder brings its own tokenizer
+        return BPETokenizer.pretrained(cfg.model.text.pretrained, context)
     if t.kind == "openai":
         return BPETokenizer.openai(t.path, context)
     if t.path:

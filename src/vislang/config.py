@@ -91,6 +91,10 @@ class TextConfig(Section):
             raise ValueError(f"context_length must be at least 3, got {self.context_length}")
         if self.pretrained and self.pool not in ("cls", "mean"):
             raise ValueError(f"a pretrained text encoder pools with cls or mean, not {self.pool!r}")
+        if self.pretrained and self.unlocked_blocks:
+            raise ValueError(
+                "unlocked_blocks does not apply to a pretrained encoder; unfreeze its layers with train.param_rules"
+            )
         return self
 
 

@@ -35,10 +35,12 @@ Usage: python bench/train_throughput.py [--arch {small,ViT-B-32,all}] [--batch N
 Defaults on the CPU: 3 rounds, 1 warm-up step; fp32: batch 64 (small) / 16 (ViT-B-32) and 5 / 3
 timed steps; bf16: batch 16 / 4 and 1 timed step, because a CPU without bf16 matrix units (such
 as the AVX2-only development machine) runs bf16 matmuls about 100x slower than fp32. On CUDA:
-batch 256 / 128, 3 warm-up and 20 timed steps. Run time on the 2-core development machine, alone:
-the full default run about RUNTIME_ALL; ``--arch small --precision fp32`` about RUNTIME_SMALL;
-``--flip --arch small --precision fp32`` about RUNTIME_FLIP. With other work on the machine use
-``--threads 1``: two threads sharing a core with another process make step times swing by 5x.
+batch 256 / 128, 3 warm-up and 20 timed steps. Measured run times on the 2-core development
+machine with ``--threads 1`` (it was shared with other work): the full default run 32 minutes
+(18 of them ViT-B-32 in bf16, ~90 s a step); ``--arch small --steps 3 --rounds 1`` 3 minutes;
+``--flip --arch small --steps 3 --rounds 1`` 2.5 minutes; ``--flip --arch ViT-B-32 --precision
+fp32`` 4 minutes. With other work on the machine use ``--threads 1``: two threads sharing a core
+with another process made step times swing by up to 5x.
 """
 
 from __future__ import annotations
@@ -155,8 +157,12 @@ def make_inputs(arch: str, batch: int, device: torch.device) -> tuple[torch.Tens
 
 
 def current_rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    """Resident bytes now (Linux); elsewhere the peak so far, which then is subtracted instead."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def memory_start(device: torch.device) -> int:

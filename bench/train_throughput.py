@@ -1,8 +1,9 @@
 """Training-step throughput and peak memory of vislang against OpenCLIP on the same architecture.
 
 One timed unit is a full CLIP training step: forward through both towers, the symmetric
-contrastive loss, backward and an AdamW step. vislang uses ``build_two_tower`` + ``clip_loss``;
-OpenCLIP uses ``open_clip.model.CLIP`` + ``open_clip.loss.ClipLoss``. Both get the same random
+contrastive loss, backward and an AdamW step. vislang uses ``build_two_tower`` + ``clip_loss`` +
+its training optimizer (``build_optimizer``: fused AdamW); OpenCLIP uses ``open_clip.model.CLIP``
++ ``open_clip.loss.ClipLoss`` + AdamW as its training script builds it (per-tensor kernel). Both get the same random
 batch (seeded images; token ids followed by the end-of-text id 49407 after 4-15 tokens, then
 padding 0, so OpenCLIP's argmax pooling and vislang's last-real-token pooling read the same
 position) and the same vocabulary (49408). Architectures:
@@ -252,7 +253,13 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
 
         params = param_summary("open_clip", model)
 
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
+    if spec["lib"] == "vislang":  # each library's own training optimizer
+        from vislang.config import TrainConfig
+        from vislang.train.optim import build_optimizer
+
+        optimizer = build_optimizer(model, TrainConfig(lr=1e-4, weight_decay=0.1))
+    else:  # OpenCLIP's training script: AdamW (its per-tensor foreach kernel)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.1)
 
     def step() -> None:
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=spec["precision"] == "bf16"):

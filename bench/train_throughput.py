@@ -29,7 +29,7 @@ pooled features against fixed random targets, backward, AdamW) in train mode at
 ``model.vision.mask_ratio`` 0, 0.5 and 0.75 (FLIP token dropping) and prints the speed-ups over 0
 against the targets 1.6x and 2.5x.
 
-Usage: python bench/train_throughput.py [--arch {small,ViT-B-32,all}] [--batch N] [--steps N]
+Usage: python bench/train_throughput.py [--arch {small,ViT-B-32,ViT-B-16,all}] [--batch N] [--steps N]
        [--warmup N] [--precision {fp32,bf16,both}] [--device cpu|cuda] [--rounds 3]
        [--attn-impl {auto,sdpa,math}] [--threads N] [--flip]
 
@@ -63,7 +63,9 @@ VOCAB = 49408  # OpenCLIP's vocabulary (its tokenizer's size); vislang is given 
 EOT = VOCAB - 1  # OpenCLIP's end-of-text id, the largest id (its argmax pooling finds it)
 PAD = 0
 LIBS = ("vislang", "open_clip")
-ARCHS = ("small", "ViT-B-32")
+ARCHS = ("small", "ViT-B-32", "ViT-B-16")
+CLIP_ARCHS = ("ViT-B-32", "ViT-B-16")  # OpenCLIP names; vislang presets of the same name
+DEFAULT_ARCHS = ("small", "ViT-B-32")  # "all" on a CPU: ViT-B-16 is for the GPU script
 MASK_RATIOS = (0.0, 0.5, 0.75)
 FLIP_TARGETS = {0.5: 1.6, 0.75: 2.5}  # speed-up targets of the project issue
 
@@ -78,8 +80,8 @@ SMALL_EMBED = 256
 def vislang_config(arch: str, attn_impl: str, mask_ratio: float = 0.0):
     from vislang.config import build_config
 
-    if arch == "ViT-B-32":
-        raw: dict[str, Any] = {"model": {"preset": "ViT-B-32"}}
+    if arch in CLIP_ARCHS:
+        raw: dict[str, Any] = {"model": {"preset": arch}}
     else:
         vision = {**SMALL_VISION, "stem": "patch", "pool": "cls"}
         raw = {"model": {"embed_dim": SMALL_EMBED, "vision": vision, "text": {**SMALL_TEXT, "causal": True}}}
@@ -91,9 +93,9 @@ def open_clip_model(arch: str) -> torch.nn.Module:
 
     import open_clip
 
-    if arch == "ViT-B-32":
+    if arch in CLIP_ARCHS:
         logging.getLogger().setLevel(logging.ERROR)  # silence "no pretrained weights loaded"
-        return open_clip.create_model("ViT-B-32", pretrained=None)
+        return open_clip.create_model(arch, pretrained=None)
     v, t = SMALL_VISION, SMALL_TEXT
     vision_cfg = {
         "image_size": v["image_size"],
@@ -145,8 +147,8 @@ def param_summary(lib: str, model: torch.nn.Module) -> dict[str, int]:
 
 
 def make_inputs(arch: str, batch: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
-    image_size = 224 if arch == "ViT-B-32" else SMALL_VISION["image_size"]
-    context = 77 if arch == "ViT-B-32" else SMALL_TEXT["context_length"]
+    image_size = 224 if arch in CLIP_ARCHS else SMALL_VISION["image_size"]
+    context = 77 if arch in CLIP_ARCHS else SMALL_TEXT["context_length"]
     g = torch.Generator().manual_seed(0)
     images = torch.randn(batch, 3, image_size, image_size, generator=g)
     tokens = torch.randint(1, EOT, (batch, context), generator=g)
@@ -279,7 +281,16 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         sync(device)
         times.append(time.perf_counter() - t0)
     step_s = statistics.median(times)  # robust to a burst of background load during one step
+    flops = None
+    if device.type == "cuda":  # model FLOPs of one step (forward + backward), for the utilisation
+        from torch.utils.flop_counter import FlopCounterMode
+
+        counter = FlopCounterMode(display=False)
+        with counter:
+            step()
+        flops = counter.get_total_flops()
     return {
+        "flops": flops,
         "samples_per_s": batch / step_s,
         "step_s": step_s,
         "step_times": times,
@@ -412,6 +423,11 @@ def clip_section(args: argparse.Namespace, archs: list[str], precisions: list[st
                 f"{arch} {precision}: vislang {fmt(v_rate)} samples/s, open_clip {fmt(o_rate)} samples/s, "
                 f"ratio {v_rate / o_rate:.2f}x; peak MiB {v_mem:.0f} vs {o_mem:.0f} (ratio {v_mem / o_mem:.2f}x)"
             )
+            if vl[0].get("flops"):  # CUDA: model FLOP utilisation against --peak-tflops
+                batch = spec_for(args, arch, precision)["batch"]
+                for name, rs, rate in (("vislang", vl, v_rate), ("open_clip", oc, o_rate)):
+                    achieved = rs[0]["flops"] / batch * rate / 1e12
+                    print(f"  {name}: {achieved:.0f} TFLOP/s, MFU {achieved / args.peak_tflops:.1%}")
 
 
 def flip_section(args: argparse.Namespace, archs: list[str], precisions: list[str]) -> None:
@@ -466,6 +482,9 @@ def main() -> None:
     parser.add_argument("--attn-impl", choices=["auto", "sdpa", "math"], default="auto", help="vislang model.attn_impl")
     parser.add_argument("--threads", type=int, default=0, help="torch intra-op threads (0: all cores)")
     parser.add_argument("--flip", action="store_true", help="image-tower step at mask_ratio 0 / 0.5 / 0.75 instead")
+    parser.add_argument(
+        "--peak-tflops", type=float, default=989.0, help="device peak for MFU (default 989: H100/H200 dense bf16)"
+    )
     parser.add_argument("--worker", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
@@ -474,7 +493,7 @@ def main() -> None:
         return
 
     args.threads = args.threads or os.cpu_count() or 1
-    archs = list(ARCHS) if args.arch == "all" else [args.arch]
+    archs = list(DEFAULT_ARCHS) if args.arch == "all" else [args.arch]
     precisions = ["fp32", "bf16"] if args.precision == "both" else [args.precision]
     import open_clip
 

@@ -11,7 +11,7 @@ import tarfile
 import numpy as np
 import pytest
 
-from tar_helpers import png, write_tar
+from tar_helpers import BROKEN_SKIPS, png, skips_after_two_passes, write_tar
 from vislang.config import build_config
 from vislang.data.shards import ShardIndex, expand_shards, split_key
 from vislang.errors import DataError
@@ -26,32 +26,8 @@ def test_index_keys_follow_webdataset(broken_shards):
 
 def test_every_broken_case_is_counted_by_reason(broken_shards, tiny_overrides, tmp_path):
     spec = str(broken_shards / "{00000..00002}.tar")
-    cfg = build_config(
-        {},
-        tiny_overrides
-        + [
-            f"data.sources=[{{kind: shards, path: '{spec}'}}]",
-            "data.max_image_pixels=10000",
-            "train.batch_size=11",  # one epoch of the 11 indexed samples per step
-            "train.steps=2",
-            "train.eval_every=2",
-            "train.checkpoint_every=2",
-            "eval.compositional=false",
-            "eval.retrieval=false",
-        ],
-    )
-    metrics = train(cfg, tmp_path / "run", quiet=True)
-    expected = {
-        "bad_image": 2,  # garbage bytes, truncated PNG
-        "empty_caption": 1,
-        "bad_text": 1,
-        "missing_caption": 1,
-        "missing_image": 1,
-        "too_large": 1,
-        "truncated_shard": 1,
-    }
-    got = {k.removeprefix("data/skipped/"): v for k, v in metrics.items() if k.startswith("data/skipped/")}
-    assert got == {k: 2.0 * v for k, v in expected.items()}  # two epochs
+    got = skips_after_two_passes(f"{{kind: shards, path: '{spec}'}}", tiny_overrides, tmp_path / "run")
+    assert got == {k: 2.0 * v for k, v in BROKEN_SKIPS.items()}  # two epochs
     log = (tmp_path / "run" / "metrics.jsonl").read_text()
     assert "data/skipped/truncated_shard" in log
 

@@ -50,6 +50,28 @@ def expand_shards(spec: str) -> list[Path]:
     return paths
 
 
+def sample_captions(text: bytes | None, meta: bytes | None) -> list:
+    """The captions of one img2dataset-layout sample: its ``.txt`` (raw bytes, decoded later, so a
+    bad one costs a counted skip) then the ``captions`` list of its ``.json``, if any."""
+    captions: list = [text] if text is not None else []
+    if meta is not None:
+        try:
+            data = json.loads(meta)
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            data = {}
+        extra = data.get("captions", []) if isinstance(data, dict) else []
+        captions += [c for c in extra if isinstance(c, str)]
+    return captions
+
+
+def image_extension(extensions) -> str:
+    """The sample's image file extension; a sample without one is a ``missing_image`` skip."""
+    found = next((e for e in IMAGE_EXTENSIONS if e in extensions), None)
+    if found is None:
+        raise BadSample("missing_image")
+    return found
+
+
 def split_key(name: str) -> tuple[str, str]:
     """Webdataset's convention: the key is the path up to the first dot of the file name."""
     directory, _, base = name.rpartition("/")
@@ -129,27 +151,16 @@ class ShardSamples:
         return handle.read(byte_range[1])
 
     def _captions(self, shard: int, files: dict[str, tuple[int, int]]) -> list:
-        captions: list = []
-        if "txt" in files:
-            captions.append(self._read(shard, files["txt"]))
-        if "json" in files:
-            try:
-                meta = json.loads(self._read(shard, files["json"]))
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                meta = {}
-            extra = meta.get("captions", []) if isinstance(meta, dict) else []
-            captions += [c for c in extra if isinstance(c, str)]
-        return captions
+        read = lambda ext: self._read(shard, files[ext]) if ext in files else None  # noqa: E731
+        return sample_captions(read("txt"), read("json"))
 
     def get(self, position: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
         shard, files = self.index.samples[self.order.row(position)]
         if TRUNCATED in files:
             raise BadSample("truncated_shard")
         caption = decode_caption(pick_caption(self._captions(shard, files), rng, self.caption_pick))
-        extension = next((e for e in IMAGE_EXTENSIONS if e in files), None)
-        if extension is None:
-            raise BadSample("missing_image")
-        return self.transform(open_image(self._read(shard, files[extension]), self.max_pixels), rng), caption
+        image = self._read(shard, files[image_extension(files)])
+        return self.transform(open_image(image, self.max_pixels), rng), caption
 
     def captions(self, n: int) -> list[str]:
         return decodable_captions(lambda sample: self._captions(*sample)[0], self.index.samples[:n])

@@ -37,10 +37,10 @@ from braceexpand import braceexpand
 
 from vislang.data.decode import BadSample, decode_caption, open_image
 from vislang.data.samples import pick_caption
+from vislang.data.shards import image_extension, sample_captions
 from vislang.data.transforms import ImageTransform
 from vislang.errors import DataError
 
-IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 BAD = "__bad__"
 
 
@@ -204,19 +204,10 @@ class ShardStream:
     def decode(self, sample: dict, rng: np.random.Generator) -> tuple[np.ndarray, str]:
         if BAD in sample:
             raise BadSample(sample[BAD])
-        captions: list = [sample["txt"]] if "txt" in sample else []
-        if "json" in sample:
-            try:
-                meta = json.loads(sample["json"])
-            except (UnicodeDecodeError, json.JSONDecodeError):
-                meta = {}
-            extra = meta.get("captions", []) if isinstance(meta, dict) else []
-            captions += [c for c in extra if isinstance(c, str)]
+        captions = sample_captions(sample.get("txt"), sample.get("json"))
         caption = decode_caption(pick_caption(captions, rng, self.caption_pick))
-        extension = next((e for e in IMAGE_EXTENSIONS if e in sample), None)
-        if extension is None:
-            raise BadSample("missing_image")
-        return self.transform(open_image(sample[extension], self.max_pixels), rng), caption
+        image = sample[image_extension(sample)]
+        return self.transform(open_image(image, self.max_pixels), rng), caption
 
     def first_usable(self) -> None:
         """Raise :class:`DataError` unless some sample decodes (reads until the first that does)."""

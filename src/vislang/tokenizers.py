@@ -76,6 +76,8 @@ class BPETokenizer:
         """The tokenizer of a Hugging Face model directory (``tokenizer.json`` and
         ``special_tokens_map.json``): its CLS/BOS token starts a text, SEP/EOS ends it."""
         directory = Path(directory)
+        if not directory.is_dir():
+            raise ConfigError(f"pretrained model directory not found: {directory}")
         try:
             tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
             names = json.loads((directory / "special_tokens_map.json").read_text())

@@ -81,9 +81,10 @@ def build_tokenizer(cfg: RunConfig, sources: dict[str, object] | None = None) ->
 
 def all_ranks_have(batch: dict, world: int, device: torch.device) -> bool:
     """Whether every rank's part of the step holds a sample (all ranks skip the step together)."""
+    if world == 1:
+        return "image" in batch
     usable = torch.tensor(int("image" in batch), device=device)
-    if world > 1:
-        dist.all_reduce(usable, op=dist.ReduceOp.MIN)
+    dist.all_reduce(usable, op=dist.ReduceOp.MIN)
     return bool(usable)
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from vislang.data.samples import IMAGE_SUFFIXES
 from vislang.errors import CheckpointError, DataError
 
 WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.json", "tokenizer.json"
@@ -63,8 +64,6 @@ def read_export(path: str | Path) -> dict:
 
 
 # -- embeddings ------------------------------------------------------------------------------------
-
-IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 
 def image_items(folder: str | Path) -> list[Path]:

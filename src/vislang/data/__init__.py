@@ -15,8 +15,8 @@ from vislang.config import RunConfig, SourceConfig
 from vislang.data.batches import Batches, Tokenize
 from vislang.data.decode import BadSample
 from vislang.data.samples import FolderSamples, TableSamples, WorldSamples
-from vislang.data.shards import ShardSamples
-from vislang.data.stream import ShardStream, is_remote, shard_samples
+from vislang.data.shards import ShardSamples, is_remote
+from vislang.data.stream import ShardStream, shard_samples
 from vislang.data.transforms import ImageTransform
 from vislang.data.world import World
 from vislang.data.world_tasks import RetrievalSet
@@ -96,20 +96,14 @@ def _streamed(s: SourceConfig) -> bool:
 def _check_usable(source: object, what: str) -> None:
     """Stop with an error naming the source when none of its samples decodes (reads up to the
     first one that does, so a healthy source costs one sample)."""
-    if isinstance(source, ShardStream):
-        try:
-            source.first_usable()
-        except DataError as error:
-            raise DataError(f"{what}: {error}") from None
-        return
     rng = np.random.default_rng(0)
-    for position in range(len(source)):
+    for read in first_pass(source):
         try:
-            source.get(position, rng)
+            read(rng)
             return
         except BadSample:
             continue
-    raise DataError(f"{what}: none of its {len(source)} samples is usable (check with vislang data inspect)")
+    raise DataError(f"{what}: no usable sample in it (check with vislang data inspect)")
 
 
 def tokenizer_corpus(cfg: RunConfig, sources: dict[str, object] | None = None) -> list[str]:

@@ -35,19 +35,29 @@ IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
 TRUNCATED = "__truncated__"
 
 
-def expand_shards(spec: str) -> list[Path]:
-    """``"a/{000..009}.tar::b/x.tar"`` -> the shard paths (brace expansion, ``::`` joins lists)."""
-    names = [p for part in spec.split("::") for p in braceexpand(part)]
-    remote = [p for p in names if "://" in p or p.startswith("pipe:")]
-    paths = [Path(p) for p in names]
-    if remote:
-        raise DataError(f"random access needs local shards; {remote[0]} is read with access: stream")
-    missing = [p for p in paths if not p.is_file()]
+def is_remote(name: str) -> bool:
+    return "://" in name or name.startswith("pipe:")
+
+
+def expand_urls(spec: str) -> list[str]:
+    """``"a/{000..009}.tar::pipe:cat b.tar"`` -> shard URLs (brace expansion, ``::`` joins
+    lists); local ones must exist."""
+    urls = [u for part in spec.split("::") for u in braceexpand(part)]
+    missing = [u for u in urls if not is_remote(u) and not Path(u).is_file()]
     if missing:
         raise DataError(
             f"shard not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
         )
-    return paths
+    return urls
+
+
+def expand_shards(spec: str) -> list[Path]:
+    """The local shard paths of ``spec`` (random access cannot read remote ones)."""
+    urls = expand_urls(spec)
+    remote = [u for u in urls if is_remote(u)]
+    if remote:
+        raise DataError(f"random access needs local shards; {remote[0]} is read with access: stream")
+    return [Path(u) for u in urls]
 
 
 def sample_captions(text: bytes | None, meta: bytes | None) -> list:

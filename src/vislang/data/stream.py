@@ -33,30 +33,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
-from braceexpand import braceexpand
 
 from vislang.data.decode import BadSample, decode_caption, open_image
 from vislang.data.samples import pick_caption
-from vislang.data.shards import image_extension, sample_captions
+from vislang.data.shards import expand_urls, image_extension, is_remote, sample_captions
 from vislang.data.transforms import ImageTransform
 from vislang.errors import DataError
 
 BAD = "__bad__"
-
-
-def is_remote(name: str) -> bool:
-    return "://" in name or name.startswith("pipe:")
-
-
-def expand_urls(spec: str) -> list[str]:
-    """``"a/{000..009}.tar::pipe:cat b.tar"`` -> shard URLs; local ones must exist."""
-    urls = [u for part in spec.split("::") for u in braceexpand(part)]
-    missing = [u for u in urls if not is_remote(u) and not Path(u).is_file()]
-    if missing:
-        raise DataError(
-            f"shard not found: {missing[0]}" + (f" (and {len(missing) - 1} more)" if len(missing) > 1 else "")
-        )
-    return urls
 
 
 def read_sizes(urls: list[str]) -> list[int | None]:
@@ -208,18 +192,6 @@ class ShardStream:
         caption = decode_caption(pick_caption(captions, rng, self.caption_pick))
         image = sample[image_extension(sample)]
         return self.transform(open_image(image, self.max_pixels), rng), caption
-
-    def first_usable(self) -> None:
-        """Raise :class:`DataError` unless some sample decodes (reads until the first that does)."""
-        rng = np.random.default_rng(0)
-        for url in self.urls:
-            for sample in shard_samples(url):
-                try:
-                    self.decode(sample, rng)
-                    return
-                except BadSample:
-                    continue
-        raise DataError(f"no usable sample in the shards {self.urls[0]}{' ...' if len(self.urls) > 1 else ''}")
 
     def captions(self, n: int) -> list[str]:
         out: list[str] = []

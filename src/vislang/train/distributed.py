@@ -55,12 +55,8 @@ def local_device(device: torch.device) -> torch.device:
 
 def sum_counts(counts: dict[str, int]) -> dict[str, int]:
     """Data counters summed over the ranks (every rank must call it)."""
-    if not dist.is_initialized():
-        return dict(counts)
-    gathered: list[dict[str, int]] = [{} for _ in range(dist.get_world_size())]
-    dist.all_gather_object(gathered, dict(counts))
     total: dict[str, int] = {}
-    for part in gathered:
+    for part in gather_objects(dict(counts)):
         for key, value in part.items():
             total[key] = total.get(key, 0) + value
     return total

@@ -1,7 +1,8 @@
 """Opening trained models: ``vislang.load(path) -> (model, tokenizer, preprocess)``.
 
-A path is a checkpoint file, a run directory (its latest checkpoint is taken) or a directory
-written by ``vislang export`` (safetensors, no pickle). A checkpoint carries its config and
+A path is a checkpoint file, a run directory (its latest checkpoint is taken), a directory
+written by ``vislang export`` or ``vislang convert --from`` (safetensors, no pickle), or an
+OpenCLIP (``open_clip_config.json``) or Hugging Face CLIP/SigLIP directory, converted on the fly. A checkpoint carries its config and
 tokenizer, so it opens without the run directory around it.
 """
 
@@ -25,7 +26,11 @@ from vislang.train.checkpoint import load_checkpoint
 
 def load_objective(path: str | Path, device: str | torch.device = "cpu") -> tuple[Objective, BPETokenizer, RunConfig]:
     """The trained objective (in eval mode), its tokenizer and its config."""
-    checkpoint = read_export(path) if is_export(path) else load_checkpoint(path)
+    from vislang.convert import peer_checkpoint
+
+    checkpoint = peer_checkpoint(path)
+    if checkpoint is None:
+        checkpoint = read_export(path) if is_export(path) else load_checkpoint(path)
     try:
         cfg = RunConfig.model_validate(checkpoint["config"])
         tokenizer = BPETokenizer.from_json(checkpoint["tokenizer"], cfg.model.text.context_length)
@@ -38,9 +43,12 @@ def load_objective(path: str | Path, device: str | torch.device = "cpu") -> tupl
 
 def make_preprocess(cfg: RunConfig) -> Callable:
     """PIL image(s) -> normalised [N, 3, S, S] tensor, resized as the run's data were
-    (``data.resize_mode``), without training augmentation."""
+    (``data.resize_mode``, ``data.interpolation``), without training augmentation, with PIL's
+    resampling as OpenCLIP's preprocessing (identical tensors for a converted OpenCLIP model)."""
     v = cfg.model.vision
-    transform = ImageTransform(v.image_size, cfg.data.resize_mode)
+    transform = ImageTransform(
+        v.image_size, cfg.data.resize_mode, interpolation=cfg.data.interpolation, pil_resize=True
+    )
 
     def preprocess(images) -> torch.Tensor:
         images = images if isinstance(images, (list, tuple)) else [images]

@@ -88,6 +88,23 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    from vislang import convert
+
+    if args.source == "open_clip":
+        out = convert.import_open_clip(args.weights, args.out, args.arch, args.arch_config, args.tokenizer)
+    elif args.source == "hf":
+        out = convert.import_hf(args.weights, args.out, args.tokenizer)
+    elif args.to == "open_clip":
+        out = convert.export_open_clip(args.weights, args.out)
+    else:
+        out = convert.export_hf(args.weights, args.out)
+    opens = "vislang.load" if args.source else ("open_clip.create_model('local-dir:...')" if args.to == "open_clip"
+                                               else "transformers' from_pretrained")  # fmt: skip
+    print(f"converted {args.weights} -> {out}; open it with {opens}")
+    return 0
+
+
 def cmd_embed(args: argparse.Namespace) -> int:
     from vislang.api import load
     from vislang.export import embed_images, embed_texts, write_embeddings
@@ -327,6 +344,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("checkpoint", help="checkpoint file (.pt) or run directory")
     p.add_argument("--out", required=True, help="directory to write")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "convert",
+        help="convert OpenCLIP and Hugging Face CLIP/SigLIP checkpoints to and from vislang",
+        description="--from open_clip|hf: a peer checkpoint -> a vislang export directory (weights, config with "
+        "the model's preprocessing, tokenizer) that vislang.load, eval and embed open. --to open_clip|hf: a "
+        "vislang checkpoint, run directory or export -> open_clip_config.json + open_clip_model.safetensors "
+        "(OpenCLIP's local-dir: layout) or a Hugging Face CLIPModel/SiglipModel directory. OpenCLIP's ViT "
+        "CLIPs (incl. -quickgelu) and Hugging Face CLIPModel and SiglipModel are supported; nothing is "
+        "downloaded and no pickled code is run.",
+    )
+    direction = p.add_mutually_exclusive_group(required=True)
+    direction.add_argument("--from", dest="source", choices=["open_clip", "hf"], help="import from this format")
+    direction.add_argument("--to", choices=["open_clip", "hf"], help="export to this format")
+    p.add_argument(
+        "--weights",
+        required=True,
+        help="--from open_clip: weights file (.safetensors/.bin/.pt) or a folder with open_clip_config.json; "
+        "--from hf: the model directory; --to: vislang checkpoint, run directory or export",
+    )
+    p.add_argument("--out", required=True, help="directory to write")
+    p.add_argument("--arch", help="--from open_clip: architecture name (ViT-B-32, ViT-B-16-quickgelu, ...)")
+    p.add_argument("--arch-config", help="--from open_clip: an OpenCLIP model-config JSON instead of --arch")
+    p.add_argument(
+        "--tokenizer",
+        help="OpenAI's BPE merges file for CLIP models (default: the one of an installed open_clip, or the HF "
+        "directory's merges.txt); for SigLIP a directory with tokenizer.json",
+    )
+    p.set_defaults(func=cmd_convert)
 
     p = sub.add_parser(
         "embed",

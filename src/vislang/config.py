@@ -25,6 +25,12 @@ class Section(BaseModel):
 
 
 class VisionConfig(Section):
+    # "vit": vislang's ViT (the fields below); "timm": any timm model by name (timm_model), its
+    # own global pooling (pool: cls -> "token", mean -> "avg", map -> "map") and a projection.
+    kind: Literal["vit", "timm"] = "vit"
+    timm_model: str | None = None
+    timm_pretrained: str | None = None  # a local weights file for the timm model (never downloaded)
+    timm_kwargs: dict[str, Any] = {}  # passed to timm.create_model, e.g. {img_size: 64, drop_path_rate: 0.1}
     image_size: int = 48
     patch_size: int = 16
     width: int = 96
@@ -35,6 +41,16 @@ class VisionConfig(Section):
     # (Xiao et al. 2021), which make small ViTs learn shape far faster.
     stem: Literal["patch", "conv"] = "conv"
     pool: Literal["cls", "mean", "map"] = "mean"
+    # The patch convolution's bias (OpenCLIP and HF CLIP have none, SigLIP has one).
+    patch_bias: bool = True
+    # LayerNorm on the tokens before the first block (CLIP has it, SigLIP does not).
+    ln_pre: bool = True
+    # Projection of the pooled feature to model.embed_dim; "none" (SigLIP) needs embed_dim == width.
+    proj: Literal["linear", "none"] = "linear"
+    # The MLP activation: "gelu" (exact), "gelu_tanh" (SigLIP) or "quick_gelu" (x * sigmoid(1.702x),
+    # OpenAI's original CLIP weights); norm_eps is the LayerNorms' epsilon (SigLIP: 1e-6).
+    act: Literal["gelu", "gelu_tanh", "quick_gelu"] = "gelu"
+    norm_eps: float = 1e-5
     # "learned" (CLIP: trained from 0.02-scale noise) or "sincos2d" (fixed 2D sine-cosine, MAE and
     # big_vision): the fixed one gives every token its position at full strength from step 0.
     pos_embed: Literal["learned", "sincos2d"] = "learned"
@@ -51,6 +67,14 @@ class VisionConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> VisionConfig:
+        if self.kind == "timm":
+            if not self.timm_model:
+                raise ValueError("model.vision.kind timm needs timm_model (a timm model name)")
+            if self.unlocked_blocks:
+                raise ValueError("unlocked_blocks applies to the vit tower; unlock timm layers with train.param_rules")
+            return self
+        if self.timm_model or self.timm_pretrained or self.timm_kwargs:
+            raise ValueError("timm_model, timm_pretrained and timm_kwargs need model.vision.kind timm")
         if self.image_size % self.patch_size:
             raise ValueError(f"image_size {self.image_size} is not a multiple of patch_size {self.patch_size}")
         if self.stem == "conv" and (self.patch_size < 2 or self.patch_size & (self.patch_size - 1)):
@@ -59,6 +83,8 @@ class VisionConfig(Section):
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
         if not 0.0 <= self.mask_ratio < 1.0:
             raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
+        if self.patch_bias is False and self.stem != "patch":
+            raise ValueError("patch_bias applies to the patch stem only")
         return self
 
 
@@ -68,9 +94,17 @@ class TextConfig(Section):
     depth: int = 2
     heads: int = 3
     mlp_ratio: float = 4.0
-    # causal + "eot": CLIP; bidirectional + "last"/"mean": SigLIP-style.
+    # causal + "eot": CLIP; bidirectional + "last"/"mean": SigLIP-style. "eot"/"last": the last
+    # token before the padding; "end": the context's final position whatever it holds (SigLIP's
+    # released models read it, with texts padded to the full context).
     causal: bool = True
-    pool: Literal["eot", "last", "mean", "cls"] = "eot"
+    pool: Literal["eot", "last", "mean", "cls", "end"] = "eot"
+    # Bidirectional towers hide padding keys from attention; SigLIP's released models attend to
+    # the padding too (false).
+    mask_padding: bool = True
+    proj_bias: bool = False  # bias of the linear projection (SigLIP's text head has one)
+    act: Literal["gelu", "gelu_tanh", "quick_gelu"] = "gelu"  # as model.vision.act
+    norm_eps: float = 1e-5
     grad_checkpointing: bool = False
     # A local Hugging Face model directory (config.json, weights, tokenizer.json): its encoder is
     # the text tower and its tokenizer the run's (width/depth/heads/causal are then unused; pool
@@ -125,6 +159,14 @@ class ModelConfig(Section):
     text: TextConfig = TextConfig()
     decoder: DecoderConfig = DecoderConfig()
 
+    @model_validator(mode="after")
+    def _check(self) -> ModelConfig:
+        if self.vision.kind == "vit" and self.vision.proj == "none" and self.vision.width != self.embed_dim:
+            raise ValueError(
+                f"model.vision.proj none needs embed_dim ({self.embed_dim}) equal to the vision width ({self.vision.width})"
+            )
+        return self
+
 
 class WorldConfig(Section):
     seed: int = 0
@@ -176,6 +218,7 @@ class DataConfig(Section):
     # How images enter the model (OpenCLIP's resize modes): "shortest" side + centre crop,
     # "longest" side + pad, or "squash". Training adds a random-resized crop when random_crop is set.
     resize_mode: Literal["shortest", "longest", "squash"] = "shortest"
+    interpolation: Literal["bicubic", "bilinear"] = "bicubic"  # of every resize (OpenCLIP's default: bicubic)
     random_crop: bool = False
     crop_scale: tuple[float, float] = (0.9, 1.0)
     max_image_pixels: int = 100_000_000  # larger images are skipped unread (decompression-bomb guard)

@@ -68,7 +68,8 @@ class BPETokenizer:
         missing = [self.specials[role] for role, i in ids.items() if i is None]
         if missing:
             raise ConfigError(f"tokenizer lacks the special tokens {' '.join(missing)}")
-        self.sot_id, self.eot_id = ids["sot"], ids["eot"]
+        # Some encoders' texts have no start token (SigLIP: the text, then </s>, then padding).
+        self.sot_id, self.eot_id = ids.get("sot"), ids["eot"]
         self.pad_id = ids.get("pad", 0)
 
     @classmethod
@@ -84,20 +85,21 @@ class BPETokenizer:
         except Exception as error:  # tokenizers raises plain Exceptions
             raise ConfigError(f"cannot read the tokenizer of {directory}: {str(error).splitlines()[0]}") from None
 
-        def name(*keys: str) -> str:
+        def name(*keys: str, required: bool = True) -> str | None:
             for key in keys:
                 value = names.get(key)
                 if value:
                     return value["content"] if isinstance(value, dict) else value
+            if not required:
+                return None
             raise ConfigError(f"{directory / 'special_tokens_map.json'} names no {' or '.join(keys)}")
 
         tokenizer.no_truncation()
         tokenizer.no_padding()
-        specials = {
-            "sot": name("cls_token", "bos_token"),
-            "eot": name("sep_token", "eos_token"),
-            "pad": name("pad_token"),
-        }
+        specials = {"eot": name("sep_token", "eos_token"), "pad": name("pad_token")}
+        start = name("cls_token", "bos_token", required=False)
+        if start is not None:
+            specials["sot"] = start
         return cls(tokenizer, context_length, kind="pretrained", specials=specials)
 
     @classmethod
@@ -195,6 +197,7 @@ class BPETokenizer:
         out = torch.full((len(texts), self.context_length), self.pad_id, dtype=torch.long)
         encodings = self.tokenizer.encode_batch(self._clean(list(texts)), add_special_tokens=False)
         for row, encoding in enumerate(encodings):
-            ids = [self.sot_id, *encoding.ids[: self.context_length - 2], self.eot_id]
+            start = [] if self.sot_id is None else [self.sot_id]
+            ids = [*start, *encoding.ids[: self.context_length - 1 - len(start)], self.eot_id]
             out[row, : len(ids)] = torch.tensor(ids)
         return out

@@ -43,7 +43,9 @@ def build_source(cfg: RunConfig, s: SourceConfig, train: bool = True, check: boo
     d, v = cfg.data, cfg.model.vision
     if s.kind == "world":
         return WorldSamples(build_world(cfg))
-    transform = ImageTransform(v.image_size, d.resize_mode, d.random_crop and train, d.crop_scale)
+    transform = ImageTransform(
+        v.image_size, d.resize_mode, d.random_crop and train, d.crop_scale, interpolation=d.interpolation
+    )
     common = (transform, d.max_image_pixels, cfg.train.seed, s.caption_pick)
     if s.kind == "shards" and _streamed(s):
         source = ShardStream(s.path, *common, resampled=s.resampled, shuffle_buffer=s.shuffle_buffer)

@@ -24,7 +24,9 @@ class ImageTransform:
     resizes to a square ignoring the aspect ratio. ``random_crop`` replaces it while training by
     a random-resized crop (area share ``scale``, aspect ``ratio``; OpenCLIP uses scale 0.9–1.0),
     whose parameters come from the given numpy generator so that a sample's crop is a pure
-    function of its position (exact resume). Resizing is torchvision's, bicubic with antialias.
+    function of its position (exact resume). Resizing is torchvision's with antialias,
+    ``interpolation`` "bicubic" or "bilinear"; ``pil_resize`` resizes with PIL instead, as
+    OpenCLIP's and Hugging Face's image processors do (the preprocessing of a loaded model).
     """
 
     def __init__(
@@ -35,8 +37,11 @@ class ImageTransform:
         scale: tuple[float, float] = (0.9, 1.0),
         ratio: tuple[float, float] = (3 / 4, 4 / 3),
         fill: int = 0,
+        interpolation: str = "bicubic",
+        pil_resize: bool = False,
     ) -> None:
         self.size, self.resize_mode, self.random_crop = size, resize_mode, random_crop
+        self.interpolation, self.pil_resize = interpolation, pil_resize
         self.scale, self.ratio, self.fill = scale, ratio, fill
 
     def _crop_box(self, width: int, height: int, rng: np.random.Generator) -> tuple[int, int, int, int]:
@@ -54,20 +59,31 @@ class ImageTransform:
         import torchvision.transforms.v2.functional as TF
         from torchvision.transforms import InterpolationMode
 
-        bicubic, size = InterpolationMode.BICUBIC, self.size
-        x = TF.pil_to_tensor(image.convert("RGB"))
+        mode, size = InterpolationMode(self.interpolation), self.size
+        image = image.convert("RGB")
         if self.random_crop and rng is not None:
             top, left, h, w = self._crop_box(image.width, image.height, rng)
-            x = TF.resized_crop(x, top, left, h, w, [size, size], interpolation=bicubic, antialias=True)
-        elif self.resize_mode == "squash":
-            x = TF.resize(x, [size, size], interpolation=bicubic, antialias=True)
+            x = TF.resized_crop(
+                TF.pil_to_tensor(image), top, left, h, w, [size, size], interpolation=mode, antialias=True
+            )
+            return x.permute(1, 2, 0).numpy()
+        if self.resize_mode == "squash":
+            target: int | list[int] = [size, size]
         elif self.resize_mode == "longest":
             scale = size / max(image.width, image.height)
-            h, w = max(1, round(image.height * scale)), max(1, round(image.width * scale))
-            x = TF.resize(x, [h, w], interpolation=bicubic, antialias=True)
+            target = [max(1, round(image.height * scale)), max(1, round(image.width * scale))]
+        else:
+            target = size
+        # PIL's resampling (on the PIL image) is what OpenCLIP's transforms do; the tensor kernel
+        # differs from it by rounding (up to ~2/255) and is several times faster.
+        if self.pil_resize:
+            x = TF.pil_to_tensor(TF.resize(image, target, interpolation=mode))
+        else:
+            x = TF.resize(TF.pil_to_tensor(image), target, interpolation=mode, antialias=True)
+        if self.resize_mode == "longest":
+            h, w = x.shape[1:]
             pad_left, pad_top = (size - w) // 2, (size - h) // 2
             x = TF.pad(x, [pad_left, pad_top, size - w - pad_left, size - h - pad_top], fill=self.fill)
-        else:
-            x = TF.resize(x, size, interpolation=bicubic, antialias=True)
+        elif self.resize_mode == "shortest":
             x = TF.center_crop(x, [size, size])
         return x.permute(1, 2, 0).numpy()

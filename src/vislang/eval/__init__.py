@@ -54,6 +54,7 @@ def build_evaluators(cfg: RunConfig, tokenizer) -> list[Evaluator]:
                 e.batch_size,
                 aro.min_group,
                 cfg.data.resize_mode,
+                cfg.data.interpolation,
             )
         )
     return evaluators

@@ -201,13 +201,14 @@ class AroEvaluator:
         batch_size: int = 256,
         min_group: int = 25,
         resize_mode: str = "shortest",
+        interpolation: str = "bicubic",
     ) -> None:
         present = [item for item in items if item.image.is_file()]
         if not present:
             raise DataError(f"ARO {kind}: none of the {len(items)} images exist (first: {items[0].image})")
         self.name, self.items, self.skipped = f"aro/{kind}", present, len(items) - len(present)
         self.tokenizer, self.mean, self.std = tokenizer, mean, std
-        self.transform = ImageTransform(image_size, resize_mode)
+        self.transform = ImageTransform(image_size, resize_mode, interpolation=interpolation)
         self.batch_size, self.grouped = batch_size, kind.startswith("vg_")
         self.min_group = min_group
         text_only = torch.as_tensor(text_only_scores(present))

@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 from vislang.config import ModelConfig
+from vislang.errors import ConfigError
 from vislang.models.captioner import Captioner
 from vislang.models.coca import CoCa
 from vislang.models.text.decoder import TextDecoder
 from vislang.models.text.transformer import TextTransformer
 from vislang.models.two_tower import TwoTower
+from vislang.models.vision.timm_tower import TimmTower
 from vislang.models.vision.vit import VisionTransformer
 
 
+def build_vision(cfg: ModelConfig, embed_dim: int | None):
+    """The image tower ``model.vision.kind`` names: vislang's ViT or a timm model."""
+    if cfg.vision.kind == "timm":
+        if embed_dim is None:
+            raise ConfigError("timm image towers serve the two-tower objectives (clip, siglip) so far, not captioners")
+        return TimmTower(cfg.vision, embed_dim)
+    return VisionTransformer(cfg.vision, embed_dim, cfg.attn_impl)
+
+
 def build_two_tower(cfg: ModelConfig, vocab_size: int, pad_id: int) -> TwoTower:
-    vision = VisionTransformer(cfg.vision, cfg.embed_dim, cfg.attn_impl)
+    vision = build_vision(cfg, cfg.embed_dim)
     if cfg.text.pretrained:
         from vislang.models.text.pretrained import PretrainedTextTower
 
@@ -42,13 +53,13 @@ def build_decoder(cfg: ModelConfig, vocab_size: int, pad_id: int, unimodal_depth
 
 def build_captioner(cfg: ModelConfig, vocab_size: int, pad_id: int) -> Captioner:
     """Cap / CapPa: ViT tokens -> decoder of ``model.decoder.depth`` multimodal blocks."""
-    vision = VisionTransformer(cfg.vision, None, cfg.attn_impl)
+    vision = build_vision(cfg, None)
     return Captioner(vision, build_decoder(cfg, vocab_size, pad_id, 0, False), cfg.text.width)
 
 
 def build_coca(cfg: ModelConfig, vocab_size: int, pad_id: int) -> CoCa:
     """CoCa: ``model.text.depth`` unimodal blocks (with CLS), then ``model.decoder.depth`` multimodal."""
-    vision = VisionTransformer(cfg.vision, None, cfg.attn_impl)
+    vision = build_vision(cfg, None)
     decoder = build_decoder(cfg, vocab_size, pad_id, cfg.text.depth, True)
     return CoCa(
         vision,

@@ -77,9 +77,27 @@ class MultiheadAttention(nn.Module):
         return self.out_proj(y.transpose(1, 2).reshape(b, lq, d))
 
 
+class QuickGELU(nn.Module):
+    """x * sigmoid(1.702 x): the activation OpenAI's original CLIP weights were trained with."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+def activation(name: str) -> nn.Module:
+    """The MLP activation named by a tower's ``act`` field."""
+    if name == "gelu":
+        return nn.GELU()
+    if name == "gelu_tanh":
+        return nn.GELU(approximate="tanh")
+    if name == "quick_gelu":
+        return QuickGELU()
+    raise ValueError(f"unknown activation {name!r}")
+
+
 class Mlp(nn.Sequential):
-    def __init__(self, width: int, hidden: int) -> None:
-        super().__init__(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width))
+    def __init__(self, width: int, hidden: int, act: str = "gelu") -> None:
+        super().__init__(nn.Linear(width, hidden), activation(act), nn.Linear(hidden, width))
 
 
 class Block(nn.Module):
@@ -88,15 +106,24 @@ class Block(nn.Module):
     With ``cross=True`` it is a decoder block that also attends to a context (image tokens).
     """
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float, attn_impl: str = "auto", cross: bool = False) -> None:
+    def __init__(
+        self,
+        width: int,
+        heads: int,
+        mlp_ratio: float,
+        attn_impl: str = "auto",
+        cross: bool = False,
+        act: str = "gelu",
+        norm_eps: float = 1e-5,
+    ) -> None:
         super().__init__()
-        self.ln_1 = nn.LayerNorm(width)
+        self.ln_1 = nn.LayerNorm(width, eps=norm_eps)
         self.attn = MultiheadAttention(width, heads, attn_impl)
         if cross:
-            self.ln_cross = nn.LayerNorm(width)
+            self.ln_cross = nn.LayerNorm(width, eps=norm_eps)
             self.cross_attn = MultiheadAttention(width, heads, attn_impl)
-        self.ln_2 = nn.LayerNorm(width)
-        self.mlp = Mlp(width, int(width * mlp_ratio))
+        self.ln_2 = nn.LayerNorm(width, eps=norm_eps)
+        self.mlp = Mlp(width, int(width * mlp_ratio), act)
 
     def forward(
         self,
@@ -115,9 +142,20 @@ class Block(nn.Module):
 class Transformer(nn.Module):
     """A stack of blocks; ``grad_checkpointing`` recomputes each block in the backward pass."""
 
-    def __init__(self, width: int, depth: int, heads: int, mlp_ratio: float, attn_impl: str = "auto") -> None:
+    def __init__(
+        self,
+        width: int,
+        depth: int,
+        heads: int,
+        mlp_ratio: float,
+        attn_impl: str = "auto",
+        act: str = "gelu",
+        norm_eps: float = 1e-5,
+    ) -> None:
         super().__init__()
-        self.blocks = nn.ModuleList(Block(width, heads, mlp_ratio, attn_impl) for _ in range(depth))
+        self.blocks = nn.ModuleList(
+            Block(width, heads, mlp_ratio, attn_impl, act=act, norm_eps=norm_eps) for _ in range(depth)
+        )
         self.grad_checkpointing = False
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -137,13 +175,20 @@ class AttentionPool(nn.Module):
     """
 
     def __init__(
-        self, width: int, heads: int, mlp_ratio: float = 4.0, n_queries: int = 1, attn_impl: str = "auto"
+        self,
+        width: int,
+        heads: int,
+        mlp_ratio: float = 4.0,
+        n_queries: int = 1,
+        attn_impl: str = "auto",
+        act: str = "gelu",
+        norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         self.query = nn.Parameter(torch.randn(1, n_queries, width) * width**-0.5)
         self.attn = MultiheadAttention(width, heads, attn_impl)
-        self.ln = nn.LayerNorm(width)
-        self.mlp = Mlp(width, int(width * mlp_ratio))
+        self.ln = nn.LayerNorm(width, eps=norm_eps)
+        self.mlp = Mlp(width, int(width * mlp_ratio), act)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         x = self.attn(self.query.expand(tokens.shape[0], -1, -1).to(tokens.dtype), context=tokens)

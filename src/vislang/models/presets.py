@@ -10,10 +10,12 @@ from __future__ import annotations
 from typing import Any
 
 
-def _clip(image: dict[str, Any], text: dict[str, Any], embed_dim: int) -> dict[str, Any]:
+def _clip(image: dict[str, Any], text: dict[str, Any], embed_dim: int, act: str = "gelu") -> dict[str, Any]:
     vision = {
         "image_size": 224,
         "stem": "patch",
+        "patch_bias": False,
+        "act": act,
         "pool": "cls",
         "mlp_ratio": 4.0,
         "image_mean": (0.48145466, 0.4578275, 0.40821073),
@@ -23,8 +25,13 @@ def _clip(image: dict[str, Any], text: dict[str, Any], embed_dim: int) -> dict[s
     return {
         "embed_dim": embed_dim,
         "vision": vision,
-        "text": {"context_length": 77, "causal": True, "pool": "eot", "mlp_ratio": 4.0, **text},
+        "text": {"context_length": 77, "causal": True, "pool": "eot", "mlp_ratio": 4.0, "act": act, **text},
     }
+
+
+_B32 = ({"patch_size": 32, "width": 768, "depth": 12, "heads": 12}, {"width": 512, "depth": 12, "heads": 8}, 512)
+_B16 = ({"patch_size": 16, "width": 768, "depth": 12, "heads": 12}, {"width": 512, "depth": 12, "heads": 8}, 512)
+_L14 = ({"patch_size": 14, "width": 1024, "depth": 24, "heads": 16}, {"width": 768, "depth": 12, "heads": 12}, 768)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -47,13 +54,12 @@ PRESETS: dict[str, dict[str, Any]] = {
         "vision": {"image_size": 64, "patch_size": 8, "width": 256, "depth": 6, "heads": 8, "stem": "conv"},
         "text": {"context_length": 32, "width": 256, "depth": 4, "heads": 8},
     },
-    "ViT-B-32": _clip(
-        {"patch_size": 32, "width": 768, "depth": 12, "heads": 12}, {"width": 512, "depth": 12, "heads": 8}, 512
-    ),
-    "ViT-B-16": _clip(
-        {"patch_size": 16, "width": 768, "depth": 12, "heads": 12}, {"width": 512, "depth": 12, "heads": 8}, 512
-    ),
-    "ViT-L-14": _clip(
-        {"patch_size": 14, "width": 1024, "depth": 24, "heads": 16}, {"width": 768, "depth": 12, "heads": 12}, 768
-    ),
+    # The CLIP paper's geometries as OpenCLIP names them; "-quickgelu": the activation OpenAI's
+    # original weights (and OpenCLIP's *-quickgelu releases) were trained with.
+    "ViT-B-32": _clip(*_B32),
+    "ViT-B-32-quickgelu": _clip(*_B32, act="quick_gelu"),
+    "ViT-B-16": _clip(*_B16),
+    "ViT-B-16-quickgelu": _clip(*_B16, act="quick_gelu"),
+    "ViT-L-14": _clip(*_L14),
+    "ViT-L-14-quickgelu": _clip(*_L14, act="quick_gelu"),
 }

@@ -1,7 +1,9 @@
 """Text transformer tower.
 
 Causal (CLIP: the feature is the output at the end-of-text token) or bidirectional with a
-padding mask (SigLIP-style: pool the last real token or the mean of real tokens). Tokens are
+padding mask (SigLIP-style: pool the last real token or the mean of real tokens), or without
+one (SigLIP's released models: every position attends to the padding and the feature is the
+output at the context's final position). Tokens are
 [B, context_length] with ``pad_id`` after the end-of-text token.
 """
 
@@ -31,19 +33,22 @@ class TextTransformer(nn.Module):
         self.cfg, self.pad_id = cfg, pad_id
         self.token_embed = nn.Embedding(vocab_size, cfg.width)
         self.pos_embed = nn.Parameter(torch.randn(1, cfg.context_length, cfg.width) * 0.01)
-        self.transformer = Transformer(cfg.width, cfg.depth, cfg.heads, cfg.mlp_ratio, attn_impl)
+        self.transformer = Transformer(cfg.width, cfg.depth, cfg.heads, cfg.mlp_ratio, attn_impl, cfg.act, cfg.norm_eps)
         self.transformer.grad_checkpointing = cfg.grad_checkpointing
-        self.ln_final = nn.LayerNorm(cfg.width)
-        self.proj = nn.Linear(cfg.width, embed_dim, bias=False)
+        self.ln_final = nn.LayerNorm(cfg.width, eps=cfg.norm_eps)
+        self.proj = nn.Linear(cfg.width, embed_dim, bias=cfg.proj_bias)
         causal = torch.full((cfg.context_length, cfg.context_length), float("-inf")).triu(1)
         self.register_buffer("causal_mask", causal, persistent=False)
         nn.init.normal_(self.token_embed.weight, std=0.02)
 
-    def attention_mask(self, tokens: torch.Tensor) -> torch.Tensor:
-        """Additive mask [B, 1, L, L]: causal, or hiding padding keys when bidirectional."""
+    def attention_mask(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """Additive mask [B, 1, L, L]: causal, or hiding padding keys when bidirectional (none
+        when the padding is attended to)."""
         length = tokens.shape[1]
         if self.cfg.causal:
             return self.causal_mask[:length, :length][None, None]
+        if not self.cfg.mask_padding:
+            return None
         pad = torch.zeros(tokens.shape, dtype=torch.float32, device=tokens.device)
         return pad.masked_fill(~real_tokens(tokens, self.pad_id), float("-inf"))[:, None, None, :]
 
@@ -56,6 +61,8 @@ class TextTransformer(nn.Module):
         return self.ln_final(self.transformer(x, self.attention_mask(tokens)))
 
     def pool(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        if self.cfg.pool == "end":
+            return x[:, -1]
         real = real_tokens(tokens, self.pad_id)
         if self.cfg.pool in ("eot", "last"):  # the end-of-text token is the last real token
             last = real.sum(dim=1).clamp(min=1) - 1

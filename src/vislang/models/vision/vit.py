@@ -16,6 +16,7 @@ from torch import nn
 
 from vislang.config import VisionConfig
 from vislang.models.layers import AttentionPool, Transformer
+from vislang.models.vision.timm_tower import TimmTower
 
 
 def conv_stem(width: int, patch_size: int) -> nn.Sequential:
@@ -51,46 +52,58 @@ def keep_random_tokens(tokens: torch.Tensor, keep: int, generator: torch.Generat
 
 
 def set_mask_ratio(module: nn.Module, ratio: float) -> None:
-    """Set the FLIP mask ratio of every ViT image tower in ``module`` (0 for unmasked tuning)."""
+    """Set the FLIP mask ratio of every image tower in ``module`` (0 for unmasked tuning)."""
     for tower in module.modules():
         if isinstance(tower, VisionTransformer):
             tower.mask_ratio = ratio
+        elif isinstance(tower, TimmTower):
+            tower.set_mask_ratio(ratio)
 
 
 class VisionTransformer(nn.Module):
     def __init__(self, cfg: VisionConfig, embed_dim: int | None, attn_impl: str = "auto") -> None:
         super().__init__()
         self.cfg = cfg
-        w = cfg.width
+        w, eps = cfg.width, cfg.norm_eps
         if cfg.stem == "conv":
             self.stem = conv_stem(w, cfg.patch_size)
         else:
-            self.stem = nn.Conv2d(3, w, cfg.patch_size, stride=cfg.patch_size)
+            self.stem = nn.Conv2d(3, w, cfg.patch_size, stride=cfg.patch_size, bias=cfg.patch_bias)
         self.grid = cfg.image_size // cfg.patch_size
-        self.cls_token = nn.Parameter(torch.randn(1, 1, w) * w**-0.5) if cfg.pool == "cls" else None
+        # With a class token the position embedding has one more row, the class token's (CLIP).
+        cls = cfg.pool == "cls"
+        self.cls_token = nn.Parameter(torch.randn(1, 1, w) * w**-0.5) if cls else None
         if cfg.pos_embed == "sincos2d":
-            self.register_buffer("pos_embed", sincos_2d(self.grid, w), persistent=False)
+            fixed = sincos_2d(self.grid, w)
+            fixed = torch.cat([torch.zeros(1, 1, w), fixed], dim=1) if cls else fixed
+            self.register_buffer("pos_embed", fixed, persistent=False)
         else:
-            self.pos_embed = nn.Parameter(torch.randn(1, self.grid**2, w) * 0.02)
-        self.ln_pre = nn.LayerNorm(w)
-        self.transformer = Transformer(w, cfg.depth, cfg.heads, cfg.mlp_ratio, attn_impl)
+            self.pos_embed = nn.Parameter(torch.randn(1, self.grid**2 + cls, w) * 0.02)
+        self.ln_pre = nn.LayerNorm(w, eps=eps) if cfg.ln_pre else nn.Identity()
+        self.transformer = Transformer(w, cfg.depth, cfg.heads, cfg.mlp_ratio, attn_impl, cfg.act, eps)
         self.transformer.grad_checkpointing = cfg.grad_checkpointing
-        self.ln_post = nn.LayerNorm(w)
+        self.ln_post = nn.LayerNorm(w, eps=eps)
         # Towers whose tokens feed a decoder (captioners, CoCa) pool and project elsewhere.
         pooled = embed_dim is not None
         self.attn_pool = (
-            AttentionPool(w, cfg.heads, cfg.mlp_ratio, attn_impl=attn_impl) if pooled and cfg.pool == "map" else None
+            AttentionPool(w, cfg.heads, cfg.mlp_ratio, attn_impl=attn_impl, act=cfg.act, norm_eps=eps)
+            if pooled and cfg.pool == "map"
+            else None
         )
-        self.proj = nn.Linear(w, embed_dim, bias=False) if pooled else nn.Identity()
+        linear = pooled and cfg.proj == "linear"
+        self.proj = nn.Linear(w, embed_dim, bias=False) if linear else nn.Identity()
         self.mask_ratio = cfg.mask_ratio
 
     def tokens(self, images: torch.Tensor) -> torch.Tensor:
         """Patch tokens after the transformer and final norm: [B, L, width] (class token first if any)."""
-        x = self.stem(images).flatten(2).transpose(1, 2) + self.pos_embed.to(images.dtype)
+        x = self.stem(images).flatten(2).transpose(1, 2)
+        pos = self.pos_embed.to(x.dtype)
+        x = x + (pos[:, 1:] if self.cls_token is not None else pos)
         if self.training and self.mask_ratio > 0:
             x = keep_random_tokens(x, max(1, round(x.shape[1] * (1 - self.mask_ratio))))
         if self.cls_token is not None:
-            x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1).to(x.dtype), x], dim=1)
+            cls = (self.cls_token.to(x.dtype) + pos[:, :1]).expand(x.shape[0], -1, -1)
+            x = torch.cat([cls, x], dim=1)
         return self.ln_post(self.transformer(self.ln_pre(x)))
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,282 @@
+"""Checkpoint conversion between vislang and the formats pretrained CLIPs are published in.
+
+``import_open_clip`` / ``import_hf`` write a vislang export directory (``model.safetensors``,
+``config.json``, ``tokenizer.json``; see :mod:`vislang.export`) that ``vislang.load``, ``vislang
+eval`` and ``vislang embed`` open; its config carries the model's preprocessing (mean/std, resize
+mode, interpolation), so images are prepared as the peer prepares them. ``export_open_clip`` /
+``export_hf`` write a vislang checkpoint in the peer's layout. The tensor renaming lives in
+:mod:`vislang.convert.open_clip` and :mod:`vislang.convert.hf`; this module reads and writes files.
+Nothing here unpickles code: ``.bin``/``.pt`` weights are read with ``weights_only=True``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vislang.config import RunConfig
+from vislang.convert import hf as hf_format
+from vislang.convert import open_clip as oc_format
+from vislang.errors import CheckpointError, ConfigError
+from vislang.tokenizers import BPETokenizer
+
+OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS = "open_clip_config.json", "open_clip_model.safetensors"
+HF_CONFIG, HF_WEIGHTS = "config.json", "model.safetensors"
+
+
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """A state dict from ``.safetensors`` or a torch file (``weights_only``: no code runs); a
+    training checkpoint's ``state_dict`` is taken and DDP's ``module.`` prefixes dropped."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state: Any = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # safetensors and the unpickler raise various types
+        raise CheckpointError(f"{path}: cannot read weights ({str(error).splitlines()[0]})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path}: not a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def _checkpoint(model_cfg: dict, preprocess: dict, tokenizer: BPETokenizer, tokenizer_cfg: dict,
+                state: dict[str, torch.Tensor], source: str) -> dict[str, Any]:  # fmt: skip
+    """A converted model in the shape of a vislang checkpoint (config, tokenizer, objective
+    state), after checking that the weights fit the architecture exactly."""
+    from vislang.objectives import build_objective
+
+    model_cfg = {**model_cfg, "vision": {**model_cfg["vision"], "image_mean": preprocess["mean"],
+                                         "image_std": preprocess["std"]}}  # fmt: skip
+    raw = {
+        "objective": "siglip" if model_cfg.get("init_logit_bias") is not None else "clip",
+        "model": model_cfg,
+        "tokenizer": tokenizer_cfg,
+        "data": {"resize_mode": preprocess["resize_mode"], "interpolation": preprocess["interpolation"]},
+    }
+    try:
+        cfg = RunConfig.model_validate(raw)
+    except ValueError as error:
+        raise ConfigError(f"{source}: the converted config is invalid: {str(error).splitlines()[0]}") from None
+    objective = build_objective(cfg, tokenizer.vocab_size, tokenizer.pad_id)
+    target = objective.model.state_dict()
+    missing = sorted(set(target) - set(state))
+    extra = sorted(set(state) - set(target))
+    if missing or extra:
+        raise CheckpointError(
+            f"{source}: weights do not fit the architecture (missing {missing[:3]}, unexpected {extra[:3]})"
+        )
+    for key, value in state.items():
+        if value.shape != target[key].shape:
+            raise CheckpointError(
+                f"{source}: {key} has shape {tuple(value.shape)}, the architecture needs {tuple(target[key].shape)}"
+            )
+    return {
+        "config": cfg.model_dump(mode="json"),
+        "tokenizer": tokenizer.to_json(),
+        "model": {f"model.{k}": v.float().contiguous() for k, v in state.items()},
+    }
+
+
+def _write(checkpoint: dict[str, Any], out: str | Path, source: str) -> Path:
+    """Write a converted checkpoint as a vislang export directory."""
+    from safetensors.torch import save_file
+
+    from vislang.export import CONFIG, TOKENIZER, WEIGHTS
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    meta = {"format": "vislang", "objective": checkpoint["config"]["objective"], "source": source}
+    save_file(checkpoint["model"], str(out / WEIGHTS), metadata=meta)
+    (out / CONFIG).write_text(json.dumps(checkpoint["config"], indent=2) + "\n")
+    (out / TOKENIZER).write_text(checkpoint["tokenizer"])
+    return out
+
+
+def peer_checkpoint(path: str | Path) -> dict[str, Any] | None:
+    """An OpenCLIP (``open_clip_config.json``) or Hugging Face CLIP/SigLIP directory read as a
+    vislang checkpoint, so ``vislang.load`` opens it directly; None for any other path."""
+    path = Path(path)
+    if (path / OPEN_CLIP_CONFIG).is_file():
+        return read_open_clip(path)
+    if (path / HF_CONFIG).is_file() and _read_json(path / HF_CONFIG).get("model_type") in ("clip", "siglip"):
+        return read_hf(path)
+    return None
+
+
+def _openai_tokenizer(path: str | Path | None, context_length: int) -> tuple[BPETokenizer, dict]:
+    """OpenAI's BPE from the given merges file or the one an installed open_clip ships."""
+    if path is None:
+        try:
+            import open_clip.tokenizer as oc_tokenizer
+        except ImportError:
+            raise ConfigError(
+                "give --tokenizer: OpenAI CLIP's merges file (bpe_simple_vocab_16e6.txt.gz); no open_clip is installed"
+            ) from None
+        path = oc_tokenizer.default_bpe()
+    return BPETokenizer.openai(path, context_length), {"kind": "openai", "path": str(path)}
+
+
+def import_open_clip(
+    weights: str | Path,
+    out: str | Path,
+    arch: str | None = None,
+    arch_config: str | Path | None = None,
+    tokenizer: str | Path | None = None,
+) -> Path:
+    """An OpenCLIP checkpoint -> a vislang export directory (see :func:`read_open_clip`)."""
+    return _write(read_open_clip(weights, arch, arch_config, tokenizer), out, str(weights))
+
+
+def read_open_clip(
+    weights: str | Path,
+    arch: str | None = None,
+    arch_config: str | Path | None = None,
+    tokenizer: str | Path | None = None,
+) -> dict[str, Any]:
+    """An OpenCLIP checkpoint as a vislang checkpoint.
+
+    The architecture comes from ``arch_config`` (an OpenCLIP model-config JSON), from the
+    ``open_clip_config.json`` beside the weights, or from ``arch`` (a vislang preset named as in
+    OpenCLIP, else the config an installed open_clip knows by that name).
+    """
+    weights = Path(weights)
+    folder = weights if weights.is_dir() else weights.parent
+    oc_cfg: dict[str, Any] = {}
+    if arch_config is not None:
+        oc_cfg = _read_json(arch_config)
+    elif (folder / OPEN_CLIP_CONFIG).is_file():
+        hub = _read_json(folder / OPEN_CLIP_CONFIG)
+        oc_cfg = {**hub.get("model_cfg", {}), "preprocess_cfg": hub.get("preprocess_cfg")}
+    elif arch is None:
+        raise ConfigError("name the architecture: --arch NAME or --arch-config FILE")
+    model_cfg = oc_format.model_config_from_open_clip(oc_cfg) if oc_cfg else _arch_config(arch)
+    if weights.is_dir():
+        found = [p for p in (folder / OPEN_CLIP_WEIGHTS, folder / "open_clip_pytorch_model.bin") if p.is_file()]
+        if not found:
+            raise CheckpointError(f"{folder}: no {OPEN_CLIP_WEIGHTS} or open_clip_pytorch_model.bin")
+        weights = found[0]
+    state = oc_format.state_from_open_clip(read_weights(weights))
+    context = model_cfg["text"]["context_length"]
+    hf_tokenizer = oc_cfg.get("text_cfg", {}).get("hf_tokenizer_name")
+    if tokenizer is not None and Path(tokenizer).is_dir():
+        tok, tok_cfg = BPETokenizer.pretrained(tokenizer, context), {"kind": "trained"}
+    elif hf_tokenizer:
+        raise ConfigError(
+            f"the model uses the Hugging Face tokenizer {hf_tokenizer}: give --tokenizer DIR (its tokenizer.json)"
+        )
+    else:
+        tok, tok_cfg = _openai_tokenizer(tokenizer, context)
+    preprocess = oc_format.preprocess_from_open_clip(oc_cfg.get("preprocess_cfg"))
+    return _checkpoint(model_cfg, preprocess, tok, tok_cfg, state, str(weights))
+
+
+def _arch_config(arch: str) -> dict:
+    from vislang.models.presets import PRESETS
+
+    if arch in PRESETS:
+        return json.loads(json.dumps(PRESETS[arch]))  # a deep copy
+    try:
+        import open_clip
+    except ImportError:
+        raise ConfigError(f"unknown architecture {arch!r}: not a vislang preset; give --arch-config") from None
+    oc_cfg = open_clip.get_model_config(arch)
+    if oc_cfg is None:
+        raise ConfigError(f"unknown architecture {arch!r}: neither a vislang preset nor an OpenCLIP model config")
+    return oc_format.model_config_from_open_clip(oc_cfg)
+
+
+def _read_json(path: str | Path) -> dict:
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, ValueError) as error:
+        raise ConfigError(f"cannot read {path}: {error}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: not a JSON object")
+    return data
+
+
+def import_hf(directory: str | Path, out: str | Path, tokenizer: str | Path | None = None) -> Path:
+    """A Hugging Face ``CLIPModel`` / ``SiglipModel`` directory -> a vislang export directory."""
+    return _write(read_hf(directory, tokenizer), out, str(directory))
+
+
+def read_hf(directory: str | Path, tokenizer: str | Path | None = None) -> dict[str, Any]:
+    """A Hugging Face ``CLIPModel`` / ``SiglipModel`` directory as a vislang checkpoint.
+
+    Tokenizer: CLIP's BPE from ``merges.txt`` in the directory (or the merges file given), so
+    token ids equal OpenAI's; SigLIP's from the directory's ``tokenizer.json``.
+    """
+    directory = Path(directory)
+    kind, model_cfg = hf_format.model_config_from_hf(_read_json(directory / HF_CONFIG))
+    state = hf_format.state_from_hf(read_weights(directory / HF_WEIGHTS), kind)
+    context = model_cfg["text"]["context_length"]
+    if kind == "clip":
+        merges = tokenizer if tokenizer is not None else directory / "merges.txt"
+        tok, tok_cfg = _openai_tokenizer(merges if Path(merges).is_file() else None, context)
+        preprocess = hf_format.CLIP_PREPROCESS
+    else:
+        tok = BPETokenizer.pretrained(tokenizer or directory, context)
+        tok_cfg = {"kind": "trained"}  # the tokenizer itself travels in tokenizer.json
+        preprocess = hf_format.SIGLIP_PREPROCESS
+    return _checkpoint(model_cfg, preprocess, tok, tok_cfg, state, str(directory))
+
+
+def _load_two_tower(source: str | Path):
+    from vislang.api import load_objective
+
+    objective, tokenizer, cfg = load_objective(source)
+    if not hasattr(objective.model, "encode_text") or not hasattr(objective.model, "vision"):
+        raise ConfigError(f"{source}: only two-tower (CLIP/SigLIP) models convert")
+    return objective.model, tokenizer, cfg
+
+
+def export_open_clip(source: str | Path, out: str | Path) -> Path:
+    """A vislang checkpoint or export -> ``open_clip_config.json`` + ``open_clip_model.safetensors``
+    (OpenCLIP opens it with ``create_model('local-dir:OUT')``)."""
+    from safetensors.torch import save_file
+
+    model, tokenizer, cfg = _load_two_tower(source)
+    model_dump = cfg.model.model_dump(mode="json")
+    oc_cfg = oc_format.open_clip_model_config(model_dump, tokenizer.vocab_size)
+    state = oc_format.state_to_open_clip(model.state_dict(), oc_cfg.get("custom_text", False))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out / OPEN_CLIP_WEIGHTS))
+    preprocess = {
+        "size": cfg.model.vision.image_size,
+        "mean": list(cfg.model.vision.image_mean),
+        "std": list(cfg.model.vision.image_std),
+        "interpolation": cfg.data.interpolation,
+        "resize_mode": cfg.data.resize_mode,
+    }
+    (out / OPEN_CLIP_CONFIG).write_text(
+        json.dumps({"model_cfg": oc_cfg, "preprocess_cfg": preprocess}, indent=2) + "\n"
+    )
+    return out
+
+
+def export_hf(source: str | Path, out: str | Path) -> Path:
+    """A vislang checkpoint or export -> a HF ``CLIPModel`` (class-token pooling) or ``SiglipModel``
+    (attention pooling) directory: ``config.json`` + ``model.safetensors``."""
+    from safetensors.torch import save_file
+
+    model, tokenizer, cfg = _load_two_tower(source)
+    kind = "siglip" if cfg.model.vision.pool == "map" else "clip"
+    hf_cfg = hf_format.hf_config(cfg.model.model_dump(mode="json"), tokenizer.vocab_size, kind,
+                                 tokenizer.eot_id, tokenizer.pad_id)  # fmt: skip
+    state = hf_format.state_to_hf(model.state_dict(), kind)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.contiguous() for k, v in state.items()}, str(out / HF_WEIGHTS), metadata={"format": "pt"})
+    (out / HF_CONFIG).write_text(json.dumps(hf_cfg, indent=2) + "\n")
+    return out

@@ -1,0 +1,79 @@
+"""Any timm image model as the image tower (ConvNeXt as EchoCLIP, EfficientNet as ALIGN, ResNets,
+timm's ViTs), the way OpenCLIP wraps timm: the model without its classifier (``num_classes=0``)
+pools with its own global pooling, and a linear projection (or none) maps its features to the
+shared embedding. Weights are timm's random initialisation or a local file
+(``model.vision.timm_pretrained``): nothing is downloaded.
+
+FLIP masking uses timm's own patch dropout (``patch_drop_rate``, EVA-CLIP style) on the models
+that have it (timm's ViTs); timm refuses it elsewhere.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from vislang.config import VisionConfig
+from vislang.errors import ConfigError
+
+# vislang's pool names -> timm's global_pool values
+_POOL = {"cls": "token", "mean": "avg", "map": "map"}
+
+
+class TimmTower(nn.Module):
+    def __init__(self, cfg: VisionConfig, embed_dim: int | None) -> None:
+        super().__init__()
+        try:
+            import timm
+        except ImportError:
+            raise ConfigError("model.vision.kind timm needs the timm package (pip install timm)") from None
+        self.cfg = cfg
+        kwargs = dict(cfg.timm_kwargs)
+        if cfg.mask_ratio > 0:
+            kwargs["patch_drop_rate"] = cfg.mask_ratio
+        weights = cfg.timm_pretrained
+        if weights is not None and not Path(weights).is_file():
+            raise ConfigError(f"model.vision.timm_pretrained: weights file not found: {weights}")
+        overlay = {"file": str(weights)} if weights is not None else None
+        try:
+            self.trunk = timm.create_model(
+                cfg.timm_model,
+                pretrained=weights is not None,
+                pretrained_cfg_overlay=overlay,
+                num_classes=0,
+                global_pool=_POOL[cfg.pool],
+                **kwargs,
+            )
+        except (RuntimeError, TypeError, ValueError, KeyError, AssertionError) as error:
+            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            raise ConfigError(f"model.vision: timm cannot build {cfg.timm_model!r}: {message}") from None
+        if cfg.grad_checkpointing:
+            self.trunk.set_grad_checkpointing(True)
+        self.width = self.trunk.num_features
+        if embed_dim is None or cfg.proj == "none":
+            if embed_dim is not None and embed_dim != self.width:
+                raise ConfigError(
+                    f"model.vision.proj none needs embed_dim ({embed_dim}) equal to {cfg.timm_model}'s "
+                    f"{self.width} features"
+                )
+            self.proj: nn.Module = nn.Identity()
+        else:
+            self.proj = nn.Linear(self.width, embed_dim, bias=False)
+
+    def tokens(self, images: torch.Tensor) -> torch.Tensor:
+        """The trunk's unpooled features as tokens [B, L, features] (feature maps flattened)."""
+        x = self.trunk.forward_features(images)
+        return x.flatten(2).transpose(1, 2) if x.ndim == 4 else x
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.trunk(images))
+
+    def set_mask_ratio(self, ratio: float) -> None:
+        """Change timm's patch-dropout rate (FLIP's unmasked tuning sets 0)."""
+        from timm.layers import PatchDropout
+
+        for layer in self.trunk.modules():
+            if isinstance(layer, PatchDropout):
+                layer.prob = ratio

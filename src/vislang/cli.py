@@ -472,6 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--batches", type=int, default=20)
     w.add_argument("--image-size", type=int, default=224)
     w.set_defaults(func=cmd_data_bench)
+    from vislang.curate.cli import add_parsers as add_curate_parsers
+
+    add_curate_parsers(sub)
     return parser
 
 

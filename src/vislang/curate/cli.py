@@ -1,0 +1,107 @@
+"""``vislang curate ...``: the curation commands (parsers and thin calls into the library)."""
+
+from __future__ import annotations
+
+import argparse
+
+ENGINE_HELP = "local (a process pool) or ray (Ray Data; RAY_ADDRESS or a local Ray); same outputs"
+
+
+def cmd_metadata(args: argparse.Namespace) -> int:
+    from vislang.curate.metadata import build_metadata, write_metadata
+
+    wordnet = None if args.no_wordnet else args.wordnet
+    entries = build_metadata(wordnet, args.list, numbers=not args.no_numbers)
+    write_metadata(entries, args.out)
+    print(f"{len(entries)} entries -> {args.out}")
+    return 0
+
+
+def cmd_match(args: argparse.Namespace) -> int:
+    from vislang.curate.pipeline import match_pool
+
+    s = match_pool(
+        args.inputs, args.metadata, args.out, args.id_column, tuple(args.text_columns.split(",")), args.engine,
+        args.processes,
+    )  # fmt: skip
+    rate = s["texts"] / s["seconds"] if s["seconds"] else float("nan")
+    print(
+        f"{s['texts']} texts of {s['images']} images: {s['matched_texts']} matched ({s['matches']} matches, "
+        f"{s['entries_matched']} of {s['entries']} entries); {rate:.0f} texts/s -> {args.out}"
+    )
+    return 0
+
+
+def cmd_balance(args: argparse.Namespace) -> int:
+    from vislang.curate.pipeline import balance_pool
+
+    s = balance_pool(
+        args.matched, args.out, args.t, args.tail_share, args.seed, args.one_text_per_image, args.engine,
+        args.processes,
+    )  # fmt: skip
+    print(
+        f"t = {s['t']:g} (tail share {s['tail_share_before']:.3f}): kept {s['kept_texts']} of "
+        f"{s['matched_texts']} matched texts; largest entry {s['largest_entry_before']} -> "
+        f"{s['largest_entry_after']}; plot {args.out}/entry_counts.png"
+    )
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser(
+        "curate",
+        help="curate an image-text pool: MetaCLIP metadata, matching, balancing",
+        description="Curation stages over a pool of parquet / JSONL / webdataset files, on a local process "
+        "pool or Ray.",
+    )
+    curate = p.add_subparsers(dest="curate_command", required=True, metavar="STAGE")
+
+    m = curate.add_parser(
+        "metadata",
+        help="build a MetaCLIP-style entry list",
+        description="Write the sorted union of WordNet synset names (WordNet 3.0 data files), the entries of "
+        "the given lists (one per line: Wikipedia unigrams, bigrams, titles, ...) and '0'..'99' as a JSON "
+        "list; ids are positions, so the same inputs give the same file. A released MetaCLIP metadata.json "
+        "can be used by 'curate match' directly.",
+    )
+    m.add_argument("--out", required=True, help="metadata JSON to write")
+    m.add_argument("--wordnet", default="/usr/share/wordnet", help="WordNet data folder (default /usr/share/wordnet)")
+    m.add_argument("--no-wordnet", action="store_true", help="lists only")
+    m.add_argument("--list", action="append", default=[], metavar="FILE", help="an entry list (repeatable)")
+    m.add_argument("--no-numbers", action="store_true", help="leave out '0'..'99'")
+    m.set_defaults(func=cmd_metadata)
+
+    m = curate.add_parser(
+        "match",
+        help="match every text of a pool against the metadata (MetaCLIP's substring rule)",
+        description="Per pool file: matches/NAME.parquet (uid, text_index, n_texts, entries) for every text "
+        "that matches an entry, and counts/NAME.npy; for the pool: entry_counts.npy and match.json.",
+    )
+    m.add_argument("inputs", nargs="+", help="pool files, folders or brace patterns (.parquet, .jsonl, .tar)")
+    m.add_argument("--metadata", required=True, help="metadata JSON list (or text file, one entry per line)")
+    m.add_argument("--out", required=True, help="output folder")
+    m.add_argument("--id-column", default="uid", help="tables: the image id column (default uid)")
+    m.add_argument("--text-columns", default="caption", help="tables: comma-separated text columns (default caption)")
+    m.add_argument("--engine", choices=["local", "ray"], default="local", help=ENGINE_HELP)
+    m.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
+    m.set_defaults(func=cmd_match)
+
+    m = curate.add_parser(
+        "balance",
+        help="balance matched texts over the entries (MetaCLIP: p_e = t / max(count_e, t))",
+        description="Keep each matched text with probability 1 - prod(1 - p_e) over its entries, seeded by "
+        "its id (the same kept set on any engine or sharding). Writes kept/NAME.parquet (uid, text_index), "
+        "balance.json and entry_counts.png.",
+    )
+    m.add_argument("matched", help="output folder of 'curate match'")
+    m.add_argument("--out", required=True, help="output folder")
+    threshold = m.add_mutually_exclusive_group(required=True)
+    threshold.add_argument("--t", type=float, help="the per-entry threshold (MetaCLIP: 20000 for 400M pairs)")
+    threshold.add_argument(
+        "--tail-share", type=float, help="choose t so that entries below it hold this share of matches"
+    )
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--one-text-per-image", action="store_true", help="MetaCLIP 2: one random text per image first")
+    m.add_argument("--engine", choices=["local", "ray"], default="local", help=ENGINE_HELP)
+    m.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
+    m.set_defaults(func=cmd_balance)

@@ -13,12 +13,18 @@ from __future__ import annotations
 
 from vislang.errors import DataError
 
-_SPACING = str.maketrans({**{c: f" {c} " for c in ",.;:?!`"}, "\t": " ", "\n": " ", "\r": " "})
+# (character, replacement); no replacement brings in a character replaced later, so the order
+# does not matter. Chained str.replace is faster here than str.translate (measured ~1.6x).
+_SPACING = tuple((c, f" {c} ") for c in ",.;:?!`") + tuple((c, " ") for c in "\t\n\r")
 
 
 def spaced(text: str) -> str:
-    """The text as matching sees it (every replacement applies to the original characters)."""
-    return f" {text} ".translate(_SPACING)
+    """The text as matching sees it."""
+    text = f" {text} "
+    for char, replacement in _SPACING:
+        if char in text:
+            text = text.replace(char, replacement)
+    return text
 
 
 class EntryMatcher:

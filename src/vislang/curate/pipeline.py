@@ -40,8 +40,7 @@ def match_file(path: str, metadata: str, out: str, id_column: str, text_columns:
     import pyarrow.parquet as pq
 
     matcher = _matcher(metadata)
-    counts = np.zeros(matcher.size, dtype=np.int64)
-    uids, text_index, n_texts, entries = [], [], [], []
+    uids, text_index, n_texts, offsets, flat = [], [], [], [0], []
     images = texts = 0
     for uid, image_texts in read_texts(Path(path), id_column, tuple(text_columns)):
         images += 1
@@ -52,19 +51,20 @@ def match_file(path: str, metadata: str, out: str, id_column: str, text_columns:
                 uids.append(uid)
                 text_index.append(i)
                 n_texts.append(len(image_texts))
-                entries.append(ids)
-                counts[ids] += 1
+                flat += ids
+                offsets.append(len(flat))
     name = Path(path).stem
+    entries = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(flat, pa.int32()))
     table = pa.table(
         {
             "uid": pa.array(uids, pa.string()),
             "text_index": pa.array(text_index, pa.int32()),
             "n_texts": pa.array(n_texts, pa.int32()),
-            "entries": pa.array(entries, pa.list_(pa.int32())),
+            "entries": entries,
         }
     )
     pq.write_table(table, Path(out) / "matches" / f"{name}.parquet")
-    np.save(Path(out) / "counts" / f"{name}.npy", counts)
+    np.save(Path(out) / "counts" / f"{name}.npy", np.bincount(np.asarray(flat, dtype=np.int64), minlength=matcher.size))
     return {"file": path, "images": images, "texts": texts, "matched_texts": len(uids)}
 
 

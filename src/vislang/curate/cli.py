@@ -47,6 +47,21 @@ def cmd_balance(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dedup(args: argparse.Namespace) -> int:
+    from vislang.curate.dedup import dedup_pool
+
+    s = dedup_pool(
+        args.inputs, args.out, args.method, args.threshold, args.against, args.against_threshold, args.checkpoint,
+        args.engine, args.processes,
+    )  # fmt: skip
+    print(
+        f"{s['images']} images ({s['skipped_unreadable']} unreadable): {s['removed_duplicates']} duplicates in "
+        f"{s['duplicate_groups']} groups, {s['removed_near_eval']} near the evaluation set; kept {s['kept']} "
+        f"-> {args.out}/dedup.parquet"
+    )
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "curate",
@@ -105,3 +120,27 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--engine", choices=["local", "ray"], default="local", help=ENGINE_HELP)
     m.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
     m.set_defaults(func=cmd_balance)
+
+    m = curate.add_parser(
+        "dedup",
+        help="remove exact and near duplicates, and images near an evaluation set",
+        description="Describe every image (sha256 of the bytes, a 64-bit perceptual hash, or a model's "
+        "embedding), find pairs within the threshold with a k-NN range search (faiss), group them by connected "
+        "components and keep the first of each group; with --against also drop images near an evaluation set. "
+        "Writes dedup.parquet (uid, group, keep, duplicate, near_eval) and dedup.json.",
+    )
+    m.add_argument("inputs", nargs="+", help="image folders, webdataset .tar shards or parquet tables (uid, image)")
+    m.add_argument("--out", required=True, help="output folder")
+    m.add_argument("--method", choices=["sha256", "phash", "embedding"], default="phash")
+    m.add_argument(
+        "--threshold",
+        type=float,
+        help="phash: max Hamming distance in bits (default 10); embedding: min cosine similarity (required: it "
+        "belongs to the model, e.g. 0.6 for SSCD-style copy descriptors)",
+    )
+    m.add_argument("--against", nargs="+", help="evaluation images (same kinds of inputs) to keep out of the pool")
+    m.add_argument("--against-threshold", type=float, help="threshold against the evaluation set (default --threshold)")
+    m.add_argument("--checkpoint", help="--method embedding: any model vislang.load opens")
+    m.add_argument("--engine", choices=["local", "ray"], default="local", help=ENGINE_HELP)
+    m.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
+    m.set_defaults(func=cmd_dedup)

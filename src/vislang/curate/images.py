@@ -1,0 +1,69 @@
+"""The images of a pool, file by file: (uid, encoded bytes) for every image, streamed.
+
+Pool files are image folders (every image below, uid = path relative to the folder), webdataset
+tar shards (uid = sample key, the first image member of each sample) and parquet tables (an id
+column and an image column holding encoded bytes or paths relative to the table).
+"""
+
+from __future__ import annotations
+
+import tarfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from braceexpand import braceexpand
+
+from vislang.data.samples import IMAGE_SUFFIXES
+from vislang.errors import DataError
+
+IMAGE_EXTENSIONS = {s.lstrip(".") for s in IMAGE_SUFFIXES}
+
+
+def expand_image_inputs(specs: list[str]) -> list[Path]:
+    """Image folders, tar shards and parquet tables of a pool (brace patterns allowed)."""
+    files: list[Path] = []
+    for spec in specs:
+        for item in braceexpand(spec):
+            path = Path(item)
+            if not path.exists():
+                raise DataError(f"pool file not found: {path}")
+            if path.is_file() and path.suffix not in (".tar", ".parquet"):
+                raise DataError(f"{path}: unsupported pool file (use an image folder, .tar or .parquet)")
+            files.append(path)
+    return files
+
+
+def read_images(path: Path, id_column: str = "uid", image_column: str = "image") -> Iterator[tuple[str, bytes]]:
+    """(uid, encoded image bytes) of every image of one pool file, in file order."""
+    if path.is_dir():
+        for image in sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+            yield str(image.relative_to(path)), image.read_bytes()
+    elif path.suffix == ".tar":
+        yield from _tar_images(path)
+    else:
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(path, columns=[id_column, image_column])
+        except Exception as error:  # pyarrow raises several types
+            raise DataError(f"cannot read {path} (columns {id_column!r}, {image_column!r}): {error}") from None
+        for uid, value in zip(table.column(id_column).to_pylist(), table.column(image_column).to_pylist()):
+            if isinstance(value, str):
+                target = path.parent / value
+                value = target.read_bytes() if target.is_file() else b""
+            yield str(uid), value or b""
+
+
+def _tar_images(path: Path) -> Iterator[tuple[str, bytes]]:
+    seen: set[str] = set()
+    try:
+        with tarfile.open(path, "r|*") as tar:
+            for member in tar:
+                name = member.name
+                dot = name.find(".", name.rfind("/") + 1)
+                key, ext = (name[:dot], name[dot + 1 :].lower()) if dot >= 0 else (name, "")
+                if member.isfile() and ext in IMAGE_EXTENSIONS and key not in seen:
+                    seen.add(key)
+                    yield key, tar.extractfile(member).read()
+    except (tarfile.ReadError, EOFError, OSError):
+        pass  # a truncated shard keeps what precedes the cut

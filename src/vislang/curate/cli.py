@@ -62,6 +62,18 @@ def cmd_dedup(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_filter(args: argparse.Namespace) -> int:
+    from vislang.curate.filters import filter_pool
+
+    s = filter_pool(
+        args.inputs, args.out, args.basic, args.checkpoint, args.clip_threshold, args.clip_fraction, args.synsets,
+        args.wordnet, args.target, args.clusters, args.seed, args.engine, args.processes,
+    )  # fmt: skip
+    passed = ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in s["passed"].items())
+    print(f"{s['samples']} samples; passed: {passed}; kept {s['kept']} -> {args.out}/{' and '.join(s['files'])}")
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "curate",
@@ -144,3 +156,25 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--engine", choices=["local", "ray"], default="local", help=ENGINE_HELP)
     m.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
     m.set_defaults(func=cmd_dedup)
+
+    m = curate.add_parser(
+        "filter",
+        help="DataComp's filters: basic rules, CLIP score, text synsets, image clusters (their intersection)",
+        description="Keep the samples that pass every chosen filter; write subset.txt (sorted uids), DataComp's "
+        "u8,u8 subset.npy when uids are 32 hex digits, and filter.json with per-filter counts.",
+    )
+    m.add_argument("inputs", nargs="+", help="webdataset .tar shards, parquet tables (uid, caption, image) or folders")
+    m.add_argument("--out", required=True, help="output folder")
+    m.add_argument("--basic", action="store_true", help="English, > 2 words, > 5 characters, side >= 200, aspect <= 3")
+    m.add_argument("--checkpoint", help="the model for CLIP scores and image embeddings (any vislang.load opens)")
+    score = m.add_mutually_exclusive_group()
+    score.add_argument("--clip-threshold", type=float, help="keep CLIP scores >= this")
+    score.add_argument("--clip-fraction", type=float, help="keep this top fraction by CLIP score (e.g. 0.3)")
+    m.add_argument("--synsets", help="text-based: a file of WordNet noun wnids (e.g. ImageNet's n01440764 ...)")
+    m.add_argument("--wordnet", default="/usr/share/wordnet", help="WordNet dict folder for --synsets")
+    m.add_argument("--target", nargs="+", help="image-based: target images (folders, shards or tables)")
+    m.add_argument("--clusters", type=int, default=0, help="image-based: k-means clusters of the pool")
+    m.add_argument("--seed", type=int, default=0)
+    m.add_argument("--engine", choices=["local", "ray"], default="local", help=ENGINE_HELP)
+    m.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
+    m.set_defaults(func=cmd_filter)

@@ -109,14 +109,18 @@ def duplicate_pairs(a: np.ndarray, b: np.ndarray | None, method: str, threshold:
         search = faiss.IndexBinaryFlat(64)
         search.add(np.ascontiguousarray(b, dtype=np.uint8))
         lims, _, ids = search.range_search(np.ascontiguousarray(a, dtype=np.uint8), int(threshold) + 1)
-        pairs_array = np.stack([np.repeat(np.arange(len(a)), np.diff(lims).astype(np.int64)), ids], axis=1).astype(np.int64)
+        pairs_array = np.stack([np.repeat(np.arange(len(a)), np.diff(lims).astype(np.int64)), ids], axis=1).astype(
+            np.int64
+        )
     else:
         vectors_b = np.ascontiguousarray(b, dtype=np.float32)
         search = faiss.IndexFlatIP(vectors_b.shape[1])
         search.add(vectors_b)
         # faiss keeps inner products strictly above the radius
         lims, _, ids = search.range_search(np.ascontiguousarray(a, dtype=np.float32), float(threshold) - 1e-6)
-        pairs_array = np.stack([np.repeat(np.arange(len(a)), np.diff(lims).astype(np.int64)), ids], axis=1).astype(np.int64)
+        pairs_array = np.stack([np.repeat(np.arange(len(a)), np.diff(lims).astype(np.int64)), ids], axis=1).astype(
+            np.int64
+        )
     if within:
         pairs_array = pairs_array[pairs_array[:, 0] < pairs_array[:, 1]]
     return pairs_array
@@ -177,7 +181,7 @@ def dedup_pool(
         import faiss  # noqa: F401
         import imagehash  # noqa: F401
     except ImportError:
-        raise ConfigError("vislang curate dedup needs imagehash and faiss-cpu: pip install 'vislang[dedup]'") from None
+        raise ConfigError("vislang curate dedup needs imagehash and faiss-cpu: pip install 'vislang[curate]'") from None
     if method == "embedding" and checkpoint is None:
         raise ConfigError("--method embedding needs --checkpoint (the model whose image embeddings are compared)")
     if threshold is None:

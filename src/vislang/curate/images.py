@@ -67,3 +67,70 @@ def _tar_images(path: Path) -> Iterator[tuple[str, bytes]]:
                     yield key, tar.extractfile(member).read()
     except (tarfile.ReadError, EOFError, OSError):
         pass  # a truncated shard keeps what precedes the cut
+
+
+def read_pairs(path: Path, id_column: str = "uid", text_column: str = "caption", image_column: str = "image") -> Iterator[
+    tuple[str, str, bytes]
+]:  # fmt: skip
+    """(uid, caption, encoded image) of every sample of a tar shard (the uid of ``KEY.json`` when
+    it has one, as DataComp's shards do, else the key), an image folder (sidecar ``.txt``) or a
+    parquet table."""
+    if path.suffix == ".tar":
+        yield from _tar_pairs(path)
+        return
+    if path.is_dir():  # images with a sidecar .txt caption
+        for image in sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
+            text = image.with_suffix(".txt")
+            caption = text.read_text(encoding="utf-8", errors="replace") if text.is_file() else ""
+            yield str(image.relative_to(path)), caption, image.read_bytes()
+        return
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path, columns=[id_column, text_column, image_column])
+    except Exception as error:  # pyarrow raises several types
+        raise DataError(f"cannot read {path} (columns {id_column}, {text_column}, {image_column}): {error}") from None
+    columns = (table.column(c).to_pylist() for c in (id_column, text_column, image_column))
+    for uid, text, value in zip(*columns):
+        if isinstance(value, str):
+            target = path.parent / value
+            value = target.read_bytes() if target.is_file() else b""
+        yield str(uid), text if isinstance(text, str) else "", value or b""
+
+
+def _tar_pairs(path: Path) -> Iterator[tuple[str, str, bytes]]:
+    import json
+
+    sample: dict[str, object] = {}
+
+    def finish() -> tuple[str, str, bytes]:
+        meta = sample.get("json") if isinstance(sample.get("json"), dict) else {}
+        uid = str(meta.get("uid", sample["key"]))
+        return uid, str(sample.get("txt", meta.get("caption", ""))), sample.get("image", b"")
+
+    try:
+        with tarfile.open(path, "r|*") as tar:
+            for member in tar:
+                if not member.isfile():
+                    continue
+                name = member.name
+                dot = name.find(".", name.rfind("/") + 1)
+                key, ext = (name[:dot], name[dot + 1 :].lower()) if dot >= 0 else (name, "")
+                if sample and key != sample["key"]:
+                    yield finish()
+                    sample = {}
+                sample["key"] = key
+                data = tar.extractfile(member).read()
+                if ext == "txt":
+                    sample["txt"] = data.decode("utf-8", errors="replace")
+                elif ext == "json":
+                    try:
+                        sample["json"] = json.loads(data)
+                    except (json.JSONDecodeError, UnicodeDecodeError):
+                        pass
+                elif ext in IMAGE_EXTENSIONS and "image" not in sample:
+                    sample["image"] = data
+    except (tarfile.ReadError, EOFError, OSError):
+        pass
+    if sample:
+        yield finish()

@@ -1,0 +1,145 @@
+"""DataComp-style filters: the basic rules, the CLIP-score fraction threshold, first-synset text
+filtering against a WordNet index, k-means image clusters, intersections and the subset files."""
+
+from __future__ import annotations
+
+import io
+import subprocess
+import sys
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from PIL import Image
+
+from vislang.curate.filters import (
+    WordNetNouns,
+    basic_rules,
+    filter_pool,
+    fraction_threshold,
+    image_cluster_keep,
+    write_subset,
+)
+from vislang.errors import ConfigError
+
+pytest.importorskip("py3langid")
+pytest.importorskip("faiss")
+
+INDEX_NOUN = """  1 This software and database is being provided to you, the LICENSEE, by
+dog n 7 5 @ ~ #m #p %p 7 1 02084071 10114209 10023039 09886220 07676602 03907626 02710044
+puppy n 2 2 @ ~ 2 0 02085374 10498816
+mouse n 4 4 @ ~ #p %p 4 1 02330245 10344443 09416076 03793489
+beach n 1 3 @ #p %p 1 0 09217230
+"""
+NOUN_EXC = "mice mouse\nfeet foot\n"
+
+
+@pytest.fixture
+def wordnet(tmp_path):
+    folder = tmp_path / "wordnet"
+    folder.mkdir()
+    (folder / "index.noun").write_text(INDEX_NOUN)
+    (folder / "noun.exc").write_text(NOUN_EXC)
+    return folder
+
+
+def test_basic_rules():
+    assert basic_rules("a dog on the beach", 300, 200, "en")
+    assert not basic_rules("ein Hund am Strand", 300, 200, "de")
+    assert not basic_rules("a dog", 300, 200, "en")  # two words
+    assert not basic_rules("a b c", 300, 200, "en")  # five characters
+    assert not basic_rules("a dog on the beach", 300, 150, "en")  # shorter side < 200
+    assert basic_rules("a dog on the beach", 600, 200, "en") and not basic_rules("a dog on the beach", 700, 200, "en")
+
+
+def test_fraction_threshold_is_the_score_at_floor_n_fraction():
+    scores = np.array([0.1, 0.5, 0.3, 0.9, 0.7])
+    assert fraction_threshold(scores, 0.4) == 0.5  # descending [0.9, 0.7, 0.5, ...], index 2
+    assert fraction_threshold(scores, 1.0) == 0.1
+    with pytest.raises(ConfigError):
+        fraction_threshold(scores, 0.0)
+
+
+def test_first_noun_synset_of_caption_words(wordnet):
+    nouns = WordNetNouns(wordnet)
+    assert nouns.synset("Dog") == "n02084071" and nouns.synset("dogs") == "n02084071"
+    assert nouns.synset("puppies") == "n02085374" and nouns.synset("mice") == "n02330245"
+    assert nouns.synset("cat") is None
+    assert nouns.any_in("Two puppies on a beach!", {"n02085374"})
+    assert not nouns.any_in("a hot dogma", {"n02084071"})
+
+
+def test_image_clusters_keep_what_is_near_the_target():
+    rng = np.random.default_rng(0)
+    centres = np.eye(8)[:3] * 5
+    pool = np.concatenate([c + rng.normal(0, 0.3, (50, 8)) for c in centres])
+    pool /= np.linalg.norm(pool, axis=1, keepdims=True)
+    target = centres[:1] + rng.normal(0, 0.3, (5, 8))
+    keep = image_cluster_keep(pool, target / np.linalg.norm(target, axis=1, keepdims=True), 3)
+    assert keep[:50].all() and not keep[50:].any()
+
+
+def test_subset_files(tmp_path):
+    uids = ["ffffffffffffffff0000000000000001", "00000000000000010000000000000002"]
+    assert write_subset(uids, tmp_path) == ["subset.txt", "subset.npy"]
+    subset = np.load(tmp_path / "subset.npy")
+    assert subset.dtype == np.dtype("u8,u8") and subset.tolist() == [(1, 2), (2**64 - 1, 1)]
+    assert (tmp_path / "subset.txt").read_text().splitlines() == sorted(uids)
+    assert write_subset(["a", "b"], tmp_path / ".") == ["subset.txt"]
+
+
+def _png(width: int, height: int, seed: int) -> bytes:
+    array = np.random.default_rng(seed).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(array).save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+@pytest.fixture
+def pool(tmp_path):
+    rows = [
+        ("0" * 31 + "1", "a dog sleeping on the beach", _png(300, 220, 0)),
+        ("0" * 31 + "2", "ein kleiner Hund schläft am Strand", _png(300, 220, 1)),
+        ("0" * 31 + "3", "two puppies playing in the garden", _png(250, 120, 2)),  # too small
+        ("0" * 31 + "4", "a photo of a small grey mouse", _png(400, 300, 3)),
+        ("0" * 31 + "5", "the view from the top of the mountain", _png(640, 480, 4)),
+        ("0" * 31 + "6", "broken image bytes here", b"not an image"),
+    ]
+    table = pa.table({"uid": [r[0] for r in rows], "caption": [r[1] for r in rows], "image": [r[2] for r in rows]})
+    pq.write_table(table, tmp_path / "pool.parquet")
+    return tmp_path
+
+
+def test_filter_pool_intersects_filters(pool, wordnet, tmp_path, tiny_config):
+    basic = filter_pool([str(pool / "pool.parquet")], pool / "basic", basic=True)
+    assert basic["samples"] == 5 and basic["skipped_unreadable"] == 1
+    assert (pool / "basic" / "subset.txt").read_text().split() == ["0" * 31 + i for i in "145"]
+    (pool / "wnids.txt").write_text("n02084071\nn02330245\nn02085374\n")
+    both = filter_pool([str(pool / "pool.parquet")], pool / "both", basic=True, synsets_file=str(pool / "wnids.txt"),
+                       wordnet=str(wordnet))  # fmt: skip
+    assert both["passed"] == {"basic": 3, "text_synsets": 3} and both["kept"] == 2  # dog and mouse
+    assert np.load(pool / "both" / "subset.npy").tolist() == [(0, 1), (0, 4)]
+
+    from vislang.convert import _write
+    from vislang.objectives import build_objective
+    from vislang.tokenizers import BPETokenizer
+
+    tokenizer = BPETokenizer.train(["a dog on the beach", "a mouse"] * 50, 300, 24)
+    objective = build_objective(tiny_config, tokenizer.vocab_size, tokenizer.pad_id)
+    checkpoint = {"config": tiny_config.model_dump(mode="json"), "tokenizer": tokenizer.to_json(),
+                  "model": {k: v.contiguous() for k, v in objective.state_dict().items()}}  # fmt: skip
+    model = str(_write(checkpoint, tmp_path / "model", "test"))
+    scored = filter_pool([str(pool / "pool.parquet")], pool / "clip", checkpoint=model, clip_fraction=0.4)
+    assert scored["kept"] == 3  # the scores at indices 0, 1, 2 of the descending sort (no ties)
+    with pytest.raises(ConfigError, match="checkpoint"):
+        filter_pool([str(pool / "pool.parquet")], pool / "x", clip_fraction=0.4)
+
+
+def test_filter_command(pool):
+    cli = [sys.executable, "-m", "vislang.cli", "curate", "filter", str(pool / "pool.parquet"), "--out"]
+    run = subprocess.run([*cli, str(pool / "c"), "--basic"], capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert "kept 3" in run.stdout and (pool / "c" / "subset.npy").is_file()
+    bad = subprocess.run([*cli, str(pool / "d")], capture_output=True, text=True)
+    assert bad.returncode == 2 and "choose at least one filter" in bad.stderr and "Traceback" not in bad.stderr

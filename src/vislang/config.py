@@ -212,6 +212,27 @@ class SourceConfig(Section):
         return self
 
 
+class CitConfig(Section):
+    """CiT (Xu et al. 2023): curation in training. Each step draws ``batch_size / keep`` samples and
+    trains on the ``batch_size`` whose caption embedding (under the model being trained) is
+    closest to one of the target task's class names (in the templates, embeddings averaged)."""
+
+    class_names: list[str] = []
+    classes_file: str | None = None  # one class name per line, added to class_names
+    templates: list[str] = ["a photo of a {}."]
+    keep: float = 0.5  # the share of the drawn samples that is trained on
+
+    @model_validator(mode="after")
+    def _check(self) -> CitConfig:
+        if not 0.0 < self.keep <= 1.0:
+            raise ValueError(f"data.cit.keep must be in (0, 1], got {self.keep}")
+        if not self.class_names and not self.classes_file:
+            raise ValueError("data.cit needs class_names or classes_file")
+        if not self.templates or any("{}" not in t for t in self.templates):
+            raise ValueError("data.cit.templates must each contain {} (the class name)")
+        return self
+
+
 class DataConfig(Section):
     sources: list[SourceConfig] = [SourceConfig()]
     num_workers: int = 1
@@ -226,6 +247,7 @@ class DataConfig(Section):
     # vislang.data.negatives, one applicable rule drawn per caption. Contrastive objectives only.
     hard_negatives: list[Literal["relation", "attribute", "noun", "shuffle", "verb"]] = []
     world: WorldConfig = WorldConfig()
+    cit: CitConfig | None = None  # curation in training (CiT); contrastive objectives only
 
     @model_validator(mode="after")
     def _check(self) -> DataConfig:
@@ -392,6 +414,8 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
+        if self.data.cit is not None and (self.objective not in ("clip", "siglip", "coca") or self.data.hard_negatives):
+            raise ValueError("data.cit needs a contrastive objective (clip, siglip, coca) without data.hard_negatives")
         if self.data.hard_negatives and self.objective not in ("clip", "siglip"):
             raise ValueError(
                 f"data.hard_negatives needs a contrastive objective (clip, siglip), not {self.objective!r}"

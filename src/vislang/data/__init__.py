@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import os
 from collections.abc import Callable, Iterator
 
@@ -115,6 +116,12 @@ def tokenizer_corpus(cfg: RunConfig, sources: dict[str, object] | None = None) -
     return [caption for source in found for caption in source.captions(per_source)]
 
 
+def drawn_batch_size(cfg: RunConfig) -> int:
+    """Samples drawn per step and rank: ``train.batch_size``, or more when CiT selects from them."""
+    cit = cfg.data.cit
+    return cfg.train.batch_size if cit is None else math.ceil(cfg.train.batch_size / cit.keep)
+
+
 def build_batches(
     cfg: RunConfig, tokenizer: Tokenize, sources: dict[str, object] | None = None, rank: int = 0, world: int = 1
 ) -> Batches:
@@ -123,7 +130,7 @@ def build_batches(
         sources or build_sources(cfg),
         [s.weight for s in cfg.data.sources],
         tokenizer,
-        cfg.train.batch_size,
+        drawn_batch_size(cfg),
         v.image_mean,
         v.image_std,
         cfg.train.seed,

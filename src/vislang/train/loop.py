@@ -24,6 +24,7 @@ from torch.nn.parallel import DistributedDataParallel
 
 from vislang.config import RunConfig, to_yaml
 from vislang.data import build_sources, tokenizer_corpus, train_loader
+from vislang.data.cit import CitCurator
 from vislang.errors import ConfigError, TrainingDiverged
 from vislang.eval import build_evaluators, evaluate
 from vislang.models.vision.vit import set_mask_ratio
@@ -180,6 +181,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
         save_checkpoint(state, run_dir / "checkpoints", step, t.keep_checkpoints)
 
     evaluators = build_evaluators(cfg, tokenizer)  # every rank evaluates its share (eval/encode.py)
+    curator = CitCurator(cfg.data.cit, tokenizer, t.batch_size) if cfg.data.cit is not None else None
     batches, data_description = train_loader(cfg, tokenizer, step, device.type == "cuda", sources)
     logger = RunLogger(run_dir, t.steps, step, quiet=quiet or not ranks.main, files=ranks.main)
     logger.write(
@@ -207,6 +209,10 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
                 step += 1
                 continue
             batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+            if curator is not None:  # CiT: train on the drawn samples closest to the task
+                drawn = len(batch["text"])
+                batch = curator(objective.model, batch)
+                counts.update({"cit/drawn": drawn, "cit/kept": len(batch["text"])})
             ready = time.perf_counter()
             if (wanted := mask_ratio if step < unmask_at else 0.0) != current_mask:
                 set_mask_ratio(objective, current_mask := wanted)

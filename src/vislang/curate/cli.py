@@ -74,6 +74,20 @@ def cmd_filter(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_capfilt(args: argparse.Namespace) -> int:
+    from vislang.curate.capfilt import capfilt_pool
+
+    s = capfilt_pool(
+        args.inputs, args.out, args.captioner, args.scorer, args.threshold, args.method, args.beam_size, args.engine,
+        args.processes,
+    )  # fmt: skip
+    print(
+        f"{s['images']} images ({s['skipped']} unreadable): kept {s['kept_original']} original and "
+        f"{s['kept_generated']} generated captions, {s['dropped']} images left without one -> {args.out}"
+    )
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "curate",
@@ -178,3 +192,21 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--engine", choices=["local", "ray"], default="local", help=ENGINE_HELP)
     m.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
     m.set_defaults(func=cmd_filter)
+
+    m = curate.add_parser(
+        "capfilt",
+        help="BLIP's CapFilt: caption every image, score original and generated captions, keep the better",
+        description="A captioner (cap, cappa or coca checkpoint) writes a caption per image; a contrastive model "
+        "scores both captions against the image. Without --threshold the better caption is kept; with it, every "
+        "caption scoring at least the threshold. Writes NAME.parquet per pool file and capfilt.json.",
+    )
+    m.add_argument("inputs", nargs="+", help="webdataset .tar shards, parquet tables (uid, caption, image) or folders")
+    m.add_argument("--out", required=True, help="output folder")
+    m.add_argument("--captioner", required=True, help="cap, cappa or coca checkpoint")
+    m.add_argument("--scorer", required=True, help="contrastive checkpoint (anything vislang.load opens)")
+    m.add_argument("--threshold", type=float, help="keep every caption with a score >= this (default: the better one)")
+    m.add_argument("--method", choices=["greedy", "beam"], default="greedy")
+    m.add_argument("--beam-size", type=int, default=4)
+    m.add_argument("--engine", choices=["local", "ray"], default="local", help=ENGINE_HELP)
+    m.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
+    m.set_defaults(func=cmd_capfilt)

@@ -199,3 +199,37 @@ def test_curate_commands(pool):
     bad = subprocess.run([*cli, "match", str(pool / "nope.parquet"), "--metadata", str(pool / "metadata.json"),
                           "--out", str(pool / "x")], capture_output=True, text=True)  # fmt: skip
     assert bad.returncode == 2 and "nope.parquet" in bad.stderr and "Traceback" not in bad.stderr
+
+
+def test_stages_chain_into_a_training_set(tmp_path):
+    """match -> balance, dedup, then export: the shards hold exactly the samples both kept."""
+    pytest.importorskip("imagehash")
+    from PIL import Image
+
+    from vislang.curate.dedup import dedup_pool
+    from vislang.curate.export import export_subset
+    from vislang.data.make_shards import write_shards
+    from vislang.data.world import World
+
+    world = World(48, seed=3)
+    records = []
+    for i in range(120):
+        image, caption, _ = world.sample("train", i % 100)  # samples 100-119 repeat 0-19
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, "PNG")
+        records.append((f"{i:05d}", buffer.getvalue(), "png", [caption], {"uid": f"{i:032x}"}))
+    write_shards(records, tmp_path / "pool", 50)
+    shards = str(tmp_path / "pool" / "{00000..00002}.tar")
+    write_metadata(["circle", "square", "triangle", "red", "blue", "green", "small", "large"], tmp_path / "m.json")
+    match_pool([shards], tmp_path / "m.json", tmp_path / "matched")
+    balance_pool(tmp_path / "matched", tmp_path / "balanced", t=20, seed=0)
+    dedup_pool([shards], tmp_path / "dedup", "sha256")
+    balanced = {uid for uid, _ in kept_ids(tmp_path / "balanced")}
+    table = pq.read_table(tmp_path / "dedup" / "dedup.parquet").to_pydict()
+    unique = {uid for uid, keep in zip(table["uid"], table["keep"]) if keep}
+    assert len(unique) == 100 and all(len(u) == 32 for u in balanced)
+    sizes = export_subset([shards], [str(tmp_path / "balanced"), str(tmp_path / "dedup")], tmp_path / "curated", 40)
+    assert sum(sizes.values()) == len(balanced & unique) > 0
+    with tarfile.open(tmp_path / "curated" / "00000.tar") as tar:
+        meta = json.loads(tar.extractfile(next(m for m in tar if m.name.endswith(".json"))).read())
+    assert meta["uid"] in balanced & unique

@@ -88,6 +88,14 @@ def cmd_capfilt(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from vislang.curate.export import export_subset
+
+    sizes = export_subset(args.inputs, args.keep, args.out, args.shard_size)
+    print(f"wrote {sum(sizes.values())} samples in {len(sizes)} shards to {args.out}")
+    return 0
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "curate",
@@ -210,3 +218,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--engine", choices=["local", "ray"], default="local", help=ENGINE_HELP)
     m.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
     m.set_defaults(func=cmd_capfilt)
+
+    m = curate.add_parser(
+        "export",
+        help="write the samples every stage kept as webdataset shards (the curated training set)",
+        description="Intersect the keep lists (subset.txt / subset.npy from filter, dedup.parquet, a balance or "
+        "capfilt output folder) and write the pool's samples in all of them as shards (img2dataset layout, "
+        "sizes.json); CapFilt's chosen caption replaces the original.",
+    )
+    m.add_argument("inputs", nargs="+", help="the pool: webdataset .tar shards, parquet tables or folders")
+    m.add_argument("--keep", action="append", default=[], metavar="STAGE_OUTPUT", help="a keep list (repeatable)")
+    m.add_argument("--out", required=True, help="folder for the shards (must hold no .tar files)")
+    m.add_argument("--shard-size", type=int, default=10000)
+    m.set_defaults(func=cmd_export)

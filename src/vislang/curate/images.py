@@ -1,8 +1,9 @@
 """The images of a pool, file by file: (uid, encoded bytes) for every image, streamed.
 
 Pool files are image folders (every image below, uid = path relative to the folder), webdataset
-tar shards (uid = sample key, the first image member of each sample) and parquet tables (an id
-column and an image column holding encoded bytes or paths relative to the table).
+tar shards (the first image member of each sample; uid = ``KEY.json``'s ``uid`` when present,
+as in DataComp's shards, else the key: the same rule as :mod:`vislang.curate.texts`) and parquet
+tables (an id column and an image column holding encoded bytes or paths relative to the table).
 """
 
 from __future__ import annotations
@@ -39,7 +40,8 @@ def read_images(path: Path, id_column: str = "uid", image_column: str = "image")
         for image in sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES):
             yield str(image.relative_to(path)), image.read_bytes()
     elif path.suffix == ".tar":
-        yield from _tar_images(path)
+        for uid, _, data in _tar_pairs(path):
+            yield uid, data
     else:
         import pyarrow.parquet as pq
 
@@ -52,21 +54,6 @@ def read_images(path: Path, id_column: str = "uid", image_column: str = "image")
                 target = path.parent / value
                 value = target.read_bytes() if target.is_file() else b""
             yield str(uid), value or b""
-
-
-def _tar_images(path: Path) -> Iterator[tuple[str, bytes]]:
-    seen: set[str] = set()
-    try:
-        with tarfile.open(path, "r|*") as tar:
-            for member in tar:
-                name = member.name
-                dot = name.find(".", name.rfind("/") + 1)
-                key, ext = (name[:dot], name[dot + 1 :].lower()) if dot >= 0 else (name, "")
-                if member.isfile() and ext in IMAGE_EXTENSIONS and key not in seen:
-                    seen.add(key)
-                    yield key, tar.extractfile(member).read()
-    except (tarfile.ReadError, EOFError, OSError):
-        pass  # a truncated shard keeps what precedes the cut
 
 
 def read_pairs(path: Path, id_column: str = "uid", text_column: str = "caption", image_column: str = "image") -> Iterator[

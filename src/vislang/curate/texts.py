@@ -2,8 +2,8 @@
 
 A pool is a list of files, each one unit of work: parquet tables and JSONL files (a uid column
 and one or more text columns; a list-valued column gives several texts), or webdataset tar
-shards (the key is the uid; texts from ``KEY.txt`` and the ``caption``/``captions`` fields of
-``KEY.json``). Nothing but the texts is read: images in shards are skipped over.
+shards (the uid is ``KEY.json``'s ``uid`` field when there is one, as in DataComp's shards, else
+the key; texts from ``KEY.txt`` and the ``caption``/``captions`` fields of ``KEY.json``). Nothing but the texts is read: images in shards are skipped over.
 """
 
 from __future__ import annotations
@@ -99,6 +99,9 @@ def _tar_texts(path: Path) -> Iterator[tuple[str, list[str]]]:
         extra = _as_texts(meta.get("captions")) + ([] if txt else _as_texts(meta.get("caption")))
         return txt + extra
 
+    def uid() -> str:  # the sample's uid, as every curation stage reads it
+        return str(meta.get("uid", current))
+
     try:
         with tarfile.open(path, "r|*") as tar:
             for member in tar:
@@ -109,7 +112,7 @@ def _tar_texts(path: Path) -> Iterator[tuple[str, list[str]]]:
                 key, ext = (name[:dot], name[dot + 1 :]) if dot >= 0 else (name, "")
                 if key != current:
                     if current is not None:
-                        yield current, texts()
+                        yield uid(), texts()
                     current, txt, meta = key, [], {}
                 if ext == "txt":
                     txt.append(tar.extractfile(member).read().decode("utf-8", errors="replace"))
@@ -122,4 +125,4 @@ def _tar_texts(path: Path) -> Iterator[tuple[str, list[str]]]:
     except (tarfile.ReadError, EOFError, OSError):
         pass  # truncated or unreadable from here on
     if current is not None:
-        yield current, texts()
+        yield uid(), texts()

@@ -3,7 +3,7 @@
 A pool is a list of files, each one unit of work: parquet tables and JSONL files (a uid column
 and one or more text columns; a list-valued column gives several texts), or webdataset tar
 shards (the uid is ``KEY.json``'s ``uid`` field when there is one, as in DataComp's shards, else
-the key; texts from ``KEY.txt`` and the ``caption``/``captions`` fields of ``KEY.json``). Nothing but the texts is read: images in shards are skipped over.
+the key; texts from ``KEY.json``'s ``captions`` list, else ``KEY.txt``). Nothing but the texts is read: images in shards are skipped over.
 """
 
 from __future__ import annotations
@@ -90,14 +90,15 @@ def read_texts(path: Path, id_column: str = "uid", text_columns: tuple[str, ...]
 
 
 def _tar_texts(path: Path) -> Iterator[tuple[str, list[str]]]:
-    """Texts of a webdataset shard, sample by sample: ``KEY.txt``, then the ``captions`` list of
-    ``KEY.json`` (its ``caption`` only without a ``.txt``: img2dataset writes the same text to
-    both). A truncated shard keeps what precedes the cut."""
+    """Texts of a webdataset shard, sample by sample: the ``captions`` list of ``KEY.json`` when
+    it has one (vislang's shards: all captions), else ``KEY.txt``, else the json's ``caption``
+    (img2dataset writes the same text to both). A truncated shard keeps what precedes the cut."""
     current, txt, meta = None, [], {}
 
     def texts() -> list[str]:
-        extra = _as_texts(meta.get("captions")) + ([] if txt else _as_texts(meta.get("caption")))
-        return txt + extra
+        if "captions" in meta:  # the full list (vislang's shards: its first is also in KEY.txt)
+            return _as_texts(meta["captions"])
+        return txt or _as_texts(meta.get("caption"))
 
     def uid() -> str:  # the sample's uid, as every curation stage reads it
         return str(meta.get("uid", current))

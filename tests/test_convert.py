@@ -65,16 +65,26 @@ def test_open_clip_vit_converts_both_ways(arch, tmp_path):
         assert torch.equal(reopened.encode_image(images), peer.encode_image(images))
 
 
+SMALL_OPEN_CLIP = {
+    "embed_dim": 64,
+    "quick_gelu": True,
+    "vision_cfg": {"image_size": 64, "layers": 2, "width": 64, "head_width": 32, "patch_size": 16},
+    "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 2},
+}
+
+
 def test_open_clip_cli_and_direct_load(tmp_path):
-    """`vislang convert` both ways through the command line, and vislang.load on an OpenCLIP
-    local-dir folder (converted on the fly)."""
+    """`vislang convert` both ways through the command line (a small QuickGELU geometry given by
+    --arch-config, weights in a training checkpoint with DDP prefixes), and vislang.load on an
+    OpenCLIP local-dir folder (converted on the fly)."""
     torch.manual_seed(1)
-    peer = open_clip.create_model("ViT-B-32-quickgelu", pretrained=None).eval()
+    peer = open_clip.CLIP(**SMALL_OPEN_CLIP).eval()
+    (tmp_path / "arch.json").write_text(json.dumps(SMALL_OPEN_CLIP))
     torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in peer.state_dict().items()}}, tmp_path / "e3.pt")
     cli = [sys.executable, "-m", "vislang.cli", "convert"]
     run = subprocess.run(
-        [*cli, "--from", "open_clip", "--arch", "ViT-B-32-quickgelu", "--weights", str(tmp_path / "e3.pt"),
-         "--out", str(tmp_path / "vl")], capture_output=True, text=True,
+        [*cli, "--from", "open_clip", "--arch-config", str(tmp_path / "arch.json"), "--weights",
+         str(tmp_path / "e3.pt"), "--out", str(tmp_path / "vl")], capture_output=True, text=True,
     )  # fmt: skip
     assert run.returncode == 0, run.stderr
     run = subprocess.run(
@@ -87,7 +97,7 @@ def test_open_clip_cli_and_direct_load(tmp_path):
     assert oc_cfg["model_cfg"]["quick_gelu"] is True
     assert oc_cfg["preprocess_cfg"]["interpolation"] == "bicubic"
     model, tokenizer, _ = vislang.load(tmp_path / "oc")
-    images = torch.randn(1, 3, 224, 224)
+    images = torch.randn(1, 3, 64, 64)
     with torch.no_grad():
         assert (model.encode_image(images, normalize=False) - peer.encode_image(images)).abs().max() <= 1e-5
 

@@ -32,11 +32,11 @@ class VisionConfig(Section):
     timm_pretrained: str | None = None  # a local weights file for the timm model (never downloaded)
     timm_kwargs: dict[str, Any] = {}  # passed to timm.create_model, e.g. {img_size: 64, drop_path_rate: 0.1}
     image_size: int = 48
-    patch_size: int = 16
-    width: int = 96
+    patch_size: int = 8
+    width: int = 64
     depth: int = 3
-    heads: int = 3
-    mlp_ratio: float = 4.0
+    heads: int = 2
+    mlp_ratio: float = 2.0  # the demo's; the CLIP presets use 4
     # "patch": one strided convolution; "conv": log2(patch_size) stride-2 3x3 convolutions
     # (Xiao et al. 2021), which make small ViTs learn shape far faster.
     stem: Literal["patch", "conv"] = "conv"
@@ -89,11 +89,11 @@ class VisionConfig(Section):
 
 
 class TextConfig(Section):
-    context_length: int = 20
-    width: int = 96
+    context_length: int = 18
+    width: int = 64
     depth: int = 2
-    heads: int = 3
-    mlp_ratio: float = 4.0
+    heads: int = 2
+    mlp_ratio: float = 2.0  # the demo's; the CLIP presets use 4
     # causal + "eot": CLIP; bidirectional + "last"/"mean": SigLIP-style. "eot"/"last": the last
     # token before the padding; "end": the context's final position whatever it holds (SigLIP's
     # released models read it, with texts padded to the full context).
@@ -149,7 +149,7 @@ class DecoderConfig(Section):
 class ModelConfig(Section):
     # A named architecture from vislang.models.presets; fields given beside it override it.
     preset: str | None = None
-    embed_dim: int = 96
+    embed_dim: int = 64
     attn_impl: Literal["auto", "sdpa", "math"] = "auto"
     init_logit_scale: float = 1 / 0.07
     max_logit_scale: float = 100.0
@@ -320,7 +320,7 @@ class ParamRule(Section):
 
 
 class TrainConfig(Section):
-    steps: int = 1000
+    steps: int = 1250
     batch_size: int = 128
     lr: float = 2e-3
     weight_decay: float = 0.1

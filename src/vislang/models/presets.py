@@ -35,24 +35,33 @@ _L14 = ({"patch_size": 14, "width": 1024, "depth": 24, "heads": 16}, {"width": 7
 
 
 PRESETS: dict[str, dict[str, Any]] = {
-    # The demo's model (the config defaults): ~0.6M parameters, trains on a CPU in minutes.
+    # The demo's model (the config defaults): ~0.26M parameters, trains on a CPU in minutes.
     "tiny": {
-        "embed_dim": 96,
+        "embed_dim": 64,
         "vision": {
             "image_size": 48,
-            "patch_size": 16,
-            "width": 96,
+            "patch_size": 8,
+            "width": 64,
             "depth": 3,
-            "heads": 3,
+            "heads": 2,
+            "mlp_ratio": 2.0,
             "stem": "conv",
             "pool": "mean",
         },
-        "text": {"context_length": 20, "width": 96, "depth": 2, "heads": 3},
+        "text": {"context_length": 18, "width": 64, "depth": 2, "heads": 2, "mlp_ratio": 2.0},
     },
     "small": {
         "embed_dim": 256,
-        "vision": {"image_size": 64, "patch_size": 8, "width": 256, "depth": 6, "heads": 8, "stem": "conv"},
-        "text": {"context_length": 32, "width": 256, "depth": 4, "heads": 8},
+        "vision": {
+            "image_size": 64,
+            "patch_size": 8,
+            "width": 256,
+            "depth": 6,
+            "heads": 8,
+            "mlp_ratio": 4.0,
+            "stem": "conv",
+        },
+        "text": {"context_length": 32, "width": 256, "depth": 4, "heads": 8, "mlp_ratio": 4.0},
     },
     # The CLIP paper's geometries as OpenCLIP names them; "-quickgelu": the activation OpenAI's
     # original weights (and OpenCLIP's *-quickgelu releases) were trained with.

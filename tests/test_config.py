@@ -32,7 +32,7 @@ def test_override_types_are_read_as_yaml():
         ("model.vision.pool=max", "model.vision.pool"),
         ("train.precision=fp8", "train.precision"),
         ("objective=nope", "unknown objective 'nope'"),
-        ("model.vision.width=130", "not divisible by heads"),
+        ("model.vision.width=131", "not divisible by heads"),
         ("train.steps=0", "train.steps must be at least 1"),
     ],
 )

@@ -12,7 +12,6 @@ other pool images.
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import shlex
 import shutil
@@ -21,7 +20,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image
+
+from vislang.data.photos import encode, photo
 
 NOUNS = """dog cat car tree house beach mountain flower bird horse boat city street river sky cake pizza
 chair table laptop phone book bicycle train airplane bridge lake forest garden kitchen window door
@@ -30,26 +31,6 @@ elephant giraffe zebra sheep cow bear kite umbrella""".split()
 ADJECTIVES = "red blue green old new small large white black yellow wooden sunny empty busy".split()
 TEMPLATES = ["a photo of a {a} {n}", "a {n} in the {m}", "the {n} next to a {m}", "a {n} and a {m}"]
 GERMAN = ["ein Hund am Strand", "eine rote Blume im Garten", "ein altes Haus in der Stadt"]
-
-
-def photo(rng: np.random.Generator, w: int, h: int) -> Image.Image:
-    y, x = np.mgrid[0:h, 0:w] / max(w, h)
-    c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-    t = (x * rng.uniform(-1, 1) + y * rng.uniform(-1, 1))[..., None]
-    image = Image.fromarray(np.clip(c0 + (c1 - c0) * (t - t.min()) / (np.ptp(t) + 1e-6), 0, 255).astype(np.uint8))
-    draw = ImageDraw.Draw(image)
-    for _ in range(rng.integers(6, 14)):
-        x0, y0 = rng.uniform(-20, w), rng.uniform(-20, h)
-        box = [x0, y0, x0 + rng.uniform(15, 120), y0 + rng.uniform(15, 120)]
-        colour = tuple(int(v) for v in rng.uniform(0, 255, 3))
-        (draw.ellipse if rng.random() < 0.5 else draw.rectangle)(box, fill=colour)
-    return image.filter(ImageFilter.GaussianBlur(0.8))
-
-
-def jpeg(image: Image.Image, quality: int = 85) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, "JPEG", quality=quality)
-    return buffer.getvalue()
 
 
 def make_pool(out: Path, n: int = 6000, copies: int = 600, seed: int = 0) -> None:
@@ -71,7 +52,7 @@ def make_pool(out: Path, n: int = 6000, copies: int = 600, seed: int = 0) -> Non
             nouns = rng.choice(NOUNS, 2, p=zipf)
             template = TEMPLATES[rng.integers(len(TEMPLATES))]
             caption = template.format(a=ADJECTIVES[rng.integers(len(ADJECTIVES))], n=nouns[0], m=nouns[1])
-        records.append((f"{i:06d}", jpeg(image), "jpg", [caption], {"uid": f"{i:032x}"}))
+        records.append((f"{i:06d}", encode(image, "JPEG", quality=85), "jpg", [caption], {"uid": f"{i:032x}"}))
         originals.append(image)
     sources = {}
     for j in range(copies):  # near-copies of earlier images under new uids and captions
@@ -80,7 +61,7 @@ def make_pool(out: Path, n: int = 6000, copies: int = 600, seed: int = 0) -> Non
         image = originals[i]
         if j % 2:
             image = image.resize((image.width // 2, image.height // 2), Image.BICUBIC)
-        data = jpeg(image, quality=int(rng.choice([40, 60, 90])))
+        data = encode(image, "JPEG", quality=int(rng.choice([40, 60, 90])))
         records.append((f"{n + j:06d}", data, "jpg", [records[i][3][0]], {"uid": f"{n + j:032x}"}))
     (out.parent / "injected_copies.json").write_text(json.dumps(sources))
     order = rng.permutation(len(records))

@@ -5,59 +5,19 @@ method's mechanics; the command line."""
 
 from __future__ import annotations
 
-import io
 import subprocess
 import sys
 
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from PIL import Image, ImageDraw, ImageFilter
 
 from vislang.curate.dedup import DEFAULT_THRESHOLD, components, dedup_pool, duplicate_pairs, phash
+from vislang.data.photos import encode, near_copies, photo
 from vislang.errors import ConfigError
 
 pytest.importorskip("imagehash")
 pytest.importorskip("faiss")
-
-
-def photo(rng: np.random.Generator, w: int = 192, h: int = 144) -> Image.Image:
-    """A photograph stand-in: a colour gradient, overlapping shapes and lines, blur and noise."""
-    y, x = np.mgrid[0:h, 0:w] / max(w, h)
-    c0, c1 = rng.uniform(0, 255, 3), rng.uniform(0, 255, 3)
-    t = (x * rng.uniform(-1, 1) + y * rng.uniform(-1, 1))[..., None]
-    base = np.clip(c0 + (c1 - c0) * (t - t.min()) / (np.ptp(t) + 1e-6), 0, 255).astype(np.uint8)
-    image = Image.fromarray(base)
-    draw = ImageDraw.Draw(image)
-    for _ in range(rng.integers(6, 14)):
-        x0, y0 = rng.uniform(-20, w), rng.uniform(-20, h)
-        box = [x0, y0, x0 + rng.uniform(10, 90), y0 + rng.uniform(10, 90)]
-        colour = tuple(int(v) for v in rng.uniform(0, 255, 3))
-        kind = rng.integers(3)
-        if kind == 0:
-            draw.ellipse(box, fill=colour)
-        elif kind == 1:
-            draw.rectangle(box, fill=colour)
-        else:
-            draw.line(box, fill=colour, width=int(rng.integers(2, 8)))
-    noisy = np.asarray(image.filter(ImageFilter.GaussianBlur(0.8))).astype(np.float32) + rng.normal(0, 4, (h, w, 3))
-    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
-
-
-def encode(image: Image.Image, fmt: str = "PNG", **options) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **options)
-    return buffer.getvalue()
-
-
-def near_copies(image: Image.Image) -> dict[str, bytes]:
-    w, h = image.size
-    return {
-        "resize50": encode(image.resize((w // 2, h // 2), Image.BICUBIC)),
-        "resize150": encode(image.resize((w * 3 // 2, h * 3 // 2), Image.LANCZOS)),
-        "jpeg40": encode(image, "JPEG", quality=40),
-        "jpeg75": encode(image, "JPEG", quality=75),
-    }
 
 
 def test_perceptual_hash_finds_resizes_and_reencodes_with_few_false_positives():

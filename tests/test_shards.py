@@ -141,3 +141,40 @@ def test_resume_continues_a_mixed_shard_and_table_stream(tmp_path, tiny_override
     for name, tensor in whole["model"].items():
         assert torch.equal(tensor, resumed["model"][name]), name
     assert metrics["data/source/folder1"] + metrics["data/source/shards0"] == 6 * cfg.train.batch_size
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_tar_member_index_equals_tarfiles(tmp_path, fmt):
+    """The header-only index of a shard lists what tarfile lists, in every tar format, with long
+    names (GNU long-name and pax records), unicode names, directories and empty members."""
+    import io as _io
+
+    from vislang.data.shards import tar_members
+
+    names = ["a/s0.png", "a/s0.txt", "b" * 120 + "/s1.png", "ünïcode/s2.txt", "empty.txt"]
+    if fmt == tarfile.USTAR_FORMAT:
+        names[2], names[3] = "b" * 90 + "/s1.png", "plain/s2.txt"  # ustar: prefix/name split, ASCII only
+    path = tmp_path / "x.tar"
+    with tarfile.open(path, "w", format=fmt) as tar:
+        directory = tarfile.TarInfo("a")
+        directory.type = tarfile.DIRTYPE
+        tar.addfile(directory)
+        for i, name in enumerate(names):
+            data = b"x" * (0 if name == "empty.txt" else 700 * i + 3)
+            info = tarfile.TarInfo(name)
+            info.size, info.mtime = len(data), 1700000000.5
+            tar.addfile(info, _io.BytesIO(data))
+    with tarfile.open(path) as tar:
+        expected = [(m.name, m.offset_data, m.size) for m in tar if m.isfile()]
+    assert list(tar_members(path)) == expected
+    cut = tmp_path / "cut.tar"
+    cut.write_bytes(path.read_bytes()[: expected[2][1] - 400])  # inside the third member's header
+    with pytest.raises(EOFError):
+        list(tar_members(cut))
+    cut.write_bytes(path.read_bytes()[: expected[2][1] + 1])  # inside its data: listed, the cut is the caller's
+    assert list(tar_members(cut)) == expected[:3]
+    broken = bytearray(path.read_bytes())
+    broken[expected[1][1] - 512 + 10] ^= 0xFF  # the second member's header no longer sums to its checksum
+    cut.write_bytes(bytes(broken))
+    with pytest.raises(tarfile.ReadError):
+        list(tar_members(cut))

@@ -67,6 +67,8 @@ class VisionConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> VisionConfig:
+        if not 0.0 <= self.mask_ratio < 1.0:
+            raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
         if self.kind == "timm":
             if not self.timm_model:
                 raise ValueError("model.vision.kind timm needs timm_model (a timm model name)")
@@ -81,8 +83,6 @@ class VisionConfig(Section):
             raise ValueError(f"the conv stem needs a power-of-two patch_size, got {self.patch_size}")
         if self.width % self.heads:
             raise ValueError(f"width {self.width} is not divisible by heads {self.heads}")
-        if not 0.0 <= self.mask_ratio < 1.0:
-            raise ValueError(f"mask_ratio must be in [0, 1), got {self.mask_ratio}")
         if self.patch_bias is False and self.stem != "patch":
             raise ValueError("patch_bias applies to the patch stem only")
         return self

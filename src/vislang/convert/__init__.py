@@ -221,6 +221,8 @@ def read_hf(directory: str | Path, tokenizer: str | Path | None = None) -> dict[
     state = hf_format.state_from_hf(read_weights(directory / HF_WEIGHTS), kind)
     context = model_cfg["text"]["context_length"]
     if kind == "clip":
+        if tokenizer is not None and not Path(tokenizer).is_file():
+            raise ConfigError(f"--tokenizer: OpenAI's merges file not found: {tokenizer}")
         merges = tokenizer if tokenizer is not None else directory / "merges.txt"
         tok, tok_cfg = _openai_tokenizer(merges if Path(merges).is_file() else None, context)
         preprocess = hf_format.CLIP_PREPROCESS

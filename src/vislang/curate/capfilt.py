@@ -121,7 +121,7 @@ def capfilt_pool(
     tasks = [{"path": str(f.resolve()), "out": str(out.resolve()), "name": f"{i:05d}", "captioner": captioner,
               "scorer": scorer, "method": method, "beam_size": beam_size, "threshold": threshold}
              for i, f in enumerate(files)]  # fmt: skip
-    results = run_tasks(capfilt_file, tasks, engine, processes)
+    results = run_tasks(capfilt_file, tasks, engine, processes, fork=False)
     summary = {key: sum(r[key] for r in results) for key in ("images", "skipped", "kept_original", "kept_generated",
                                                              "dropped")}  # fmt: skip
     if not summary["images"]:

@@ -149,7 +149,7 @@ def _describe_pool(inputs: list[str], folder: Path, method: str, checkpoint: str
     folder.mkdir(parents=True, exist_ok=True)
     tasks = [{"path": str(f.resolve()), "out": str(folder.resolve()), "method": method, "checkpoint": checkpoint,
               "name": f"{i:05d}"} for i, f in enumerate(files)]  # fmt: skip
-    results = run_tasks(describe_file, tasks, engine, processes)
+    results = run_tasks(describe_file, tasks, engine, processes, fork=method != "embedding")
     uids: list[str] = []
     arrays = []
     for task in tasks:

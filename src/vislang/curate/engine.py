@@ -29,9 +29,11 @@ def _call(job: tuple[Callable[..., dict], dict]) -> dict:
 
 
 def run_tasks(
-    fn: Callable[..., dict], tasks: list[dict[str, Any]], engine: str = "local", processes: int = 1
+    fn: Callable[..., dict], tasks: list[dict[str, Any]], engine: str = "local", processes: int = 1, fork: bool = True
 ) -> list[dict]:
-    """``fn(**task)`` for every task, results in task order."""
+    """``fn(**task)`` for every task, results in task order. ``fork=False`` starts fresh worker
+    processes instead (for stages that run a model: forking a process whose PyTorch has run
+    threads can hang the children)."""
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r} (choose {' or '.join(ENGINES)})")
     if engine == "ray":
@@ -39,7 +41,7 @@ def run_tasks(
     if processes <= 1 or len(tasks) <= 1:
         return [fn(**task) for task in tasks]
     # fork shares what the parent built (an automaton over 500k entries) without copying it
-    method = "fork" if "fork" in multiprocessing.get_all_start_methods() else "spawn"
+    method = "fork" if fork and "fork" in multiprocessing.get_all_start_methods() else "spawn"
     with ProcessPoolExecutor(min(processes, len(tasks)), mp_context=multiprocessing.get_context(method)) as pool:
         return list(pool.map(_call, [(fn, task) for task in tasks]))
 

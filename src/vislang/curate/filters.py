@@ -210,7 +210,7 @@ def filter_pool(
     files = expand_image_inputs(inputs)
     tasks = [{"path": str(f.resolve()), "out": str(folder.resolve()), "name": f"{i:05d}", "checkpoint": checkpoint,
               "wordnet": wordnet, "synsets": synsets} for i, f in enumerate(files)]  # fmt: skip
-    results = run_tasks(features_file, tasks, engine, processes)
+    results = run_tasks(features_file, tasks, engine, processes, fork=checkpoint is None)
     table = pq.read_table([folder / f"{t['name']}.parquet" for t in tasks]).to_pydict()
     n = len(table["uid"])
     if not n:

@@ -1,8 +1,8 @@
 """Webdataset tar shards (img2dataset layout: ``KEY.jpg|png|webp``, ``KEY.txt``, ``KEY.json``)
 read by random access.
 
-At start every shard's member headers are scanned once with the standard ``tarfile`` module
-(headers only: member data are skipped with seeks) into an index of samples: key -> byte range
+At start every shard's member headers are scanned once (:func:`tar_members`: the 512-byte
+headers only, member data skipped with seeks) into an index of samples: key -> byte range
 of each file. Sample ``p`` of the stream is then one seek and one read, so shards behave like
 any other random-access source: batch ``b`` is a pure function of ``b`` (exact resume), any
 number of workers and ranks read any shard (no "fewer shards than workers" failure), and a
@@ -19,7 +19,10 @@ commands are streamed by :mod:`vislang.data.stream`.
 from __future__ import annotations
 
 import json
+import mmap
+import os
 import tarfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,6 +92,80 @@ def split_key(name: str) -> tuple[str, str]:
     return (f"{directory}/{stem}" if directory else stem), extension.lower()
 
 
+_BLOCK = 512
+
+
+def _number(field: bytes) -> int:
+    """A tar header number: octal text, or GNU base-256 when the first byte has its top bit set."""
+    if field[:1] and field[0] & 0x80:
+        return int.from_bytes(bytes([field[0] & 0x7F]) + field[1:], "big")
+    text = field.split(b"\0", 1)[0].strip()
+    return int(text, 8) if text else 0
+
+
+def _pax_records(data: bytes) -> dict[str, str]:
+    records, position = {}, 0
+    while position < len(data):
+        space = data.index(b" ", position)
+        length = int(data[position:space])
+        key, _, value = data[space + 1 : position + length - 1].partition(b"=")
+        records[key.decode("utf-8", "surrogateescape")] = value.decode("utf-8", "surrogateescape")
+        position += length
+    return records
+
+
+def tar_members(path: Path) -> Iterator[tuple[str, int, int]]:
+    """(name, data offset, size) of every regular file in a tar, from its 512-byte headers alone.
+
+    Why not ``tarfile``: its member objects cost about 100 µs each, so indexing 160,000 samples
+    (480,000 members) took 53 s; reading the headers directly takes a few. Handles ustar, GNU long
+    names and pax headers (webdataset's writer puts one before every member). Raises
+    ``tarfile.ReadError`` at a corrupt header and ``EOFError`` where the file ends mid-header.
+    """
+    long_name: str | None = None
+    pax: dict[str, str] = {}
+    with open(path, "rb") as f:
+        if os.fstat(f.fileno()).st_size == 0:
+            return
+        # a memory map reads only the pages holding headers, without a system call per header
+        view = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        offset = 0
+        while True:
+            header = view[offset : offset + _BLOCK]
+            if not header:
+                return  # no end-of-archive blocks: tolerated as tarfile does
+            if len(header) < _BLOCK:
+                raise EOFError(f"{path}: cut inside a member header")
+            if header == b"\0" * _BLOCK:
+                return
+            checksum = _number(header[148:156])
+            if checksum != sum(header) - sum(header[148:156]) + 8 * 32:
+                raise tarfile.ReadError(f"{path}: bad header checksum at byte {offset}")
+            size, kind = _number(header[124:136]), header[156:157]
+            data = offset + _BLOCK
+            if kind in (b"L", b"x", b"g"):
+                payload = view[data : data + size]
+                if len(payload) < size:
+                    raise EOFError(f"{path}: cut inside an extended header")
+                if kind == b"L":
+                    long_name = payload.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+                elif kind == b"x":
+                    pax = _pax_records(payload)
+            else:
+                if "size" in pax:
+                    size = int(pax["size"])
+                if kind in (b"0", b"\0", b"7"):
+                    name = pax.get("path") or long_name
+                    if name is None:
+                        name = header[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+                        prefix = header[345:500].split(b"\0", 1)[0] if header[257:262] == b"ustar" else b""
+                        if prefix:
+                            name = prefix.decode("utf-8", "surrogateescape") + "/" + name
+                    yield name, data, size
+                long_name, pax = None, {}
+            offset = data + -(-size // _BLOCK) * _BLOCK
+
+
 @dataclass
 class ShardIndex:
     shards: list[Path]
@@ -102,12 +179,10 @@ class ShardIndex:
         for shard_id, path in enumerate(shards):
             groups: dict[str, dict[str, tuple[int, int]]] = {}
             try:
-                with tarfile.open(path, "r:") as tar:
-                    for member in tar:
-                        if member.isfile():
-                            key, extension = split_key(member.name)
-                            groups.setdefault(key, {})[extension] = (member.offset_data, member.size)
-            except (tarfile.ReadError, EOFError, OSError):
+                for name, offset, length in tar_members(path):
+                    key, extension = split_key(name)
+                    groups.setdefault(key, {})[extension] = (offset, length)
+            except (tarfile.ReadError, EOFError, OSError, ValueError):
                 index.truncated.append(path)
             # a sample with a member cut short by the end of the file stays in the index as a
             # broken sample, so visiting it counts one "truncated_shard" skip

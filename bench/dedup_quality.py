@@ -76,7 +76,7 @@ def main() -> None:
             print(f"| {t:g} | " + " | ".join(f"{r:.3f}" for r in recalls) + f" | {false} ({false / n_negative:.2%}) |")
 
     report("perceptual hash (max Hamming distance, bits)", lambda data: np.stack([phash(d) for d in data]), "phash",
-           [4, 8, 10, 14])  # fmt: skip
+           [4, 6, 8, 10, 14])  # fmt: skip
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = args.checkpoint or random_resnet(Path(tmp))
         name = args.checkpoint or "randomly initialised timm ResNet-18 (cosine similarity)"

@@ -169,7 +169,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     m.add_argument(
         "--threshold",
         type=float,
-        help="phash: max Hamming distance in bits (default 10); embedding: min cosine similarity (required: it "
+        help="phash: max Hamming distance in bits (default 6); embedding: min cosine similarity (required: it "
         "belongs to the model, e.g. 0.6 for SSCD-style copy descriptors)",
     )
     m.add_argument("--against", nargs="+", help="evaluation images (same kinds of inputs) to keep out of the pool")

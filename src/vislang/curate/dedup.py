@@ -31,7 +31,7 @@ from vislang.curate.images import expand_image_inputs, read_images
 from vislang.errors import ConfigError, DataError
 
 METHODS = ("sha256", "phash", "embedding")
-DEFAULT_THRESHOLD = {"sha256": 0.0, "phash": 10.0}  # phash: chosen on resizes/re-encodes, see docs/curation.md
+DEFAULT_THRESHOLD = {"sha256": 0.0, "phash": 6.0}  # phash: see docs/curation.md (false merges grow with N²)
 _MODELS: dict[str, tuple] = {}
 
 

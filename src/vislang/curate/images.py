@@ -8,12 +8,12 @@ tables (an id column and an image column holding encoded bytes or paths relative
 
 from __future__ import annotations
 
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from braceexpand import braceexpand
 
+from vislang.curate.tars import tar_samples
 from vislang.data.samples import IMAGE_SUFFIXES
 from vislang.errors import DataError
 
@@ -86,38 +86,7 @@ def read_pairs(path: Path, id_column: str = "uid", text_column: str = "caption",
 
 
 def _tar_pairs(path: Path) -> Iterator[tuple[str, str, bytes]]:
-    import json
-
-    sample: dict[str, object] = {}
-
-    def finish() -> tuple[str, str, bytes]:
-        meta = sample.get("json") if isinstance(sample.get("json"), dict) else {}
-        uid = str(meta.get("uid", sample["key"]))
-        return uid, str(sample.get("txt", meta.get("caption", ""))), sample.get("image", b"")
-
-    try:
-        with tarfile.open(path, "r|*") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                name = member.name
-                dot = name.find(".", name.rfind("/") + 1)
-                key, ext = (name[:dot], name[dot + 1 :].lower()) if dot >= 0 else (name, "")
-                if sample and key != sample["key"]:
-                    yield finish()
-                    sample = {}
-                sample["key"] = key
-                data = tar.extractfile(member).read()
-                if ext == "txt":
-                    sample["txt"] = data.decode("utf-8", errors="replace")
-                elif ext == "json":
-                    try:
-                        sample["json"] = json.loads(data)
-                    except (json.JSONDecodeError, UnicodeDecodeError):
-                        pass
-                elif ext in IMAGE_EXTENSIONS and "image" not in sample:
-                    sample["image"] = data
-    except (tarfile.ReadError, EOFError, OSError):
-        pass
-    if sample:
-        yield finish()
+    for uid, files, meta in tar_samples(path):
+        image = next((files[e] for e in files if e in IMAGE_EXTENSIONS), b"")
+        caption = files["txt"].decode("utf-8", errors="replace") if "txt" in files else str(meta.get("caption", ""))
+        yield uid, caption, image

@@ -9,12 +9,12 @@ the key; texts from ``KEY.json``'s ``captions`` list, else ``KEY.txt``). Nothing
 from __future__ import annotations
 
 import json
-import tarfile
 from collections.abc import Iterator
 from pathlib import Path
 
 from braceexpand import braceexpand
 
+from vislang.curate.tars import tar_samples
 from vislang.errors import DataError
 
 SUFFIXES = (".parquet", ".jsonl", ".tar")
@@ -92,38 +92,11 @@ def read_texts(path: Path, id_column: str = "uid", text_columns: tuple[str, ...]
 def _tar_texts(path: Path) -> Iterator[tuple[str, list[str]]]:
     """Texts of a webdataset shard, sample by sample: the ``captions`` list of ``KEY.json`` when
     it has one (vislang's shards: all captions), else ``KEY.txt``, else the json's ``caption``
-    (img2dataset writes the same text to both). A truncated shard keeps what precedes the cut."""
-    current, txt, meta = None, [], {}
-
-    def texts() -> list[str]:
-        if "captions" in meta:  # the full list (vislang's shards: its first is also in KEY.txt)
-            return _as_texts(meta["captions"])
-        return txt or _as_texts(meta.get("caption"))
-
-    def uid() -> str:  # the sample's uid, as every curation stage reads it
-        return str(meta.get("uid", current))
-
-    try:
-        with tarfile.open(path, "r|*") as tar:
-            for member in tar:
-                if not member.isfile():
-                    continue
-                name = member.name
-                dot = name.find(".", name.rfind("/") + 1)
-                key, ext = (name[:dot], name[dot + 1 :]) if dot >= 0 else (name, "")
-                if key != current:
-                    if current is not None:
-                        yield uid(), texts()
-                    current, txt, meta = key, [], {}
-                if ext == "txt":
-                    txt.append(tar.extractfile(member).read().decode("utf-8", errors="replace"))
-                elif ext == "json":
-                    try:
-                        parsed = json.loads(tar.extractfile(member).read())
-                    except (json.JSONDecodeError, UnicodeDecodeError):
-                        continue
-                    meta = parsed if isinstance(parsed, dict) else {}
-    except (tarfile.ReadError, EOFError, OSError):
-        pass  # truncated or unreadable from here on
-    if current is not None:
-        yield uid(), texts()
+    (img2dataset writes the same text to both)."""
+    for uid, files, meta in tar_samples(path, {"txt"}):
+        if "captions" in meta:
+            yield uid, _as_texts(meta["captions"])
+        elif "txt" in files:
+            yield uid, [files["txt"].decode("utf-8", errors="replace")]
+        else:
+            yield uid, _as_texts(meta.get("caption"))

@@ -225,11 +225,11 @@ class CitConfig(Section):
     @model_validator(mode="after")
     def _check(self) -> CitConfig:
         if not 0.0 < self.keep <= 1.0:
-            raise ValueError(f"data.cit.keep must be in (0, 1], got {self.keep}")
+            raise ValueError(f"keep must be in (0, 1], got {self.keep}")
         if not self.class_names and not self.classes_file:
-            raise ValueError("data.cit needs class_names or classes_file")
+            raise ValueError("needs class_names or classes_file")
         if not self.templates or any("{}" not in t for t in self.templates):
-            raise ValueError("data.cit.templates must each contain {} (the class name)")
+            raise ValueError("templates must each contain {} (the class name)")
         return self
 
 

@@ -20,7 +20,7 @@ import numpy as np
 
 def random_resnet(folder: Path) -> str:
     from vislang.config import build_config
-    from vislang.convert import _write
+    from vislang.export import export_objective
     from vislang.objectives import build_objective
     from vislang.tokenizers import BPETokenizer
 
@@ -39,11 +39,9 @@ def random_resnet(folder: Path) -> str:
             }
         }  # fmt: skip
     )
-    tokenizer = BPETokenizer.train(["a photo"] * 20, 300, 18)
+    tokenizer = BPETokenizer.train(["a photo"] * 20, 300, cfg.model.text.context_length)
     objective = build_objective(cfg, tokenizer.vocab_size, tokenizer.pad_id)
-    state = {k: v.contiguous() for k, v in objective.state_dict().items()}
-    return str(_write({"config": cfg.model_dump(mode="json"), "tokenizer": tokenizer.to_json(), "model": state},
-                      folder / "resnet18", "random init"))  # fmt: skip
+    return str(export_objective(objective, tokenizer, cfg, folder / "resnet18"))
 
 
 def main() -> None:

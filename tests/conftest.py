@@ -87,3 +87,15 @@ def broken_shards(tmp_path):
         cut = member.offset_data + member.size // 2  # inside t1.png's data
     (tmp_path / "00002.tar").write_bytes((tmp_path / "00002.tar").read_bytes()[:cut])
     return tmp_path
+
+
+def export_untrained(cfg, texts: list[str], out) -> str:
+    """An untrained model of ``cfg`` (BPE trained on ``texts``) written as an export directory:
+    a checkpoint for commands that take one, when its weights do not matter."""
+    from vislang.export import export_objective
+    from vislang.objectives import build_objective
+    from vislang.tokenizers import BPETokenizer
+
+    tokenizer = BPETokenizer.train(texts, 300, cfg.model.text.context_length)
+    objective = build_objective(cfg, tokenizer.vocab_size, tokenizer.pad_id)
+    return str(export_objective(objective, tokenizer, cfg, out))

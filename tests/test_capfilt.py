@@ -9,23 +9,17 @@ import sys
 import pyarrow.parquet as pq
 import pytest
 
+from conftest import export_untrained
 from vislang.config import build_config
-from vislang.convert import _write
 from vislang.curate.capfilt import capfilt_pool
 from vislang.data.world import World
 from vislang.errors import ConfigError
-from vislang.objectives import build_objective
-from vislang.tokenizers import BPETokenizer
 
 
 def _model(tmp_path, name: str, objective: str, overrides: list[str]) -> str:
-    cfg = build_config({"objective": objective}, overrides)
     world = World(32, seed=0)
-    tokenizer = BPETokenizer.train([world.sample("train", i)[1] for i in range(300)], 300, 24)
-    model = build_objective(cfg, tokenizer.vocab_size, tokenizer.pad_id)
-    checkpoint = {"config": cfg.model_dump(mode="json"), "tokenizer": tokenizer.to_json(),
-                  "model": {k: v.contiguous() for k, v in model.state_dict().items()}}  # fmt: skip
-    return str(_write(checkpoint, tmp_path / name, "test"))
+    texts = [world.sample("train", i)[1] for i in range(300)]
+    return export_untrained(build_config({"objective": objective}, overrides), texts, tmp_path / name)
 
 
 @pytest.fixture

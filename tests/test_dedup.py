@@ -76,15 +76,9 @@ def test_dedup_pool_keeps_one_per_group_and_drops_images_near_the_evaluation_set
 def test_embedding_dedup_needs_a_model_and_its_threshold(pool, tmp_path, tiny_config):
     with pytest.raises(ConfigError, match="checkpoint"):
         dedup_pool([str(pool / "pool")], pool / "e", "embedding", threshold=0.9)
-    from vislang.convert import _write
-    from vislang.objectives import build_objective
-    from vislang.tokenizers import BPETokenizer
+    from conftest import export_untrained
 
-    tokenizer = BPETokenizer.train(["a red circle", "a blue square"] * 50, 300, 24)
-    objective = build_objective(tiny_config, tokenizer.vocab_size, tokenizer.pad_id)
-    checkpoint = {"config": tiny_config.model_dump(mode="json"), "tokenizer": tokenizer.to_json(),
-                  "model": {k: v.contiguous() for k, v in objective.state_dict().items()}}  # fmt: skip
-    model_dir = _write(checkpoint, tmp_path / "model", "test")
+    model_dir = export_untrained(tiny_config, ["a red circle", "a blue square"] * 50, tmp_path / "model")
     with pytest.raises(ConfigError, match="threshold"):
         dedup_pool([str(pool / "pool")], pool / "e", "embedding", checkpoint=str(model_dir))
     summary = dedup_pool([str(pool / "pool")], pool / "e", "embedding", threshold=0.9999, checkpoint=str(model_dir))

@@ -121,15 +121,9 @@ def test_filter_pool_intersects_filters(pool, wordnet, tmp_path, tiny_config):
     assert both["passed"] == {"basic": 3, "text_synsets": 3} and both["kept"] == 2  # dog and mouse
     assert np.load(pool / "both" / "subset.npy").tolist() == [(0, 1), (0, 4)]
 
-    from vislang.convert import _write
-    from vislang.objectives import build_objective
-    from vislang.tokenizers import BPETokenizer
+    from conftest import export_untrained
 
-    tokenizer = BPETokenizer.train(["a dog on the beach", "a mouse"] * 50, 300, 24)
-    objective = build_objective(tiny_config, tokenizer.vocab_size, tokenizer.pad_id)
-    checkpoint = {"config": tiny_config.model_dump(mode="json"), "tokenizer": tokenizer.to_json(),
-                  "model": {k: v.contiguous() for k, v in objective.state_dict().items()}}  # fmt: skip
-    model = str(_write(checkpoint, tmp_path / "model", "test"))
+    model = export_untrained(tiny_config, ["a dog on the beach", "a mouse"] * 50, tmp_path / "model")
     scored = filter_pool([str(pool / "pool.parquet")], pool / "clip", checkpoint=model, clip_fraction=0.4)
     assert scored["kept"] == 3  # the scores at indices 0, 1, 2 of the descending sort (no ties)
     with pytest.raises(ConfigError, match="checkpoint"):

@@ -29,21 +29,37 @@ def is_export(path: str | Path) -> bool:
     return (Path(path) / WEIGHTS).is_file()
 
 
-def export_model(source: str | Path, out: str | Path) -> Path:
-    """Write the checkpoint (or run directory's latest checkpoint) at ``source`` to ``out``."""
+def write_export(checkpoint: dict, out: str | Path, source: str | None = None) -> Path:
+    """Write a checkpoint-shaped dict (``config`` dict, ``tokenizer`` JSON text, ``model`` state
+    of the objective) as an export directory."""
     from safetensors.torch import save_file
 
-    from vislang.api import load_objective
-
-    objective, tokenizer, cfg = load_objective(source)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     # shared or non-contiguous tensors cannot be saved by safetensors as they are
-    state = {k: v.detach().contiguous().clone() for k, v in objective.state_dict().items()}
-    save_file(state, str(out / WEIGHTS), metadata={"format": "vislang", "objective": cfg.objective})
-    (out / CONFIG).write_text(json.dumps(cfg.model_dump(mode="json"), indent=2) + "\n")
-    tokenizer.save(out / TOKENIZER)
+    state = {k: v.detach().contiguous().clone() for k, v in checkpoint["model"].items()}
+    meta = {"format": "vislang", "objective": checkpoint["config"]["objective"]}
+    save_file(state, str(out / WEIGHTS), metadata=meta | ({"source": source} if source else {}))
+    (out / CONFIG).write_text(json.dumps(checkpoint["config"], indent=2) + "\n")
+    (out / TOKENIZER).write_text(checkpoint["tokenizer"])
     return out
+
+
+def export_objective(objective, tokenizer, cfg, out: str | Path) -> Path:
+    """Write an objective in memory (with its tokenizer and run config) as an export directory."""
+    checkpoint = {
+        "config": cfg.model_dump(mode="json"),
+        "tokenizer": tokenizer.to_json(),
+        "model": objective.state_dict(),
+    }
+    return write_export(checkpoint, out)
+
+
+def export_model(source: str | Path, out: str | Path) -> Path:
+    """Write the checkpoint (or run directory's latest checkpoint) at ``source`` to ``out``."""
+    from vislang.api import load_objective
+
+    return export_objective(*load_objective(source), out)
 
 
 def read_export(path: str | Path) -> dict:

@@ -21,6 +21,7 @@ from vislang.config import RunConfig
 from vislang.convert import hf as hf_format
 from vislang.convert import open_clip as oc_format
 from vislang.errors import CheckpointError, ConfigError
+from vislang.export import write_export
 from vislang.tokenizers import BPETokenizer
 
 OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS = "open_clip_config.json", "open_clip_model.safetensors"
@@ -87,21 +88,6 @@ def _checkpoint(model_cfg: dict, preprocess: dict, tokenizer: BPETokenizer, toke
     }
 
 
-def _write(checkpoint: dict[str, Any], out: str | Path, source: str) -> Path:
-    """Write a converted checkpoint as a vislang export directory."""
-    from safetensors.torch import save_file
-
-    from vislang.export import CONFIG, TOKENIZER, WEIGHTS
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    meta = {"format": "vislang", "objective": checkpoint["config"]["objective"], "source": source}
-    save_file(checkpoint["model"], str(out / WEIGHTS), metadata=meta)
-    (out / CONFIG).write_text(json.dumps(checkpoint["config"], indent=2) + "\n")
-    (out / TOKENIZER).write_text(checkpoint["tokenizer"])
-    return out
-
-
 def peer_checkpoint(path: str | Path) -> dict[str, Any] | None:
     """An OpenCLIP (``open_clip_config.json``) or Hugging Face CLIP/SigLIP directory read as a
     vislang checkpoint, so ``vislang.load`` opens it directly; None for any other path."""
@@ -134,7 +120,7 @@ def import_open_clip(
     tokenizer: str | Path | None = None,
 ) -> Path:
     """An OpenCLIP checkpoint -> a vislang export directory (see :func:`read_open_clip`)."""
-    return _write(read_open_clip(weights, arch, arch_config, tokenizer), out, str(weights))
+    return write_export(read_open_clip(weights, arch, arch_config, tokenizer), out, str(weights))
 
 
 def read_open_clip(
@@ -207,7 +193,7 @@ def _read_json(path: str | Path) -> dict:
 
 def import_hf(directory: str | Path, out: str | Path, tokenizer: str | Path | None = None) -> Path:
     """A Hugging Face ``CLIPModel`` / ``SiglipModel`` directory -> a vislang export directory."""
-    return _write(read_hf(directory, tokenizer), out, str(directory))
+    return write_export(read_hf(directory, tokenizer), out, str(directory))
 
 
 def read_hf(directory: str | Path, tokenizer: str | Path | None = None) -> dict[str, Any]:

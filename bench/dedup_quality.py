@@ -12,6 +12,7 @@ without training, not what a copy-detection model (SSCD) would.
 from __future__ import annotations
 
 import argparse
+import io
 import tempfile
 from pathlib import Path
 
@@ -50,7 +51,10 @@ def main() -> None:
     parser.add_argument("--checkpoint", help="an embedding model vislang.load opens (default: random ResNet-18)")
     args = parser.parse_args()
 
-    from vislang.curate.dedup import _embed, duplicate_pairs, phash
+    from PIL import Image
+
+    from vislang.curate.dedup import duplicate_pairs, phash
+    from vislang.curate.models import ImageEncoder
     from vislang.data.photos import encode, near_copies, photo
 
     rng = np.random.default_rng(0)
@@ -78,7 +82,14 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         checkpoint = args.checkpoint or random_resnet(Path(tmp))
         name = args.checkpoint or "randomly initialised timm ResNet-18 (cosine similarity)"
-        report(name, lambda data: _embed(list(data), checkpoint), "embedding", [0.9, 0.95, 0.98, 0.99, 0.995])
+
+        def embed(data: list[bytes]) -> np.ndarray:
+            encoder = ImageEncoder(checkpoint)
+            for item in data:
+                encoder.add(Image.open(io.BytesIO(item)).convert("RGB"))
+            return encoder.result()
+
+        report(name, embed, "embedding", [0.9, 0.95, 0.98, 0.99, 0.995])
 
 
 if __name__ == "__main__":

@@ -119,7 +119,7 @@ def count(model: torch.nn.Module, prefixes: tuple[str, ...] = ("",)) -> int:
 
 
 def param_summary(lib: str, model: torch.nn.Module) -> dict[str, int]:
-    """Total and per-tower counts, plus the parameters that only one library has."""
+    """Total and per-tower counts."""
     if lib == "vislang":
         vision = count(model, ("vision.",))
         text = count(model, ("text.",))
@@ -128,8 +128,6 @@ def param_summary(lib: str, model: torch.nn.Module) -> dict[str, int]:
             "vision": vision,
             "text": text,
             "other": count(model) - vision - text,
-            "stem_bias": model.vision.stem.bias.numel() if model.vision.stem.bias is not None else 0,
-            "pos_embed": model.vision.pos_embed.numel(),
         }
     vision = count(model, ("visual.",))
     text = count(model, ("transformer.", "token_embedding.", "positional_embedding", "ln_final.", "text_projection"))
@@ -138,8 +136,6 @@ def param_summary(lib: str, model: torch.nn.Module) -> dict[str, int]:
         "vision": vision,
         "text": text,
         "other": count(model) - vision - text,
-        "stem_bias": model.visual.conv1.bias.numel() if model.visual.conv1.bias is not None else 0,
-        "pos_embed": model.visual.positional_embedding.numel(),
     }
 
 
@@ -355,11 +351,6 @@ def explain_params(arch: str, vl: dict[str, int], oc: dict[str, int]) -> None:
     for part in ("vision", "text", "other"):
         same = "=" if vl[part] == oc[part] else "!="
         print(f"    {part:6s} {vl[part]:>12,} {same} {oc[part]:,}")
-    print(
-        f"    placement differs inside the vision tower: vislang's patch convolution has a bias "
-        f"({vl['stem_bias']:,} vs {oc['stem_bias']:,}) and its position table skips the class token "
-        f"({vl['pos_embed']:,} vs OpenCLIP's {oc['pos_embed']:,}); the two offset each other"
-    )
     if vl["total"] != oc["total"]:
         print("    WARNING: the totals differ; the comparison is not like for like")
 

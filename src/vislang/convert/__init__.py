@@ -68,7 +68,8 @@ def _checkpoint(model_cfg: dict, preprocess: dict, tokenizer: BPETokenizer, toke
         cfg = RunConfig.model_validate(raw)
     except ValueError as error:
         raise ConfigError(f"{source}: the converted config is invalid: {str(error).splitlines()[0]}") from None
-    objective = build_objective(cfg, tokenizer.vocab_size, tokenizer.pad_id)
+    with torch.device("meta"):  # shapes only: the loader builds and fills the real model
+        objective = build_objective(cfg, tokenizer.vocab_size, tokenizer.pad_id)
     target = objective.model.state_dict()
     missing = sorted(set(target) - set(state))
     extra = sorted(set(state) - set(target))

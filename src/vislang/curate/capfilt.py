@@ -15,34 +15,10 @@ import json
 from pathlib import Path
 from typing import Any
 
+from vislang.curate import models
 from vislang.curate.engine import run_tasks
 from vislang.curate.images import expand_image_inputs, read_pairs
 from vislang.errors import ConfigError, DataError
-
-_LOADED: dict[str, tuple] = {}
-
-
-def _captioner(checkpoint: str):
-    from vislang.api import load_objective, make_preprocess
-
-    if checkpoint not in _LOADED:
-        objective, tokenizer, cfg = load_objective(checkpoint)
-        if not hasattr(objective.model, "image_context"):
-            raise ConfigError(f"{checkpoint}: a {cfg.objective!r} model writes no captions (use cap, cappa or coca)")
-        _LOADED[checkpoint] = (objective.model, tokenizer, make_preprocess(cfg))
-    return _LOADED[checkpoint]
-
-
-def _scorer(checkpoint: str):
-    from vislang.api import load
-
-    key = f"scorer:{checkpoint}"
-    if key not in _LOADED:
-        model, tokenizer, preprocess = load(checkpoint)
-        if not hasattr(model, "encode_text"):
-            raise ConfigError(f"{checkpoint}: the scorer must be a contrastive model (clip, siglip, coca)")
-        _LOADED[key] = (model, tokenizer, preprocess)
-    return _LOADED[key]
 
 
 def capfilt_file(path: str, out: str, name: str, captioner: str, scorer: str, method: str, beam_size: int,
@@ -54,8 +30,8 @@ def capfilt_file(path: str, out: str, name: str, captioner: str, scorer: str, me
 
     from vislang.generation import GenerationConfig, generate
 
-    cap_model, cap_tokenizer, cap_preprocess = _captioner(captioner)
-    score_model, score_tokenizer, score_preprocess = _scorer(scorer)
+    cap_model, cap_tokenizer, cap_preprocess = models.captioner(captioner)
+    score_model, score_tokenizer, score_preprocess = models.contrastive(scorer)
     settings = GenerationConfig(method=method, beam_size=beam_size)
     rows: dict[str, list] = {k: [] for k in ("uid", "original", "generated", "score_original", "score_generated",
                                              "kept")}  # fmt: skip
@@ -117,7 +93,7 @@ def capfilt_pool(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     files = expand_image_inputs(inputs)
-    _captioner(captioner), _scorer(scorer)  # fail early, before any worker starts
+    models.captioner(captioner), models.contrastive(scorer)  # fail early, before any worker starts
     tasks = [{"path": str(f.resolve()), "out": str(out.resolve()), "name": f"{i:05d}", "captioner": captioner,
               "scorer": scorer, "method": method, "beam_size": beam_size, "threshold": threshold}
              for i, f in enumerate(files)]  # fmt: skip

@@ -96,6 +96,11 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def engine_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--engine", choices=["local", "ray"], default="local", help=ENGINE_HELP)
+    parser.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
+
+
 def add_parsers(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "curate",
@@ -131,8 +136,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--out", required=True, help="output folder")
     m.add_argument("--id-column", default="uid", help="tables: the image id column (default uid)")
     m.add_argument("--text-columns", default="caption", help="tables: comma-separated text columns (default caption)")
-    m.add_argument("--engine", choices=["local", "ray"], default="local", help=ENGINE_HELP)
-    m.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
+    engine_arguments(m)
     m.set_defaults(func=cmd_match)
 
     m = curate.add_parser(
@@ -151,8 +155,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     m.add_argument("--seed", type=int, default=0)
     m.add_argument("--one-text-per-image", action="store_true", help="MetaCLIP 2: one random text per image first")
-    m.add_argument("--engine", choices=["local", "ray"], default="local", help=ENGINE_HELP)
-    m.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
+    engine_arguments(m)
     m.set_defaults(func=cmd_balance)
 
     m = curate.add_parser(
@@ -175,8 +178,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--against", nargs="+", help="evaluation images (same kinds of inputs) to keep out of the pool")
     m.add_argument("--against-threshold", type=float, help="threshold against the evaluation set (default --threshold)")
     m.add_argument("--checkpoint", help="--method embedding: any model vislang.load opens")
-    m.add_argument("--engine", choices=["local", "ray"], default="local", help=ENGINE_HELP)
-    m.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
+    engine_arguments(m)
     m.set_defaults(func=cmd_dedup)
 
     m = curate.add_parser(
@@ -197,8 +199,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--target", nargs="+", help="image-based: target images (folders, shards or tables)")
     m.add_argument("--clusters", type=int, default=0, help="image-based: k-means clusters of the pool")
     m.add_argument("--seed", type=int, default=0)
-    m.add_argument("--engine", choices=["local", "ray"], default="local", help=ENGINE_HELP)
-    m.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
+    engine_arguments(m)
     m.set_defaults(func=cmd_filter)
 
     m = curate.add_parser(
@@ -215,8 +216,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--threshold", type=float, help="keep every caption with a score >= this (default: the better one)")
     m.add_argument("--method", choices=["greedy", "beam"], default="greedy")
     m.add_argument("--beam-size", type=int, default=4)
-    m.add_argument("--engine", choices=["local", "ray"], default="local", help=ENGINE_HELP)
-    m.add_argument("--processes", type=int, default=1, help="worker processes (default 1)")
+    engine_arguments(m)
     m.set_defaults(func=cmd_capfilt)
 
     m = curate.add_parser(

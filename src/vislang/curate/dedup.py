@@ -28,11 +28,11 @@ import numpy as np
 
 from vislang.curate.engine import run_tasks
 from vislang.curate.images import expand_image_inputs, read_images
+from vislang.curate.models import ImageEncoder
 from vislang.errors import ConfigError, DataError
 
 METHODS = ("sha256", "phash", "embedding")
 DEFAULT_THRESHOLD = {"sha256": 0.0, "phash": 6.0}  # phash: see docs/curation.md (false merges grow with N²)
-_MODELS: dict[str, tuple] = {}
 
 
 def phash(data: bytes) -> np.ndarray:
@@ -45,26 +45,10 @@ def phash(data: bytes) -> np.ndarray:
     return np.packbits(bits.flatten())
 
 
-def _embed(images: list[bytes], checkpoint: str, batch_size: int = 64) -> np.ndarray:
-    import torch
-    from PIL import Image
-
-    from vislang.api import load
-
-    if checkpoint not in _MODELS:
-        _MODELS[checkpoint] = load(checkpoint)
-    model, _, preprocess = _MODELS[checkpoint]
-    out = []
-    with torch.no_grad():
-        for i in range(0, len(images), batch_size):
-            batch = [Image.open(io.BytesIO(b)).convert("RGB") for b in images[i : i + batch_size]]
-            out.append(model.encode_image(preprocess(batch)).float().numpy())
-    return np.concatenate(out) if out else np.zeros((0, 1), np.float32)
-
-
 def describe_file(path: str, out: str, method: str, checkpoint: str | None, name: str) -> dict[str, Any]:
     """Descriptors of one pool file's images (unreadable images skipped and counted)."""
-    uids, descriptors, readable, skipped = [], [], [], 0
+    uids, descriptors, skipped = [], [], 0
+    encoder = ImageEncoder(checkpoint) if method == "embedding" else None
     for uid, data in read_images(Path(path)):
         try:
             if method == "sha256":
@@ -75,13 +59,12 @@ def describe_file(path: str, out: str, method: str, checkpoint: str | None, name
                 from PIL import Image
 
                 with Image.open(io.BytesIO(data)) as image:
-                    image.verify()
-                readable.append(data)
+                    encoder.add(image.convert("RGB"))
             uids.append(uid)
         except Exception:  # PIL raises many types for broken images
             skipped += 1
-    if method == "embedding":
-        array = _embed(readable, checkpoint)
+    if encoder is not None:
+        array = encoder.result()
     elif method == "phash":
         array = np.stack(descriptors) if descriptors else np.zeros((0, 8), np.uint8)
     else:

@@ -26,9 +26,8 @@ import numpy as np
 
 from vislang.curate.engine import run_tasks
 from vislang.curate.images import expand_image_inputs, read_pairs
+from vislang.curate.models import ImageEncoder, encode_texts
 from vislang.errors import ConfigError, DataError
-
-_MODELS: dict[str, tuple] = {}
 
 
 def basic_rules(caption: str, width: int, height: int, language: str) -> bool:
@@ -98,14 +97,6 @@ def image_cluster_keep(pool: np.ndarray, target: np.ndarray, clusters: int, seed
     return np.isin(assigned[:, 0], np.unique(wanted[:, 0]))
 
 
-def _model(checkpoint: str):
-    from vislang.api import load
-
-    if checkpoint not in _MODELS:
-        _MODELS[checkpoint] = load(checkpoint)
-    return _MODELS[checkpoint]
-
-
 def features_file(path: str, out: str, name: str, checkpoint: str | None, wordnet: str | None,
                   synsets: list[str] | None) -> dict[str, Any]:  # fmt: skip
     """Per-sample features of one pool file: basic-rule verdict, image size, CLIP score, image
@@ -113,22 +104,23 @@ def features_file(path: str, out: str, name: str, checkpoint: str | None, wordne
     import py3langid
     import pyarrow as pa
     import pyarrow.parquet as pq
-    import torch
     from PIL import Image
 
     nouns = WordNetNouns(wordnet) if synsets else None
     wanted = set(synsets or [])
     rows: dict[str, list] = {"uid": [], "basic": [], "width": [], "height": [], "synset": []}
-    images, captions, skipped = [], [], 0
+    encoder = ImageEncoder(checkpoint) if checkpoint else None
+    captions, skipped = [], 0
     for uid, caption, data in read_pairs(Path(path)):
         try:
             with Image.open(io.BytesIO(data)) as image:
                 width, height = image.size
-                if checkpoint:
-                    images.append(image.convert("RGB"))
+                decoded = image.convert("RGB") if encoder is not None else None  # only the size otherwise
         except Exception:  # PIL raises many types for broken images
             skipped += 1
             continue
+        if encoder is not None:
+            encoder.add(decoded)
         language = py3langid.classify(caption)[0] if caption.strip() else ""
         rows["uid"].append(uid)
         rows["basic"].append(basic_rules(caption, width, height, language))
@@ -137,17 +129,9 @@ def features_file(path: str, out: str, name: str, checkpoint: str | None, wordne
         rows["synset"].append(bool(nouns and nouns.any_in(caption, wanted)))
         captions.append(caption)
     scores, embeddings = np.zeros(len(captions), np.float32), np.zeros((len(captions), 0), np.float32)
-    if checkpoint:
-        model, tokenizer, preprocess = _model(checkpoint)
-        parts_i, parts_t = [], []
-        with torch.no_grad():
-            for i in range(0, len(images), 64):
-                parts_i.append(model.encode_image(preprocess(images[i : i + 64])).float())
-                parts_t.append(model.encode_text(tokenizer(captions[i : i + 64])).float())
-        if parts_i:
-            image_features, text_features = torch.cat(parts_i), torch.cat(parts_t)
-            scores = (image_features * text_features).sum(-1).numpy()
-            embeddings = image_features.numpy()
+    if encoder is not None and captions:
+        embeddings = encoder.result()
+        scores = (embeddings * encode_texts(checkpoint, captions)).sum(-1)
     rows["clip_score"] = scores.tolist()
     pq.write_table(pa.table(rows), Path(out) / f"{name}.parquet")
     np.save(Path(out) / f"{name}.npy", embeddings)
@@ -243,22 +227,19 @@ def filter_pool(
 
 
 def _target_embeddings(target: list[str], checkpoint: str) -> np.ndarray:
-    import torch
     from PIL import Image
 
     from vislang.curate.images import read_images
 
-    model, _, preprocess = _model(checkpoint)
-    images = []
+    encoder, found = ImageEncoder(checkpoint), 0
     for path in expand_image_inputs(target):
         for _, data in read_images(path):
             try:
-                images.append(Image.open(io.BytesIO(data)).convert("RGB"))
+                with Image.open(io.BytesIO(data)) as image:
+                    encoder.add(image.convert("RGB"))
+                found += 1
             except Exception:  # PIL raises many types for broken images
                 continue
-    if not images:
+    if not found:
         raise DataError("the target set has no readable image")
-    with torch.no_grad():
-        return torch.cat(
-            [model.encode_image(preprocess(images[i : i + 64])).float() for i in range(0, len(images), 64)]
-        ).numpy()
+    return encoder.result()

@@ -32,6 +32,11 @@ def _losses(image, text, negatives, group=None):
         "siglip_neg": siglip_loss(image, text, 10.0, -5.0, text_negatives=negatives, group=group),
         "siglip_ring": siglip_loss(image, text, 10.0, -5.0, group=group, ring=True),
         "siglip_ring_neg": siglip_loss(image, text, 10.0, -5.0, text_negatives=negatives, group=group, ring=True),
+        # chunks of 5 texts straddle the ranks' blocks; chunks of 3 split each ring block unevenly
+        "siglip_chunk_neg": siglip_loss(image, text, 10.0, -5.0, text_negatives=negatives, group=group, chunk=5),
+        "siglip_ring_chunk_neg": siglip_loss(
+            image, text, 10.0, -5.0, text_negatives=negatives, group=group, ring=True, chunk=3
+        ),
     }
 
 
@@ -40,7 +45,7 @@ def _worker(rank: int, store: str, out: str) -> None:
     image, text, negatives = _global_features()
     rows = slice(rank * LOCAL_B, (rank + 1) * LOCAL_B)
     results = {}
-    for name in ("clip", "siglip", "clip_neg", "siglip_neg", "siglip_ring", "siglip_ring_neg"):
+    for name in _losses(*_global_features()):
         local_image = image[rows].clone().requires_grad_()
         local_text = text[rows].clone().requires_grad_()
         local_negatives = negatives[NEGATIVE_ROWS[rank]].clone().requires_grad_()

@@ -37,7 +37,7 @@ def siglip_reference(image, text, scale, bias):
     n = image.shape[0]
     total = 0.0
     for i in range(n):
-        for j in range(n):
+        for j in range(text.shape[0]):  # texts beyond the n pairs are negatives for every image
             z = 1.0 if i == j else -1.0
             total = total - torch.log(torch.sigmoid(z * (scale * torch.dot(image[i], text[j]) + bias)))
     return total / n
@@ -68,6 +68,28 @@ def test_siglip_loss_matches_formula():
     assert ours.item() == pytest.approx(ref.item(), rel=1e-5)
     for a, b in zip(torch.autograd.grad(ours, (image, text)), torch.autograd.grad(ref, (image, text))):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 8, 100])
+def test_siglip_chunked_equals_formula_and_holds_fewer_logits(chunk):
+    image, text = _features(n=8)
+    negatives = F.normalize(torch.randn(5, 16, dtype=torch.float64), dim=-1).requires_grad_()
+    saved = []
+
+    def pack(tensor):
+        saved.append(tensor.numel())
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        ours = siglip_loss(image, text, 10.0, -10.0, text_negatives=negatives, chunk=chunk)
+    ref = siglip_reference(image, torch.cat([text, negatives]), 10.0, -10.0)
+    assert ours.item() == pytest.approx(ref.item(), rel=1e-10)
+    inputs = (image, text, negatives)
+    for a, b in zip(torch.autograd.grad(ours, inputs), torch.autograd.grad(ref, inputs)):
+        torch.testing.assert_close(a, b)
+    # Only the features are kept for the backward pass, never a block of logits.
+    if chunk < 8:
+        assert max(saved) <= max(image.numel(), text.numel())
 
 
 def test_siglip_at_init_is_dominated_by_negatives():

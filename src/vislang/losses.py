@@ -12,6 +12,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
+from torch.utils.checkpoint import checkpoint
 
 
 def full_precision(x: torch.Tensor) -> torch.Tensor:
@@ -80,44 +81,54 @@ def siglip_loss(
     text_negatives: torch.Tensor | None = None,
     group: dist.ProcessGroup | None = None,
     ring: bool = False,
+    chunk: int = 0,
 ) -> torch.Tensor:
     """Sigmoid loss (SigLIP): -(1/B) Σ_i Σ_j log σ(z_ij (t·x_i·y_j + b)), z = +1 on pairs, -1 elsewhere.
 
     B is the number of images on this rank; with a group, j runs over the texts of all ranks.
     ``text_negatives`` are extra texts that are negatives (z = -1) for every image.
     ``ring`` (with a group): instead of gathering every rank's texts, pass text blocks around the
-    ranks (SigLIP's chunked implementation): each rank holds B x B logits at a time.
+    ranks (SigLIP's chunked implementation): each rank computes B x B logits at a time.
+    ``chunk`` > 0 computes the logits ``chunk`` texts at a time and recomputes them in the
+    backward pass instead of keeping them, so the loss never holds more than B x chunk logits
+    (every pair is independent, so the sum is exact).
     """
+    image = full_precision(image_features)
     if ring and group is not None and dist.get_world_size(group) > 1:
-        return _siglip_ring(image_features, text_features, logit_scale, logit_bias, text_negatives, group)
-    all_texts, offset = _gather(text_features, group)
+        total = _sigmoid_sum(image, text_features, logit_scale, logit_bias, 0, chunk)
+        passed = text_features
+        for _ in range(dist.get_world_size(group) - 1):
+            passed = _PassOn.apply(passed, group)  # the next block: the left neighbour's current one
+            total = total + _sigmoid_sum(image, passed, logit_scale, logit_bias, None, chunk)
+    else:
+        all_texts, offset = _gather(text_features, group)
+        total = _sigmoid_sum(image, all_texts, logit_scale, logit_bias, offset, chunk)
     if text_negatives is not None:
-        all_texts = torch.cat([all_texts, _gather_varying(text_negatives, group)])
-    logits = logit_scale * full_precision(image_features) @ full_precision(all_texts).T + logit_bias
-    rows = torch.arange(image_features.shape[0], device=logits.device)
-    signs = -torch.ones_like(logits)
-    signs[rows, rows + offset] = 1.0
-    return -F.logsigmoid(signs * logits).sum() / image_features.shape[0]
-
-
-def _siglip_ring(image, text, logit_scale, logit_bias, text_negatives, group) -> torch.Tensor:
-    image = full_precision(image)
-
-    def block(texts: torch.Tensor, positives: bool) -> torch.Tensor:
-        logits = logit_scale * image @ full_precision(texts).T + logit_bias
-        signs = -torch.ones_like(logits)
-        if positives:
-            signs.fill_diagonal_(1.0)
-        return -F.logsigmoid(signs * logits).sum()
-
-    total = block(text, positives=True)
-    passed = text
-    for _ in range(dist.get_world_size(group) - 1):
-        passed = _PassOn.apply(passed, group)  # the next block: the left neighbour's current one
-        total = total + block(passed, positives=False)
-    if text_negatives is not None:
-        total = total + block(_gather_varying(text_negatives, group), positives=False)
+        total = total + _sigmoid_sum(image, _gather_varying(text_negatives, group), logit_scale, logit_bias, None, chunk)
     return total / image.shape[0]
+
+
+def _sigmoid_sum(image, texts, logit_scale, logit_bias, offset: int | None, chunk: int) -> torch.Tensor:
+    """Σ -log σ(z (t·x·y + b)) over all rows of ``image`` and all ``texts``; text ``i + offset`` is
+    image i's positive (``offset`` None: every text is a negative)."""
+    if chunk <= 0 or chunk >= texts.shape[0]:
+        return _sigmoid_block(image, texts, logit_scale, logit_bias, offset)
+    total = image.new_zeros(())
+    for start in range(0, texts.shape[0], chunk):
+        block_offset = None if offset is None else offset - start
+        block = (image, texts[start : start + chunk], logit_scale, logit_bias, block_offset)
+        total = total + checkpoint(_sigmoid_block, *block, use_reentrant=False)
+    return total
+
+
+def _sigmoid_block(image, texts, logit_scale, logit_bias, offset: int | None) -> torch.Tensor:
+    logits = logit_scale * image @ full_precision(texts).T + logit_bias
+    signs = -torch.ones_like(logits)
+    if offset is not None:  # the positives that fall in this block of texts
+        rows = torch.arange(image.shape[0], device=logits.device)
+        inside = (rows + offset >= 0) & (rows + offset < texts.shape[0])
+        signs[rows[inside], rows[inside] + offset] = 1.0
+    return -F.logsigmoid(signs * logits).sum()
 
 
 class _PassOn(torch.autograd.Function):

@@ -1,0 +1,92 @@
+"""Peak memory and time of the SigLIP loss (forward + backward) on a large batch, with and
+without ``loss.siglip_chunk``, and OpenCLIP's SigLipLoss on the same features as the peer.
+
+    python bench/siglip_memory.py --batch 8192 --dim 512 --chunks 0 2048 512
+
+Each configuration runs in its own process, so its peak RSS (ru_maxrss) is its own; the figure
+printed is the peak above the process's footprint once the features exist. The processes run
+with glibc's mmap threshold fixed at 64 KiB (``MALLOC_MMAP_THRESHOLD_``): otherwise glibc raises
+it after the first large free, serves the chunks' blocks (16 MiB at batch 4096, chunk 1024) from
+the heap and keeps them resident, and RSS would measure the allocator rather than the loss. The gradients of the
+chunked loss are compared with the unchunked ones in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+
+def _peak_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def measure(batch: int, dim: int, chunk: int, peer: bool) -> dict:
+    import torch
+    import torch.nn.functional as F
+
+    g = torch.Generator().manual_seed(0)
+    image = F.normalize(torch.randn(batch, dim, generator=g), dim=-1).requires_grad_()
+    text = F.normalize(torch.randn(batch, dim, generator=g), dim=-1).requires_grad_()
+    scale, bias = torch.tensor(10.0), torch.tensor(-10.0)
+    if peer:
+        from open_clip.loss import SigLipLoss
+
+        loss_fn = SigLipLoss()
+    else:
+        from vislang.losses import siglip_loss
+
+        def loss_fn(image, text, scale, bias):
+            return siglip_loss(image, text, scale, bias, chunk=chunk)
+
+    small = image[:64].detach().requires_grad_(), text[:64].detach().requires_grad_()
+    loss_fn(*small, scale, bias).backward()  # warm-up: first-call costs stay out of the timing
+    base = _peak_mib()  # after the imports: only the loss's own memory is counted
+    start = time.perf_counter()
+    loss = loss_fn(image, text, scale, bias)
+    loss.backward()
+    seconds = time.perf_counter() - start
+    checksum = float(image.grad.double().abs().sum() + text.grad.double().abs().sum())
+    return {"peak_mib": _peak_mib() - base, "seconds": seconds, "loss": float(loss), "grad_abs_sum": checksum}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=8192)
+    parser.add_argument("--dim", type=int, default=512)
+    parser.add_argument("--chunks", type=int, nargs="+", default=[0, 2048, 512])
+    parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # internal: run one configuration
+    args = parser.parse_args()
+    if args.one is not None:
+        kind, chunk = args.one.split(":")
+        print(json.dumps(measure(args.batch, args.dim, int(chunk), kind == "open_clip")))
+        return
+
+    runs = [("vislang", c) for c in args.chunks] + [("open_clip", 0)]
+    results = {}
+    for kind, chunk in runs:
+        command = [sys.executable, __file__, "--batch", str(args.batch), "--dim", str(args.dim), "--one", f"{kind}:{chunk}"]
+        env = {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"}
+        done = subprocess.run(command, capture_output=True, text=True, env=env)
+        if done.returncode:
+            print(f"{kind} chunk {chunk}: failed: {done.stderr.strip().splitlines()[-1]}")
+            continue
+        results[(kind, chunk)] = json.loads(done.stdout)
+    print(f"SigLIP loss forward+backward, batch {args.batch} x {args.batch} pairs, dim {args.dim}, fp32, CPU")
+    reference = results.get(("open_clip", 0))
+    print(f"{'loss':<22}{'peak MiB':>10}{'seconds':>10}{'vs open_clip mem':>18}{'grad check':>14}")
+    for (kind, chunk), r in results.items():
+        label = f"{kind} chunk {chunk}" if kind == "vislang" else "open_clip SigLipLoss"
+        ratio = f"{r['peak_mib'] / reference['peak_mib']:.2f}x" if reference else "-"
+        same = abs(r["grad_abs_sum"] - results[("vislang", args.chunks[0])]["grad_abs_sum"])
+        check = "same" if same <= 1e-4 * r["grad_abs_sum"] else f"diff {same:.2e}"
+        print(f"{label:<22}{r['peak_mib']:>10.0f}{r['seconds']:>10.2f}{ratio:>18}{check:>14}")
+
+
+if __name__ == "__main__":
+    main()

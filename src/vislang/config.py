@@ -173,6 +173,9 @@ class WorldConfig(Section):
     two_object_prob: float = 0.5
     partial_caption_prob: float = 0.3
     distinct_colors: bool = False  # two objects always differ in colour (the compositional study)
+    # two-object captions name the left (or upper) object first ("X to the left of Y", "X above
+    # Y"), as people tend to describe a scene; off: either wording at random (the study)
+    reading_order: bool = False
 
 
 class SourceConfig(Section):
@@ -288,11 +291,16 @@ class LossConfig(Section):
     # SigLIP across ranks: pass text blocks around the ranks (B x B logits at a time) instead of
     # gathering every rank's texts (B x world*B).
     siglip_ring: bool = False
+    # SigLIP: compute the logits this many texts at a time and recompute them in the backward
+    # pass, so the loss holds B x siglip_chunk logits instead of B x all texts (0 = off; exact).
+    siglip_chunk: int = 0
 
     @model_validator(mode="after")
     def _check(self) -> LossConfig:
         if self.hard_negative_images < 0:
             raise ValueError(f"hard_negative_images must be >= 0, got {self.hard_negative_images}")
+        if self.siglip_chunk < 0:
+            raise ValueError(f"siglip_chunk must be >= 0, got {self.siglip_chunk}")
         if not 0.0 <= self.parallel_prob <= 1.0:
             raise ValueError(f"parallel_prob must be in [0, 1], got {self.parallel_prob}")
         return self

@@ -26,7 +26,9 @@ from vislang.errors import DataError
 
 def build_world(cfg: RunConfig) -> World:
     w = cfg.data.world
-    return World(cfg.model.vision.image_size, w.seed, w.two_object_prob, w.partial_caption_prob, w.distinct_colors)
+    return World(
+        cfg.model.vision.image_size, w.seed, w.two_object_prob, w.partial_caption_prob, w.distinct_colors, w.reading_order
+    )
 
 
 def build_sources(cfg: RunConfig, train: bool = True, check: bool = True) -> dict[str, object]:

@@ -88,13 +88,17 @@ class Scene:
     relation: str | None = None
 
 
-def canonical_caption(scene: Scene, with_size: bool = True) -> str:
-    """The one fixed wording of a scene, used for retrieval and the probes."""
+def canonical_caption(scene: Scene, with_size: bool = True, reading_order: bool = False) -> str:
+    """The one fixed wording of a scene, used for retrieval and the probes; ``reading_order``
+    names the left (or upper) object first, as a world with that option words its captions."""
     a = scene.objects[0].describe(with_size)
     if len(scene.objects) == 1:
         return f"a {a}"
     b = scene.objects[1].describe(with_size)
-    return f"a {a} {RELATIONS[scene.relation][0]} a {b}"
+    relation = scene.relation
+    if reading_order and relation in ("right", "below"):
+        a, b, relation = b, a, RELATIONS[relation][1]
+    return f"a {a} {RELATIONS[relation][0]} a {b}"
 
 
 class World:
@@ -103,7 +107,11 @@ class World:
     ``image_size`` is the side in pixels; ``two_object_prob`` the share of two-object scenes;
     ``partial_caption_prob`` the share of one-object captions that name only some attributes;
     ``distinct_colors`` makes the two objects of a scene always differ in colour (the study
-    variant: colour is learned within a minute, so relation binding can be learned on top of it).
+    variant: colour is learned within a minute, so relation binding can be learned on top of it);
+    ``reading_order`` makes two-object captions name the left (or upper) object first, so that
+    only "to the left of" and "above" occur. Without it either wording is drawn ("a red circle
+    to the left of a blue square" or "a blue square to the right of a red circle"), and which
+    object a caption names first says nothing about where it is.
     """
 
     def __init__(
@@ -113,6 +121,7 @@ class World:
         two_object_prob: float = 0.5,
         partial_caption_prob: float = 0.2,
         distinct_colors: bool = False,
+        reading_order: bool = False,
     ) -> None:
         if image_size < 16:
             raise ValueError(f"world image_size must be at least 16, got {image_size}")
@@ -121,6 +130,7 @@ class World:
         self.two_object_prob = two_object_prob
         self.partial_caption_prob = partial_caption_prob
         self.distinct_colors = distinct_colors
+        self.reading_order = reading_order
         coords = np.arange(image_size, dtype=np.float32) + 0.5
         self._yy, self._xx = np.meshgrid(coords, coords, indexing="ij")
 
@@ -167,7 +177,10 @@ class World:
             else:
                 a, b = (f"{o.color} object" for o in scene.objects)
         phrase, converse = RELATIONS[scene.relation]
-        if rng.random() < 0.5:  # the converse wording says the same thing
+        if self.reading_order:
+            if scene.relation in ("right", "below"):
+                a, b, phrase = b, a, RELATIONS[converse][0]
+        elif rng.random() < 0.5:  # the converse wording says the same thing
             a, b, phrase = b, a, RELATIONS[converse][0]
         template = _PAIR_TEMPLATES[rng.integers(len(_PAIR_TEMPLATES))]
         return template.format(a=a, b=b, rel=phrase)

@@ -78,7 +78,12 @@ def classification_sets(world: World, n: int) -> dict[str, ClassificationSet]:
 def retrieval_set(world: World, n: int) -> RetrievalSet:
     """Two-object scenes with their canonical captions: near-unique descriptions, so R@1 is meaningful."""
     images, scenes = _scenes(world, "retrieval", n, lambda s: True, 2)
-    return RetrievalSet(images, [canonical_caption(s) for s in scenes], np.arange(n))
+    return RetrievalSet(images, [_caption(world, s) for s in scenes], np.arange(n))
+
+
+def _caption(world: World, scene: Scene) -> str:
+    """The canonical caption in the world's own wording (reading order if it has that option)."""
+    return canonical_caption(scene, reading_order=world.reading_order)
 
 
 def _distinct(scene: Scene) -> bool:
@@ -104,14 +109,14 @@ def probe_sets(world: World, n: int, seed: int = 0) -> dict[str, ProbeSet]:
     """
     sets = {}
     images, scenes = _scenes(world, "relation", n, _distinct, 2)
-    sets["relation"] = ProbeSet(images, [[canonical_caption(s), canonical_caption(_swap_objects(s))] for s in scenes])
+    sets["relation"] = ProbeSet(images, [[_caption(world, s), _caption(world, _swap_objects(s))] for s in scenes])
     images, scenes = _scenes(world, "attribute", n, _distinct, 2)
-    sets["attribute"] = ProbeSet(images, [[canonical_caption(s), canonical_caption(_swap_colors(s))] for s in scenes])
+    sets["attribute"] = ProbeSet(images, [[_caption(world, s), _caption(world, _swap_colors(s))] for s in scenes])
     images, scenes = _scenes(world, "order", n, _distinct, 2)
     rng = np.random.default_rng([seed, 7])
     candidates = []
     for scene in scenes:
-        true = canonical_caption(scene)
+        true = _caption(world, scene)
         words, shuffles = true.split(), []
         while len(shuffles) < 4:
             shuffled = " ".join(words[i] for i in rng.permutation(len(words)))

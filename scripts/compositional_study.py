@@ -1,23 +1,27 @@
 """The contrastive-vs-captioning study on the built-in world (docs/contrastive_vs_captioning.md).
 
-    python scripts/compositional_study.py run --out runs/study      # trains the five configs, one after another
+    python scripts/compositional_study.py run --out runs/study      # trains the configs, two at a time
     python scripts/compositional_study.py report --runs runs/study  # table (Markdown) + probe curves PNG
 
-``run`` trains configs/compositional/{clip,clip_hardneg,cappa,cap,coca}.yaml with ``vislang train``
-and records each run's wall time in ``times.json``; ``report`` reads the run directories.
+``run`` trains configs/compositional/{clip,clip_hardneg,cap,cappa,coca,clip_swapneg}.yaml with
+``vislang train`` in ``--lanes`` parallel lanes of one thread each (on a 2-core machine two
+one-thread runs train faster together than two two-thread runs one after another) and records
+each run's wall time in ``times.json``; ``report`` reads the run directories.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-RUNS = ("clip", "clip_hardneg", "cap", "cappa", "coca")
-CONTROLS = ("clip_hardneg_map", "clip_map")  # extra runs shown when present (not trained by `run`)
+RUNS = ("clip", "clip_hardneg", "cap", "cappa", "coca", "clip_swapneg")
+# Controls of the first study (either wording, see the doc), shown when present; not trained by `run`.
+CONTROLS = ("clip_hardneg_map", "clip_map")
 PROBES = ("relation", "attribute", "order")
 COLUMNS = {
     "shape": "zeroshot/shape/top1",
@@ -31,16 +35,38 @@ COLUMNS = {
 }
 
 
-def run(out: Path, configs: Path) -> None:
+def run(out: Path, configs: Path, lanes: int) -> None:
     out.mkdir(parents=True, exist_ok=True)
     times_file = out / "times.json"
     times = json.loads(times_file.read_text()) if times_file.exists() else {}
-    for name in RUNS:
-        start = time.perf_counter()
-        command = ["vislang", "train", str(configs / f"{name}.yaml"), "--out", str(out / name), "--quiet"]
-        subprocess.run(command, check=True)
-        times[name] = time.perf_counter() - start
-        times_file.write_text(json.dumps(times, indent=2) + "\n")
+    threads = max(1, (os.cpu_count() or 1) // lanes)
+    waiting, running = list(RUNS), {}
+    while waiting or running:
+        while waiting and len(running) < lanes:
+            name = waiting.pop(0)
+            command = [
+                sys.executable,
+                "-c",
+                "from vislang.cli import main; raise SystemExit(main())",
+                "train",
+                str(configs / f"{name}.yaml"),
+                "--out",
+                str(out / name),
+                "--quiet",
+            ]
+            command += ["--set", f"train.threads={threads}"]
+            log = (out / f"{name}.log").open("w")
+            running[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), time.perf_counter())
+        time.sleep(5)
+        for name, (process, start) in list(running.items()):
+            if process.poll() is None:
+                continue
+            del running[name]
+            if process.returncode:
+                print(f"{name} failed (exit {process.returncode}); see {out / name}.log", file=sys.stderr)
+                continue
+            times[name] = time.perf_counter() - start
+            times_file.write_text(json.dumps(times, indent=2) + "\n")
 
 
 def _records(run_dir: Path) -> list[dict]:
@@ -90,12 +116,13 @@ def main() -> None:
     p = sub.add_parser("run")
     p.add_argument("--out", type=Path, default=Path("runs/study"))
     p.add_argument("--configs", type=Path, default=Path("configs/compositional"))
+    p.add_argument("--lanes", type=int, default=2, help="runs trained at once, each with cores/lanes threads")
     p = sub.add_parser("report")
     p.add_argument("--runs", type=Path, default=Path("runs/study"))
     p.add_argument("--png", type=Path, default=Path("docs/contrastive_vs_captioning.png"))
     args = parser.parse_args()
     if args.command == "run":
-        run(args.out, args.configs)
+        run(args.out, args.configs, args.lanes)
     else:
         report(args.runs, args.png)
 

@@ -169,3 +169,16 @@ def test_random_crop_is_seeded_by_the_sample():
     a = transform(image, np.random.default_rng(5))
     assert np.array_equal(a, transform(image, np.random.default_rng(5)))
     assert not np.array_equal(a, transform(image, np.random.default_rng(6)))
+
+
+def test_shuffle_false_reads_the_stored_order_every_epoch(tmp_path):
+    captions = [f"caption number {i}" + "!" * i for i in range(5)]  # lengths 16..20 tell them apart
+    table = pa.table({"image": [png_bytes((40 * i, 0, 0)) for i in range(5)], "caption": captions})
+    pq.write_table(table, tmp_path / "pairs.parquet")
+    source = f"{{kind: table, path: '{tmp_path / 'pairs.parquet'}'"
+    stored = build_batches(sources_config(source + ", shuffle: false}"), tokenize)[0]["text"][:, 0].tolist()
+    assert stored == [len(captions[i % 5]) for i in range(8)]  # 5 rows, then the second epoch
+    shuffled = build_batches(sources_config(source + "}"), tokenize)[0]["text"][:, 0].tolist()
+    assert shuffled[:5] != stored[:5] and sorted(shuffled[:5]) == sorted(stored[:5])
+    with pytest.raises(ConfigError, match="contradict"):
+        sources_config(source + ", shuffle: false, resampled: true}")

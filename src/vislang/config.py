@@ -201,6 +201,9 @@ class SourceConfig(Section):
     # folders and random-access shards, whole shards for streams.
     resampled: bool = False
     shuffle_buffer: int = 1000  # streams: raw samples in the seeded shuffle buffer (0: none)
+    # Tables, folders and random-access shards: a fresh seeded permutation every epoch; false reads
+    # the stored order every epoch (data written already shuffled, such as `vislang data synth`'s).
+    shuffle: bool = True
 
     @model_validator(mode="after")
     def _check(self) -> SourceConfig:
@@ -210,6 +213,8 @@ class SourceConfig(Section):
             raise ValueError(f"weight must be positive, got {self.weight}")
         if not self.caption_columns:
             raise ValueError("caption_columns must name at least one column")
+        if not self.shuffle and self.resampled:
+            raise ValueError("shuffle: false and resampled: true contradict each other (resampled draws at random)")
         if self.shuffle_buffer < 0:
             raise ValueError(f"shuffle_buffer must be >= 0, got {self.shuffle_buffer}")
         return self

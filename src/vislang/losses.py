@@ -104,7 +104,9 @@ def siglip_loss(
         all_texts, offset = _gather(text_features, group)
         total = _sigmoid_sum(image, all_texts, logit_scale, logit_bias, offset, chunk)
     if text_negatives is not None:
-        total = total + _sigmoid_sum(image, _gather_varying(text_negatives, group), logit_scale, logit_bias, None, chunk)
+        total = total + _sigmoid_sum(
+            image, _gather_varying(text_negatives, group), logit_scale, logit_bias, None, chunk
+        )
     return total / image.shape[0]
 
 

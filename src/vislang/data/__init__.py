@@ -27,7 +27,12 @@ from vislang.errors import DataError
 def build_world(cfg: RunConfig) -> World:
     w = cfg.data.world
     return World(
-        cfg.model.vision.image_size, w.seed, w.two_object_prob, w.partial_caption_prob, w.distinct_colors, w.reading_order
+        cfg.model.vision.image_size,
+        w.seed,
+        w.two_object_prob,
+        w.partial_caption_prob,
+        w.distinct_colors,
+        w.reading_order,
     )
 
 
@@ -51,13 +56,20 @@ def build_source(cfg: RunConfig, s: SourceConfig, train: bool = True, check: boo
     )
     common = (transform, d.max_image_pixels, cfg.train.seed, s.caption_pick)
     if s.kind == "shards" and _streamed(s):
+        if not s.shuffle:
+            raise DataError(
+                f"data source {s.name or s.path}: shuffle: false needs random access (local shards); "
+                "a stream keeps its order with shuffle_buffer: 0"
+            )
         source = ShardStream(s.path, *common, resampled=s.resampled, shuffle_buffer=s.shuffle_buffer)
     elif s.kind == "shards":
-        source = ShardSamples(s.path, *common, resampled=s.resampled)
+        source = ShardSamples(s.path, *common, resampled=s.resampled, shuffle=s.shuffle)
     elif s.kind == "table":
-        source = TableSamples(s.path, s.image_column, s.caption_columns, *common, resampled=s.resampled)
+        source = TableSamples(
+            s.path, s.image_column, s.caption_columns, *common, resampled=s.resampled, shuffle=s.shuffle
+        )
     else:
-        source = FolderSamples(s.path, *common, resampled=s.resampled)
+        source = FolderSamples(s.path, *common, resampled=s.resampled, shuffle=s.shuffle)
     if check:
         _check_usable(source, f"data source {s.name or s.kind} ({s.path})")
     return source

@@ -73,16 +73,19 @@ class WorldSamples:
 
 class RowOrder:
     """Row of stream position ``p``: a fresh seeded permutation of the N rows every epoch, or,
-    ``resampled``, a seeded uniform draw per position (sampling with replacement, no epochs)."""
+    ``resampled``, a seeded uniform draw per position (sampling with replacement, no epochs), or,
+    without ``shuffle``, the stored order every epoch."""
 
-    def __init__(self, n: int, seed: int, resampled: bool = False) -> None:
-        self.n, self.seed, self.resampled = n, seed, resampled
+    def __init__(self, n: int, seed: int, resampled: bool = False, shuffle: bool = True) -> None:
+        self.n, self.seed, self.resampled, self.shuffle = n, seed, resampled, shuffle
         self._epoch, self._order = -1, np.empty(0, dtype=np.int64)
 
     def row(self, position: int) -> int:
         if self.resampled:
             return int(np.random.default_rng([self.seed, 505, position]).integers(self.n))
         epoch, offset = divmod(position, self.n)
+        if not self.shuffle:
+            return offset
         if epoch != self._epoch:
             self._epoch, self._order = epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n)
         return int(self._order[offset])
@@ -133,11 +136,12 @@ class TableSamples:
         seed: int,
         caption_pick: str = "random",
         resampled: bool = False,
+        shuffle: bool = True,
     ) -> None:
         self.root = Path(path).parent
         self.images, self.captions_columns = read_table(path, image_column, caption_columns)
         self.transform, self.max_pixels, self.caption_pick = transform, max_pixels, caption_pick
-        self.order = RowOrder(len(self.images), seed, resampled)
+        self.order = RowOrder(len(self.images), seed, resampled, shuffle)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -194,10 +198,11 @@ class FolderSamples:
         seed: int,
         caption_pick: str = "random",
         resampled: bool = False,
+        shuffle: bool = True,
     ) -> None:
         self.images = scan_folder(root)
         self.transform, self.max_pixels, self.caption_pick = transform, max_pixels, caption_pick
-        self.order = RowOrder(len(self.images), seed, resampled)
+        self.order = RowOrder(len(self.images), seed, resampled, shuffle)
 
     def __len__(self) -> int:
         return len(self.images)

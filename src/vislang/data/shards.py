@@ -206,10 +206,11 @@ class ShardSamples:
         seed: int,
         caption_pick: str = "random",
         resampled: bool = False,
+        shuffle: bool = True,
     ) -> None:
         self.index = ShardIndex.scan(expand_shards(spec))
         self.transform, self.max_pixels, self.caption_pick = transform, max_pixels, caption_pick
-        self.order = RowOrder(len(self.index.samples), seed, resampled)
+        self.order = RowOrder(len(self.index.samples), seed, resampled, shuffle)
         self._handles: dict[int, object] = {}
 
     def __len__(self) -> int:

@@ -32,7 +32,9 @@ def _siglip(cfg: RunConfig, vocab_size: int, pad_id: int) -> Objective:
     from vislang.models import build_two_tower
     from vislang.objectives.sigmoid import SiglipObjective
 
-    return SiglipObjective(build_two_tower(cfg.model, vocab_size, pad_id), _image_bank(cfg), cfg.loss.siglip_ring, cfg.loss.siglip_chunk)
+    return SiglipObjective(
+        build_two_tower(cfg.model, vocab_size, pad_id), _image_bank(cfg), cfg.loss.siglip_ring, cfg.loss.siglip_chunk
+    )
 
 
 def _cap(cfg: RunConfig, vocab_size: int, pad_id: int) -> Objective:

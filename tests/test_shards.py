@@ -96,6 +96,21 @@ def test_training_on_synthesised_world_shards(tmp_path, tiny_overrides):
     index = source.order.row(0)
     world_image, world_caption, _ = World(32).sample("train", index)
     assert caption == world_caption and np.array_equal(image, world_image)
+    # read in their stored order, the shards give exactly the on-the-fly world's batches
+    import torch
+
+    from vislang.data import build_batches
+
+    ordered = build_config({}, [*tiny_overrides, f"data.sources=[{{kind: shards, path: '{spec}', shuffle: false}}]"])
+    on_the_fly = build_config({}, [*tiny_overrides, "data.sources=[{kind: world}]"])
+    assert ordered.model.vision.image_size == 32 and on_the_fly.data.world == ordered.data.world
+
+    def tokenize(texts):
+        return torch.tensor([[len(t)] for t in texts])
+
+    for step in (0, 1):
+        a, b = build_batches(ordered, tokenize)[step], build_batches(on_the_fly, tokenize)[step]
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["text"], b["text"])
 
 
 def test_resume_continues_a_mixed_shard_and_table_stream(tmp_path, tiny_overrides):

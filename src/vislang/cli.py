@@ -205,9 +205,10 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     world = World(args.image_size, args.seed, args.two_object_prob, args.partial_caption_prob)
     sizes = write_shards(world_records(world, args.n, args.split, args.format), args.out, args.shard_size)
     print(f"wrote {sum(sizes.values())} samples of the {args.split} split in {len(sizes)} shards to {args.out}")
-    print(
-        f"train on them with: --set \"data.sources=[{{kind: shards, path: '{args.out}/{{00000..{len(sizes) - 1:05d}}}.tar'}}]\""
-    )
+    # The world's samples are independent draws, so the stored order is already a random one; read
+    # in it, a run sees the samples in the on-the-fly world's order.
+    shards = f"{args.out}/{{00000..{len(sizes) - 1:05d}}}.tar"
+    print(f"train on them with: --set \"data.sources=[{{kind: shards, path: '{shards}', shuffle: false}}]\"")
     return 0
 
 

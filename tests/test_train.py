@@ -16,7 +16,7 @@ import torch
 from vislang.config import build_config
 from vislang.errors import ConfigError, TrainingDiverged
 from vislang.train.checkpoint import list_checkpoints, load_checkpoint
-from vislang.train.loop import train
+from vislang.train.loop import cpu_has_bf16_units, train
 
 
 def test_tiny_run_leaves_a_complete_run_directory(tiny_config, tmp_path):
@@ -93,6 +93,22 @@ def test_fp16_needs_cuda(tiny_overrides, tmp_path):
     cfg = build_config({}, tiny_overrides + ["train.precision=fp16", "train.device=cpu"])
     with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
         train(cfg, tmp_path, quiet=True)
+
+
+def test_bf16_on_the_cpu_trains_and_says_when_it_is_emulated(tiny_overrides, tmp_path):
+    cfg = build_config({}, tiny_overrides + ["train.precision=bf16", "train.steps=2", "train.eval_every=2"])
+    metrics = train(cfg, tmp_path, quiet=True)
+    assert 0 <= metrics["zeroshot/color/top1"] <= 1
+    assert ("runs emulated" in (tmp_path / "log.txt").read_text()) == (cpu_has_bf16_units() is False)
+
+
+def test_bf16_units_are_read_from_the_cpu_flags(tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 fma\n")
+    assert cpu_has_bf16_units(cpuinfo) is False
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_bf16 amx_tile\n")
+    assert cpu_has_bf16_units(cpuinfo) is True
+    assert cpu_has_bf16_units(tmp_path / "absent") is None
 
 
 @pytest.mark.slow

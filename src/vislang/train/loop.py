@@ -61,6 +61,17 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
+def cpu_has_bf16_units(cpuinfo: str | Path = "/proc/cpuinfo") -> bool | None:
+    """Whether the CPU has bf16 matrix instructions (AVX512-BF16 or AMX-BF16); None where the
+    flags cannot be read. Without them PyTorch emulates bf16 matmuls: on an AVX2 EPYC a bf16
+    training step measured ~25x slower than fp32 (BENCHMARKS.md)."""
+    try:
+        flags = next(line for line in Path(cpuinfo).read_text().splitlines() if line.startswith("flags")).split()
+    except (OSError, StopIteration):
+        return None
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     if precision == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
@@ -197,6 +208,11 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
         + (", FSDP (blocks sharded)" if t.fsdp else "")
     )
     logger.write(data_description)
+    if t.precision == "bf16" and device.type == "cpu" and cpu_has_bf16_units() is False:
+        logger.write(
+            "note: this CPU has no bf16 matrix instructions (avx512_bf16, amx_bf16), so bf16 runs emulated "
+            "and many times slower than fp32 here; train.precision: fp32 is the fast choice on it"
+        )
     window = {"samples": 0, "time": 0.0, "wait": 0.0, "steps": 0}
     history: dict[str, float] = {}
     objective.train()

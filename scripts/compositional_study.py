@@ -56,12 +56,13 @@ def run(out: Path, configs: Path, lanes: int) -> None:
             ]
             command += ["--set", f"train.threads={threads}"]
             log = (out / f"{name}.log").open("w")
-            running[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), time.perf_counter())
+            running[name] = (subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT), log, time.perf_counter())
         time.sleep(5)
-        for name, (process, start) in list(running.items()):
+        for name, (process, log, start) in list(running.items()):
             if process.poll() is None:
                 continue
             del running[name]
+            log.close()
             if process.returncode:
                 print(f"{name} failed (exit {process.returncode}); see {out / name}.log", file=sys.stderr)
                 continue

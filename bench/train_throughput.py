@@ -83,8 +83,11 @@ def vislang_config(arch: str, attn_impl: str, mask_ratio: float = 0.0):
     if arch in CLIP_ARCHS:
         raw: dict[str, Any] = {"model": {"preset": arch}}
     else:
-        vision = {**SMALL_VISION, "stem": "patch", "pool": "cls"}
-        raw = {"model": {"embed_dim": SMALL_EMBED, "vision": vision, "text": {**SMALL_TEXT, "causal": True}}}
+        # Every field OpenCLIP's CLIP fixes is pinned, so that a change of vislang's defaults (the
+        # demo's MLP ratio 2, say) cannot silently change the architecture compared.
+        vision = {**SMALL_VISION, "stem": "patch", "pool": "cls", "mlp_ratio": 4.0, "patch_bias": False}
+        text = {**SMALL_TEXT, "causal": True, "mlp_ratio": 4.0}
+        raw = {"model": {"embed_dim": SMALL_EMBED, "vision": vision, "text": text}}
     return build_config(raw, [f"model.attn_impl={attn_impl}", f"model.vision.mask_ratio={mask_ratio}"]).model
 
 

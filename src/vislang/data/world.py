@@ -177,10 +177,10 @@ class World:
             else:
                 a, b = (f"{o.color} object" for o in scene.objects)
         phrase, converse = RELATIONS[scene.relation]
-        if self.reading_order:
-            if scene.relation in ("right", "below"):
-                a, b, phrase = b, a, RELATIONS[converse][0]
-        elif rng.random() < 0.5:  # the converse wording says the same thing
+        # The converse wording says the same thing; in reading order it is the one that names
+        # the left (upper) object first, otherwise it is drawn half of the time.
+        converse_wording = scene.relation in ("right", "below") if self.reading_order else rng.random() < 0.5
+        if converse_wording:
             a, b, phrase = b, a, RELATIONS[converse][0]
         template = _PAIR_TEMPLATES[rng.integers(len(_PAIR_TEMPLATES))]
         return template.format(a=a, b=b, rel=phrase)

@@ -1,5 +1,6 @@
 """Parameter rules: LiT (a locked image tower, BatchNorm statistics included), partial locking
-(the last blocks unlocked), learning-rate scales and weight decay by name, and rule errors."""
+(the last blocks unlocked), learning-rate scales and weight decay by name, and rule errors; an
+image tower started from another run's (``model.vision.init_from``)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import pytest
 import torch
 
 from vislang.config import build_config
-from vislang.errors import ConfigError
+from vislang.errors import CheckpointError, ConfigError
 from vislang.objectives import build_objective
 from vislang.train.checkpoint import load_checkpoint
 from vislang.train.loop import train
@@ -71,3 +72,29 @@ def test_rule_errors_name_the_rule(tiny_overrides):
     everything = build_config({}, tiny_overrides + ["train.param_rules=[{match: '.', freeze: true}]"])
     with pytest.raises(ConfigError, match="every parameter is frozen"):
         apply_param_rules(build_objective(everything, 50, 0), param_rules(everything))
+
+
+def test_image_tower_from_a_captioner_run_locked(tmp_path, tiny_overrides):
+    """CapPa's LiT evaluation: a contrastive run on a captioner's image tower. The tower's tensors
+    come from the captioner's last checkpoint; the projection (a captioner has none) starts fresh."""
+    steps = ["train.steps=2", "train.checkpoint_every=2", "train.eval_every=2"]
+    train(build_config({}, tiny_overrides + steps + ["objective=cap"]), tmp_path / "cap", quiet=True)
+    source = load_checkpoint(tmp_path / "cap")["model"]
+    overrides = [f"model.vision.init_from={tmp_path / 'cap'}", "model.vision.lock=true"]
+    train(build_config({}, tiny_overrides + steps + overrides), tmp_path / "lit", quiet=True)
+    final = load_checkpoint(tmp_path / "lit")["model"]
+    tower = {k for k in final if k.startswith("model.vision.")}
+    assert tower - set(source) == {"model.vision.proj.weight"}
+    for key in tower & set(source):
+        assert torch.equal(final[key], source[key]), key
+    assert "fresh: proj.weight" in (tmp_path / "lit" / "log.txt").read_text()
+
+
+def test_image_tower_init_errors_name_the_tensor(tmp_path, tiny_overrides):
+    steps = ["train.steps=1", "train.checkpoint_every=1", "train.eval_every=1"]
+    train(build_config({}, tiny_overrides + steps), tmp_path / "a", quiet=True)
+    wider = tiny_overrides + steps + ["model.vision.width=48", f"model.vision.init_from={tmp_path / 'a'}"]
+    with pytest.raises(CheckpointError, match=r"model\.vision\.\S+ has shape"):
+        train(build_config({}, wider), tmp_path / "b", quiet=True)
+    with pytest.raises(CheckpointError, match="no checkpoint"):
+        train(build_config({}, tiny_overrides + steps + [f"model.vision.init_from={tmp_path}"]), tmp_path / "c", quiet=True)

@@ -64,6 +64,11 @@ class VisionConfig(Section):
     # (final norm, pooling, projection). Shorthand for train.param_rules.
     lock: bool = False
     unlocked_blocks: int = 0
+    # Start this tower from another run's image tower: a vislang checkpoint file or run directory
+    # (its latest checkpoint), e.g. a Cap or CoCa run for contrastive tuning on a captioning-
+    # pretrained encoder (CapPa's LiT evaluation). Tensors the source lacks (a captioner has no
+    # projection) start fresh; a resumed run restores its own weights instead.
+    init_from: str | None = None
 
     @model_validator(mode="after")
     def _check(self) -> VisionConfig:

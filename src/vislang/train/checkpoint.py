@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
 from vislang.errors import CheckpointError
 
@@ -64,6 +65,26 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # unpickling errors come in many types
         raise CheckpointError(f"cannot read checkpoint {path}: {str(error).splitlines()[0]}") from None
+
+
+def init_tower_from(tower: nn.Module, source: str | Path, prefix: str) -> tuple[int, list[str]]:
+    """Copy the tensors under ``prefix`` (e.g. "model.vision.") of the checkpoint ``source`` into
+    ``tower``. Returns how many were copied and the names of the tower's tensors the source lacks
+    (left as initialised). Differing shapes, or a source with nothing under ``prefix`` for this
+    tower, are errors: a silently fresh tower would look like a failed experiment."""
+    state = load_checkpoint(source)
+    weights = {k[len(prefix) :]: v for k, v in state.get("model", {}).items() if k.startswith(prefix)}
+    own = tower.state_dict()
+    shared = [k for k in own if k in weights]
+    if not shared:
+        raise CheckpointError(f"{source}: no tensor under {prefix!r} matches this tower's parameter names")
+    for name in shared:
+        if weights[name].shape != own[name].shape:
+            raise CheckpointError(
+                f"{source}: {prefix}{name} has shape {tuple(weights[name].shape)}, this tower needs {tuple(own[name].shape)}"
+            )
+    tower.load_state_dict({k: weights[k] for k in shared}, strict=False)
+    return len(shared), [k for k in own if k not in weights]
 
 
 def rng_state() -> dict[str, Any]:

@@ -31,7 +31,14 @@ from vislang.models.vision.vit import set_mask_ratio
 from vislang.objectives import build_objective
 from vislang.tokenizers import BPETokenizer
 from vislang.train.accumulate import all_reduce_gradients, backward
-from vislang.train.checkpoint import list_checkpoints, load_checkpoint, rng_state, save_checkpoint, set_rng_state
+from vislang.train.checkpoint import (
+    init_tower_from,
+    list_checkpoints,
+    load_checkpoint,
+    rng_state,
+    save_checkpoint,
+    set_rng_state,
+)
 from vislang.train.distributed import (
     gather_objects,
     init_distributed,
@@ -135,6 +142,12 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
     if ranks.main:
         tokenizer.save(run_dir / "tokenizer.json")
     objective = build_objective(cfg, tokenizer.vocab_size, tokenizer.pad_id).to(device)
+    init_note = None
+    if cfg.model.vision.init_from and checkpoint is None:
+        loaded, fresh = init_tower_from(objective.model.vision, cfg.model.vision.init_from, "model.vision.")
+        init_note = f"image tower: {loaded} tensors from {cfg.model.vision.init_from}" + (
+            f"; fresh: {', '.join(fresh)}" if fresh else ""
+        )
     settings = apply_param_rules(objective, param_rules(cfg))  # freezing (LiT), lr scales, decay
     objective.frozen_norms = tuple(freeze_norm_statistics(objective))
     if t.fsdp:
@@ -208,6 +221,8 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
         + (", FSDP (blocks sharded)" if t.fsdp else "")
     )
     logger.write(data_description)
+    if init_note:
+        logger.write(init_note)
     if t.precision == "bf16" and device.type == "cpu" and cpu_has_bf16_units() is False:
         logger.write(
             "note: this CPU has no bf16 matrix instructions (avx512_bf16, amx_bf16), so bf16 runs emulated "

@@ -97,4 +97,8 @@ def test_image_tower_init_errors_name_the_tensor(tmp_path, tiny_overrides):
     with pytest.raises(CheckpointError, match=r"model\.vision\.\S+ has shape"):
         train(build_config({}, wider), tmp_path / "b", quiet=True)
     with pytest.raises(CheckpointError, match="no checkpoint"):
-        train(build_config({}, tiny_overrides + steps + [f"model.vision.init_from={tmp_path}"]), tmp_path / "c", quiet=True)
+        train(
+            build_config({}, tiny_overrides + steps + [f"model.vision.init_from={tmp_path}"]),
+            tmp_path / "c",
+            quiet=True,
+        )

@@ -152,3 +152,30 @@ def test_the_padding_id_inside_a_caption_is_text():
             torch.testing.assert_close(pooled[0], x[0, 4])  # the end token, not position 3
         else:
             torch.testing.assert_close(pooled[0], x[0, :5].mean(dim=0))
+
+
+def test_attention_implementations_agree_and_auto_picks_by_cpu_and_dtype(monkeypatch):
+    """sdpa and math compute the same attention (padding and causal masks, cross-attention
+    shapes); "auto" takes math only for bf16/fp16 on a CPU with bf16 matrix units."""
+    from vislang.models import layers
+
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 3, 5, 8), torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 8)
+    padding = torch.zeros(2, 1, 1, 7)
+    padding[1, ..., 4:] = float("-inf")
+    for mask in (None, padding):
+        torch.testing.assert_close(layers.attention(q, k, v, mask, "sdpa"), layers.attention(q, k, v, mask, "math"))
+    causal = torch.full((7, 7), float("-inf")).triu(1)
+    torch.testing.assert_close(layers.attention(k, k, v, causal, "sdpa"), layers.attention(k, k, v, causal, "math"))
+
+    calls = []
+    real_sdpa = layers.F.scaled_dot_product_attention
+    monkeypatch.setattr(
+        layers.F, "scaled_dot_product_attention", lambda *a, **kw: calls.append(1) or real_sdpa(*a, **kw)
+    )
+    for has_units, dtype, fused in [(False, torch.float32, True), (True, torch.float32, True),
+                                    (False, torch.bfloat16, True), (True, torch.bfloat16, False)]:  # fmt: skip
+        monkeypatch.setattr(layers, "this_cpu_has_bf16_units", lambda has_units=has_units: has_units)
+        calls.clear()
+        layers.attention(q.to(dtype), k.to(dtype), v.to(dtype), None, "auto")
+        assert bool(calls) == fused, (has_units, dtype)

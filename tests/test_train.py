@@ -15,8 +15,9 @@ import torch
 
 from vislang.config import build_config
 from vislang.errors import ConfigError, TrainingDiverged
+from vislang.hardware import cpu_has_bf16_units
 from vislang.train.checkpoint import list_checkpoints, load_checkpoint
-from vislang.train.loop import cpu_has_bf16_units, train
+from vislang.train.loop import train
 
 
 def test_tiny_run_leaves_a_complete_run_directory(tiny_config, tmp_path):

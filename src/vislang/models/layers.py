@@ -1,9 +1,11 @@
 """Transformer building blocks shared by the image and text towers (pre-norm, GELU MLP).
 
 Attention has two implementations chosen by an explicit flag: PyTorch's fused
-``scaled_dot_product_attention`` ("sdpa") and plain matmul–softmax–matmul ("math"). On CPUs
-with bf16 matrix units the plain version trains tiny models faster (the fused kernel's bf16
-backward dominates there); on CUDA the fused kernel wins. "auto" picks per device.
+``scaled_dot_product_attention`` ("sdpa") and plain matmul–softmax–matmul ("math"). "auto" takes
+the plain one only for bf16/fp16 inputs on a CPU with bf16 matrix units, where it trained a tiny
+CLIP 2.5x faster (the fused kernel's low-precision backward dominates there), and the fused one
+everywhere else: on CUDA, and on an AVX2 CPU, where it was 5% faster in fp32 and 7% in emulated
+bf16 (BENCHMARKS.md, ``bench/train_step_cpu.py``).
 """
 
 from __future__ import annotations
@@ -13,11 +15,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from vislang.hardware import this_cpu_has_bf16_units
+
 
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, impl: str) -> torch.Tensor:
     """Multi-head attention on [B, H, L, Dh] tensors; ``mask`` is additive, broadcastable to [B, H, Lq, Lk]."""
     if impl == "auto":
-        impl = "sdpa" if q.is_cuda else "math"
+        low_precision = q.dtype in (torch.bfloat16, torch.float16)
+        impl = "math" if q.device.type == "cpu" and low_precision and this_cpu_has_bf16_units() else "sdpa"
     if mask is not None:
         mask = mask.to(q.dtype)
     if impl == "sdpa":

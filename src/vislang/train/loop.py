@@ -27,6 +27,7 @@ from vislang.data import build_sources, tokenizer_corpus, train_loader
 from vislang.data.cit import CitCurator
 from vislang.errors import ConfigError, TrainingDiverged
 from vislang.eval import build_evaluators, evaluate
+from vislang.hardware import cpu_has_bf16_units
 from vislang.models.vision.vit import set_mask_ratio
 from vislang.objectives import build_objective
 from vislang.tokenizers import BPETokenizer
@@ -66,17 +67,6 @@ def resolve_device(name: str) -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"train.device: {name!r} requested but CUDA is not available")
     return device
-
-
-def cpu_has_bf16_units(cpuinfo: str | Path = "/proc/cpuinfo") -> bool | None:
-    """Whether the CPU has bf16 matrix instructions (AVX512-BF16 or AMX-BF16); None where the
-    flags cannot be read. Without them PyTorch emulates bf16 matmuls: on an AVX2 EPYC a bf16
-    training step measured ~25x slower than fp32 (BENCHMARKS.md)."""
-    try:
-        flags = next(line for line in Path(cpuinfo).read_text().splitlines() if line.startswith("flags")).split()
-    except (OSError, StopIteration):
-        return None
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:

@@ -2,13 +2,15 @@
 
 Prints samples/s for a full step (forward, loss, backward, AdamW) on random inputs of the demo's
 shapes, so the choice behind ``model.attn_impl: auto`` and the demo's fp32 default can be checked
-on any CPU. Usage: python bench/train_step_cpu.py [--batch 128] [--steps 5]
+on any CPU. Usage: python bench/train_step_cpu.py [--batch 128] [--steps 5] [--rounds 3]
+(the four variants alternate within each round; the medians over rounds are printed).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import time
 
 import torch
@@ -46,18 +48,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     torch.set_num_threads(os.cpu_count() or 1)
     print(
         f"torch {torch.__version__}, {torch.get_num_threads()} threads, CPU capability "
-        f"{torch.backends.cpu.get_cpu_capability()}, batch {args.batch}"
+        f"{torch.backends.cpu.get_cpu_capability()}, batch {args.batch}, {args.rounds} rounds"
     )
-    base = None
-    for precision in ("fp32", "bf16"):
-        for attn in ("math", "sdpa"):
-            rate = measure(attn, precision, args.batch, args.steps if precision == "fp32" else 1)
-            base = base or rate
-            print(f"  {precision:4s} attention={attn:4s}  {rate:8.1f} samples/s  ({rate / base:.2f}x fp32+math)")
+    variants = [(precision, attn) for precision in ("fp32", "bf16") for attn in ("math", "sdpa")]
+    rates: dict[tuple[str, str], list[float]] = {v: [] for v in variants}
+    for _ in range(args.rounds):
+        for precision, attn in variants:
+            steps = args.steps if precision == "fp32" else max(1, args.steps // 5)
+            rates[precision, attn].append(measure(attn, precision, args.batch, steps))
+    base = statistics.median(rates["fp32", "math"])
+    for (precision, attn), values in rates.items():
+        rate = statistics.median(values)
+        spread = " / ".join(f"{v:.1f}" for v in values)
+        print(
+            f"  {precision:4s} attention={attn:4s}  {rate:8.1f} samples/s  ({rate / base:.2f}x fp32+math)  [{spread}]"
+        )
 
 
 if __name__ == "__main__":

@@ -156,7 +156,7 @@ def test_the_padding_id_inside_a_caption_is_text():
 
 def test_attention_implementations_agree_and_auto_picks_by_cpu_and_dtype(monkeypatch):
     """sdpa and math compute the same attention (padding and causal masks, cross-attention
-    shapes); "auto" takes math only for bf16/fp16 on a CPU with bf16 matrix units."""
+    shapes); on a CPU "auto" takes sdpa only for bf16/fp16 without bf16 matrix units."""
     from vislang.models import layers
 
     torch.manual_seed(0)
@@ -173,7 +173,7 @@ def test_attention_implementations_agree_and_auto_picks_by_cpu_and_dtype(monkeyp
     monkeypatch.setattr(
         layers.F, "scaled_dot_product_attention", lambda *a, **kw: calls.append(1) or real_sdpa(*a, **kw)
     )
-    for has_units, dtype, fused in [(False, torch.float32, True), (True, torch.float32, True),
+    for has_units, dtype, fused in [(False, torch.float32, False), (True, torch.float32, False),
                                     (False, torch.bfloat16, True), (True, torch.bfloat16, False)]:  # fmt: skip
         monkeypatch.setattr(layers, "this_cpu_has_bf16_units", lambda has_units=has_units: has_units)
         calls.clear()

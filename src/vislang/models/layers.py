@@ -1,11 +1,12 @@
 """Transformer building blocks shared by the image and text towers (pre-norm, GELU MLP).
 
 Attention has two implementations chosen by an explicit flag: PyTorch's fused
-``scaled_dot_product_attention`` ("sdpa") and plain matmul–softmax–matmul ("math"). "auto" takes
-the plain one only for bf16/fp16 inputs on a CPU with bf16 matrix units, where it trained a tiny
-CLIP 2.5x faster (the fused kernel's low-precision backward dominates there), and the fused one
-everywhere else: on CUDA, and on an AVX2 CPU, where it was 5% faster in fp32 and 7% in emulated
-bf16 (BENCHMARKS.md, ``bench/train_step_cpu.py``).
+``scaled_dot_product_attention`` ("sdpa") and plain matmul–softmax–matmul ("math"). "auto"
+follows measurements of a full training step (BENCHMARKS.md, ``bench/train_step_cpu.py``): the
+fused kernel on accelerators; on a CPU the plain one, except for bf16/fp16 on a CPU without bf16
+matrix units. With AMX the plain version trained a tiny CLIP 2.5x faster in bf16 (the fused
+kernel's low-precision backward dominates there); on an AVX2 CPU it was 8% faster in fp32, while
+in emulated bf16 the fused kernel was 7% faster.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from vislang.hardware import this_cpu_has_bf16_units
 def attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None, impl: str) -> torch.Tensor:
     """Multi-head attention on [B, H, L, Dh] tensors; ``mask`` is additive, broadcastable to [B, H, Lq, Lk]."""
     if impl == "auto":
-        low_precision = q.dtype in (torch.bfloat16, torch.float16)
-        impl = "math" if q.device.type == "cpu" and low_precision and this_cpu_has_bf16_units() else "sdpa"
+        emulated = q.dtype in (torch.bfloat16, torch.float16) and not this_cpu_has_bf16_units()
+        impl = "sdpa" if q.device.type != "cpu" or emulated else "math"
     if mask is not None:
         mask = mask.to(q.dtype)
     if impl == "sdpa":

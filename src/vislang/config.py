@@ -155,6 +155,7 @@ class ModelConfig(Section):
     # A named architecture from vislang.models.presets; fields given beside it override it.
     preset: str | None = None
     embed_dim: int = 64
+    # "auto": plain attention on CPUs except emulated bf16/fp16, the fused kernel elsewhere (models/layers.py)
     attn_impl: Literal["auto", "sdpa", "math"] = "auto"
     init_logit_scale: float = 1 / 0.07
     max_logit_scale: float = 100.0

@@ -47,7 +47,8 @@ def run(out: Path, configs: Path, lanes: int, only: list[str] | None) -> None:
     waiting, running, failed = [n for n in RUNS + FOLLOW_UPS if not only or n in only], {}, set()
     while waiting or running:
         while len(running) < lanes:
-            ready = [n for n in waiting if n not in FOLLOW_UPS or not {"cap"} & (set(waiting) | set(running))]
+            cap_pending = "cap" in waiting or "cap" in running
+            ready = [n for n in waiting if n not in FOLLOW_UPS or not cap_pending]
             if not ready:
                 break
             name = ready[0]

@@ -40,12 +40,16 @@ def scenes(world: World, split: str, n: int) -> tuple[np.ndarray, np.ndarray, np
 
 
 @torch.no_grad()
-def pooled_features(run: str, images: np.ndarray) -> torch.Tensor:
+def pooled_features(run: str, *image_sets: np.ndarray) -> list[torch.Tensor]:
+    """The run's image tower, built and loaded once, applied to each set of images."""
     cfg = RunConfig.model_validate(load_checkpoint(run)["config"]).model
     tower = build_vision(cfg, None).eval()
     init_tower_from(tower, run, "model.vision.")
-    x = to_tensor(images, cfg.vision.image_mean, cfg.vision.image_std)
-    return torch.cat([tower.tokens(part).mean(dim=1) for part in x.split(250)])
+    features = []
+    for images in image_sets:
+        x = to_tensor(images, cfg.vision.image_mean, cfg.vision.image_std)
+        features.append(torch.cat([tower.tokens(part).mean(dim=1) for part in x.split(250)]))
+    return features
 
 
 def linear_readout(train_x: torch.Tensor, train_y: np.ndarray, test_x: torch.Tensor, test_y: np.ndarray) -> float:
@@ -79,7 +83,7 @@ def main() -> None:
     print("| tower | left/upper object's colour (binding) | a present colour (no binding) |")
     print("|---|---|---|")
     for run in args.runs:
-        train_x, test_x = pooled_features(run, train_images), pooled_features(run, test_images)
+        train_x, test_x = pooled_features(run, train_images, test_images)
         binding = linear_readout(train_x, train_first, test_x, test_first)
         present = linear_readout(train_x, train_any, test_x, test_any)
         print(f"| {run} | {binding:.3f} | {present:.3f} |", flush=True)

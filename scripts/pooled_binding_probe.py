@@ -17,12 +17,12 @@ import argparse
 
 import numpy as np
 import torch
+from vislang.train.checkpoint import init_tower_from, load_checkpoint
 
 from vislang.config import RunConfig
 from vislang.data.transforms import to_tensor
 from vislang.data.world import COLORS, World
 from vislang.models import build_vision
-from vislang.train.checkpoint import init_tower_from, load_checkpoint
 
 
 def scenes(world: World, split: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -35,11 +35,15 @@ TINY = [
     "train.checkpoint_every=6",
     "train.threads=1",
     "data.num_workers=0",
-    "eval.n_classify=40",
-    "eval.n_retrieval=40",
-    "eval.n_probe=20",
+    "eval.tasks=[{type: zeroshot, n: 40}, {type: retrieval, n: 40}, {type: compositional, n: 20}]",
     "eval.batch_size=32",
 ]
+
+
+def eval_tasks(zeroshot: int | None = 40, retrieval: int | None = 40, compositional: int | None = 20) -> str:
+    """An ``eval.tasks=[...]`` override with the world's tasks of the given sizes (None: left out)."""
+    sizes = {"zeroshot": zeroshot, "retrieval": retrieval, "compositional": compositional}
+    return "eval.tasks=[" + ", ".join(f"{{type: {t}, n: {n}}}" for t, n in sizes.items() if n is not None) + "]"
 
 
 @pytest.fixture
@@ -49,7 +53,7 @@ def tiny_overrides() -> list[str]:
 
 @pytest.fixture
 def tiny_config(tiny_overrides):
-    from vislang.config import build_config
+    from vislang.experiment import build_config
 
     return build_config({}, tiny_overrides)
 
@@ -92,8 +96,8 @@ def broken_shards(tmp_path):
 def export_untrained(cfg, texts: list[str], out) -> str:
     """An untrained model of ``cfg`` (BPE trained on ``texts``) written as an export directory:
     a checkpoint for commands that take one, when its weights do not matter."""
+    from vislang.experiment import build_objective
     from vislang.export import export_objective
-    from vislang.objectives import build_objective
     from vislang.tokenizers import BPETokenizer
 
     tokenizer = BPETokenizer.train(texts, 300, cfg.model.text.context_length)

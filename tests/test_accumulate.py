@@ -10,8 +10,7 @@ import json
 import pytest
 import torch
 
-from vislang.config import build_config
-from vislang.objectives import build_objective
+from vislang.experiment import build_config, build_objective
 from vislang.train.accumulate import backward, split_batch
 from vislang.train.loop import train
 
@@ -97,8 +96,7 @@ def test_unmasked_tuning_switches_at_its_step(tmp_path, tiny_overrides):
             "train.unmasked_tuning=0.25",  # the last 3 of 12 steps
             "train.log_every=1",
             "train.accum_steps=2",
-            "eval.compositional=false",
-            "eval.retrieval=false",
+            "eval.tasks=[{type: zeroshot, n: 40}]",
         ],
     )
     train(cfg, tmp_path / "run", quiet=True)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from vislang.errors import DataError
 from vislang.eval.aro import AroEvaluator, clean_caption, load_aro, order_perturbations, text_only_scores
-from vislang.objectives.base import Objective
+from vislang.objectives import Objective
 
 
 class RednessObjective(Objective):
@@ -160,13 +160,14 @@ def test_eval_command_runs_aro_sets_from_config(vg_files, tiny_overrides, tmp_pa
     import subprocess
     import sys
 
-    from vislang.config import build_config
+    from vislang.experiment import build_config
     from vislang.train.loop import train
 
     cfg = build_config({}, tiny_overrides + ["train.steps=2", "train.eval_every=2", "train.checkpoint_every=2"])
     train(cfg, tmp_path / "run", quiet=True)
     aro = (
-        f"eval.aro=[{{kind: vg_relation, annotations: '{vg_files / 'visual_genome_relation.json'}', "
+        f"eval.tasks=[{{type: zeroshot, n: 40}}, {{type: retrieval, n: 40}}, {{type: compositional, n: 20}}, "
+        f"{{type: aro, kind: vg_relation, annotations: '{vg_files / 'visual_genome_relation.json'}', "
         f"images: '{vg_files / 'images'}', min_group: 1}}]"
     )
     out = tmp_path / "eval.json"

@@ -10,10 +10,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from conftest import export_untrained
-from vislang.config import build_config
 from vislang.curate.capfilt import capfilt_pool
 from vislang.data.world import World
 from vislang.errors import ConfigError
+from vislang.experiment import build_config
 
 
 def _model(tmp_path, name: str, objective: str, overrides: list[str]) -> str:

@@ -7,37 +7,40 @@ import math
 import pytest
 import torch
 
-from vislang.config import build_config
+from vislang.config import ModelConfig
+from vislang.experiment import build_config, build_objective
 from vislang.generation import GenerationConfig, generate
 from vislang.losses import clip_loss
-from vislang.models import build_captioner, build_coca
 from vislang.models.text.decoder import TextDecoder
-from vislang.objectives import build_objective
 from vislang.objectives.captioning import caption_loss, sequence_log_likelihood
+from vislang.objectives.towers import build_captioner, build_coca
 
 VOCAB, PAD, SOT, EOT = 50, 0, 1, 2
 
 
+SMALL_MODEL = {
+    "embed_dim": 16,
+    "vision": {"image_size": 16, "patch_size": 8, "width": 16, "depth": 1, "heads": 2},
+    "text": {"width": 16, "heads": 2, "depth": 1, "context_length": 12},
+}
+DECODER_DEPTH, N_QUERIES = 1, 4
+
+
 def small_config(objective: str, *extra: str):
-    return build_config(
-        {},
-        [
-            f"objective={objective}",
-            "model.embed_dim=16",
-            "model.vision.image_size=16",
-            "model.vision.patch_size=8",
-            "model.vision.width=16",
-            "model.vision.depth=1",
-            "model.vision.heads=2",
-            "model.text.width=16",
-            "model.text.heads=2",
-            "model.text.depth=1",
-            "model.text.context_length=12",
-            "model.decoder.depth=1",
-            "model.decoder.n_queries=4",
-            *extra,
-        ],
-    )
+    decoder = {"depth": DECODER_DEPTH, **({"n_queries": N_QUERIES} if objective == "coca" else {})}
+    return build_config({"model": SMALL_MODEL, "objective": {"kind": objective, "decoder": decoder}}, list(extra))
+
+
+def small_model() -> ModelConfig:
+    return ModelConfig(**SMALL_MODEL)
+
+
+def small_captioner():
+    return build_captioner(small_model(), DECODER_DEPTH, VOCAB, PAD)
+
+
+def small_coca():
+    return build_coca(small_model(), DECODER_DEPTH, N_QUERIES, VOCAB, PAD)
 
 
 def captions(n: int, length: int = 12) -> torch.Tensor:
@@ -50,7 +53,7 @@ def captions(n: int, length: int = 12) -> torch.Tensor:
 
 
 def test_cappa_parallel_share_matches_config():
-    objective = build_objective(small_config("cappa", "loss.parallel_prob=0.75"), VOCAB, PAD)
+    objective = build_objective(small_config("cappa", "objective.parallel_prob=0.75"), VOCAB, PAD)
     batch = {"image": torch.randn(2000, 3, 16, 16), "text": captions(2000)}
     with torch.no_grad():
         share = objective.loss(batch)["parallel_share"].item()
@@ -61,7 +64,7 @@ def test_cappa_parallel_share_matches_config():
 
 def test_parallel_rows_have_no_causal_mask_and_ignore_their_inputs():
     torch.manual_seed(0)
-    model = build_captioner(small_config("cappa").model, VOCAB, PAD).eval()
+    model = small_captioner().eval()
     images, tokens = torch.randn(2, 3, 16, 16), captions(2)[:, :-1]
     mask = model.decoder._self_mask(tokens, torch.tensor([True, False]), False)
     assert torch.all(mask[0] == 0)  # parallel row: every position sees every position
@@ -92,7 +95,7 @@ def test_caption_loss_ignores_only_trailing_padding():
 
 def test_coca_loss_is_the_weighted_sum():
     torch.manual_seed(0)
-    cfg = small_config("coca", "loss.contrastive_weight=0.5", "loss.caption_weight=3.0")
+    cfg = small_config("coca", "objective.contrastive_weight=0.5", "objective.caption_weight=3.0")
     objective = build_objective(cfg, VOCAB, PAD)
     batch = {"image": torch.randn(6, 3, 16, 16), "text": captions(6)}
     parts = objective.loss(batch)
@@ -102,7 +105,7 @@ def test_coca_loss_is_the_weighted_sum():
     torch.testing.assert_close(parts["contrastive"], expected)
 
     # With caption weight 0 the multimodal decoder gets no gradient; the unimodal text blocks do.
-    objective = build_objective(small_config("coca", "loss.caption_weight=0"), VOCAB, PAD)
+    objective = build_objective(small_config("coca", "objective.caption_weight=0"), VOCAB, PAD)
     objective.loss(batch)["loss"].backward()
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in objective.model.decoder.multimodal.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in objective.model.decoder.unimodal.parameters())
@@ -145,11 +148,11 @@ def test_captioner_zero_shot_picks_the_likeliest_class():
     torch.testing.assert_close(pair, scores)
 
 
-@pytest.mark.parametrize("build", [build_captioner, build_coca])
+@pytest.mark.parametrize("build", [small_captioner, small_coca])
 @pytest.mark.parametrize("method", ["greedy", "beam", "sample"])
 def test_kv_cache_generates_the_same_tokens(build, method):
     torch.manual_seed(0)
-    model = build(small_config("coca").model, VOCAB, PAD).eval()
+    model = build().eval()
     torch.nn.init.normal_(model.decoder.head.weight, std=0.5)  # peaked distributions, varied tokens
     images = torch.randn(5, 3, 16, 16)
     outputs = [
@@ -163,7 +166,7 @@ def test_kv_cache_generates_the_same_tokens(build, method):
 
 def test_beam_search_finds_a_better_sequence_than_greedy():
     torch.manual_seed(0)
-    model = build_captioner(small_config("cap").model, VOCAB, PAD).eval()
+    model = small_captioner().eval()
     torch.nn.init.normal_(model.decoder.head.weight, std=0.5)
     images = torch.randn(8, 3, 16, 16)
     context = model.image_context(images)

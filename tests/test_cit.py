@@ -8,9 +8,10 @@ import json
 import pytest
 import torch
 
-from vislang.config import CitConfig, build_config
+from vislang.config import CitConfig
 from vislang.data.cit import CitCurator
 from vislang.errors import ConfigError
+from vislang.experiment import build_config
 from vislang.train.loop import train
 
 

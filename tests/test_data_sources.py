@@ -12,11 +12,15 @@ import pytest
 import torch
 from PIL import Image
 
-from vislang.config import build_config
+from vislang.config import DataConfig, SourceConfig, VisionConfig
 from vislang.data import build_batches, build_sources
 from vislang.data.batches import Batches
+from vislang.data.source import RandomAccessSource
 from vislang.data.transforms import ImageTransform
 from vislang.errors import ConfigError, DataError
+from vislang.experiment import build_config
+
+IMAGE_SIZE, BATCH_SIZE, SEED = 16, 8, 0
 
 
 def png_bytes(color, size=(24, 24)) -> bytes:
@@ -29,11 +33,16 @@ def tokenize(texts):
     return torch.tensor([[len(t)] for t in texts])
 
 
-def sources_config(*sources: str, extra: tuple[str, ...] = ()):
-    return build_config(
-        {},
-        [f"data.sources=[{', '.join(sources)}]", "model.vision.image_size=16", "train.batch_size=8", *extra],
-    )
+def sources_config(*sources: dict, **data) -> DataConfig:
+    return DataConfig(sources=[SourceConfig(**s) for s in sources], **data)
+
+
+def open_sources(data: DataConfig) -> dict:
+    return build_sources(data, IMAGE_SIZE, SEED)
+
+
+def batches(data: DataConfig) -> Batches:
+    return build_batches(data, VisionConfig(image_size=IMAGE_SIZE), BATCH_SIZE, SEED, tokenize, open_sources(data))
 
 
 def test_parquet_with_image_bytes_and_several_caption_columns(tmp_path):
@@ -45,20 +54,16 @@ def test_parquet_with_image_bytes_and_several_caption_columns(tmp_path):
         }
     )
     pq.write_table(table, tmp_path / "pairs.parquet")
-    cfg = sources_config(
-        f"{{kind: table, path: '{tmp_path / 'pairs.parquet'}', image_column: jpg, caption_columns: [caption, alt]}}"
-    )
-    batch = build_batches(cfg, tokenize)[0]
+    source = {"kind": "table", "path": str(tmp_path / "pairs.parquet"), "image_column": "jpg"}
+    cfg = sources_config(source | {"caption_columns": ["caption", "alt"]})
+    batch = batches(cfg)[0]
     assert batch["image"].shape == (8, 3, 16, 16) and batch["counts"] == {}
     seen = {int(t) for t in batch["text"][:, 0]}
     assert seen <= {len("a red square"), len("a blue square"), len("crimson"), len("navy")} and len(seen) > 2
-    again = build_batches(cfg, tokenize)[0]  # the caption drawn for each visit is seeded
+    again = batches(cfg)[0]  # the caption drawn for each visit is seeded
     assert torch.equal(batch["text"], again["text"]) and torch.equal(batch["image"], again["image"])
-    first = sources_config(
-        f"{{kind: table, path: '{tmp_path / 'pairs.parquet'}', image_column: jpg, caption_columns: [caption, alt], "
-        "caption_pick: first}"
-    )
-    assert {int(t) for t in build_batches(first, tokenize)[0]["text"][:, 0]} == {12, 13}
+    first = sources_config(source | {"caption_columns": ["caption", "alt"], "caption_pick": "first"})
+    assert {int(t) for t in batches(first)[0]["text"][:, 0]} == {12, 13}
 
 
 def test_folder_with_txt_and_json_captions(tmp_path):
@@ -67,11 +72,11 @@ def test_folder_with_txt_and_json_captions(tmp_path):
     Image.new("RGB", (20, 30), (255, 255, 0)).save(tmp_path / "b.jpg")
     (tmp_path / "b.json").write_text(json.dumps({"captions": ["a yellow one", "yellow"]}))
     Image.new("RGB", (20, 20)).save(tmp_path / "no_caption.png")  # not a sample: no caption file
-    cfg = sources_config(f"{{kind: folder, path: '{tmp_path}'}}")
-    (source,) = build_sources(cfg).values()
+    cfg = sources_config({"kind": "folder", "path": str(tmp_path)})
+    (source,) = open_sources(cfg).values()
     assert len(source) == 2
     assert sorted(source.captions(10)) == ["a green rectangle", "a yellow one"]
-    assert build_batches(cfg, tokenize)[0]["image"].shape == (8, 3, 16, 16)
+    assert batches(cfg)[0]["image"].shape == (8, 3, 16, 16)
 
 
 def test_every_broken_case_is_skipped_and_counted(tmp_path):
@@ -92,8 +97,8 @@ def test_every_broken_case_is_skipped_and_counted(tmp_path):
         (b"good.png", b"caf\xe9 latin-1"),
     ]
     (tmp_path / "pairs.csv").write_bytes(b"image,caption\n" + b"".join(i + b"," + c + b"\n" for i, c in rows))
-    cfg = sources_config(f"{{kind: table, path: '{tmp_path / 'pairs.csv'}'}}", extra=("data.max_image_pixels=2000",))
-    batch = build_batches(cfg, tokenize)[0]  # batch 8 = one epoch of the 8 rows
+    cfg = sources_config({"kind": "table", "path": str(tmp_path / "pairs.csv")}, max_image_pixels=2000)
+    batch = batches(cfg)[0]  # batch 8 = one epoch of the 8 rows
     assert batch["counts"] == {
         "skipped/bad_image": 2,
         "skipped/too_large": 1,
@@ -107,19 +112,27 @@ def test_every_broken_case_is_skipped_and_counted(tmp_path):
 
 def test_a_source_that_cannot_be_read_names_itself(tmp_path):
     with pytest.raises(DataError, match="missing.parquet"):
-        build_sources(sources_config(f"{{kind: table, path: '{tmp_path / 'missing.parquet'}'}}"))
+        open_sources(sources_config({"kind": "table", "path": str(tmp_path / "missing.parquet")}))
     (tmp_path / "t.csv").write_text("img,text\nx.png,y\n")
     with pytest.raises(DataError, match="no column 'image'"):
-        build_sources(sources_config(f"{{kind: table, path: '{tmp_path / 't.csv'}'}}"))
+        open_sources(sources_config({"kind": "table", "path": str(tmp_path / "t.csv")}))
     with pytest.raises(DataError, match="no images with a .txt"):
-        build_sources(sources_config(f"{{kind: folder, path: '{tmp_path}'}}"))
+        open_sources(sources_config({"kind": "folder", "path": str(tmp_path)}))
     with pytest.raises(ConfigError, match="needs a path"):
-        sources_config("{kind: table}")
+        build_config({}, ["data.sources=[{kind: table}]"])
 
 
-class Constant:
+class Constant(RandomAccessSource):
     def __init__(self, value: int) -> None:
         self.value = value
+
+    size = None
+
+    def describe(self) -> str:
+        return "constant"
+
+    def captions(self, n: int) -> list[str]:
+        return [str(self.value)] * n
 
     def get(self, position, rng):
         return np.full((2, 2, 3), self.value, dtype=np.uint8), f"{self.value}:{position}"
@@ -175,10 +188,10 @@ def test_shuffle_false_reads_the_stored_order_every_epoch(tmp_path):
     captions = [f"caption number {i}" + "!" * i for i in range(5)]  # lengths 16..20 tell them apart
     table = pa.table({"image": [png_bytes((40 * i, 0, 0)) for i in range(5)], "caption": captions})
     pq.write_table(table, tmp_path / "pairs.parquet")
-    source = f"{{kind: table, path: '{tmp_path / 'pairs.parquet'}'"
-    stored = build_batches(sources_config(source + ", shuffle: false}"), tokenize)[0]["text"][:, 0].tolist()
+    source = {"kind": "table", "path": str(tmp_path / "pairs.parquet")}
+    stored = batches(sources_config(source | {"shuffle": False}))[0]["text"][:, 0].tolist()
     assert stored == [len(captions[i % 5]) for i in range(8)]  # 5 rows, then the second epoch
-    shuffled = build_batches(sources_config(source + "}"), tokenize)[0]["text"][:, 0].tolist()
+    shuffled = batches(sources_config(source))[0]["text"][:, 0].tolist()
     assert shuffled[:5] != stored[:5] and sorted(shuffled[:5]) == sorted(stored[:5])
     with pytest.raises(ConfigError, match="contradict"):
-        sources_config(source + ", shuffle: false, resampled: true}")
+        build_config({"data": {"sources": [source | {"shuffle": False, "resampled": True}]}})

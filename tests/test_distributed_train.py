@@ -15,8 +15,8 @@ import sys
 import torch
 import yaml
 
-from vislang.config import build_config
-from vislang.train.checkpoint import load_checkpoint
+from vislang.checkpoint import load_checkpoint
+from vislang.experiment import build_config
 from vislang.train.loop import train
 
 DIFFERENT = [
@@ -24,8 +24,7 @@ DIFFERENT = [
     "train.steps=4",
     "train.checkpoint_every=2",
     "train.eval_every=4",
-    "eval.compositional=false",
-    "eval.n_retrieval=41",  # an odd count: the ranks' shares differ in size
+    "eval.tasks=[{type: zeroshot, n: 40}, {type: retrieval, n: 41}]",  # 41: the ranks' shares differ in size
 ]
 
 

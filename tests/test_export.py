@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 
 import vislang
-from vislang.config import build_config
+from conftest import eval_tasks
+from vislang.experiment import build_config
 from vislang.train.loop import train
 
 
@@ -26,7 +27,11 @@ def run_dir(tmp_path_factory):
     from conftest import TINY
 
     out = tmp_path_factory.mktemp("run")
-    train(build_config({}, TINY + ["train.steps=2", "train.eval_every=2", "eval.compositional=false"]), out, quiet=True)
+    train(
+        build_config({}, TINY + ["train.steps=2", "train.eval_every=2", eval_tasks(compositional=None)]),
+        out,
+        quiet=True,
+    )
     return out
 
 

@@ -1,9 +1,12 @@
 """DataComp-style filters: the basic rules, the CLIP-score fraction threshold, first-synset text
-filtering against a WordNet index, k-means image clusters, intersections and the subset files."""
+filtering against a WordNet index, k-means image clusters, intersections and the subset files;
+filters by name with their own validated options, a filter registered from this file, and
+``--filters FILE.yaml``."""
 
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 
@@ -12,8 +15,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from PIL import Image
+from pydantic import Field
 
+from vislang.cli import main
 from vislang.curate.filters import (
+    FILTERS,
+    FilterConfig,
+    FilterContext,
+    Sample,
     WordNetNouns,
     basic_rules,
     filter_pool,
@@ -112,22 +121,35 @@ def pool(tmp_path):
 
 
 def test_filter_pool_intersects_filters(pool, wordnet, tmp_path, tiny_config):
-    basic = filter_pool([str(pool / "pool.parquet")], pool / "basic", basic=True)
+    basic = filter_pool([str(pool / "pool.parquet")], pool / "basic", {"basic": {}})
     assert basic["samples"] == 5 and basic["skipped_unreadable"] == 1
     assert (pool / "basic" / "subset.txt").read_text().split() == ["0" * 31 + i for i in "145"]
     (pool / "wnids.txt").write_text("n02084071\nn02330245\nn02085374\n")
-    both = filter_pool([str(pool / "pool.parquet")], pool / "both", basic=True, synsets_file=str(pool / "wnids.txt"),
-                       wordnet=str(wordnet))  # fmt: skip
+    text = {"synsets": str(pool / "wnids.txt"), "wordnet": str(wordnet)}
+    both = filter_pool([str(pool / "pool.parquet")], pool / "both", {"text": text, "basic": None})
     assert both["passed"] == {"basic": 3, "text_synsets": 3} and both["kept"] == 2  # dog and mouse
     assert np.load(pool / "both" / "subset.npy").tolist() == [(0, 1), (0, 4)]
 
     from conftest import export_untrained
 
     model = export_untrained(tiny_config, ["a dog on the beach", "a mouse"] * 50, tmp_path / "model")
-    scored = filter_pool([str(pool / "pool.parquet")], pool / "clip", checkpoint=model, clip_fraction=0.4)
+    scored = filter_pool([str(pool / "pool.parquet")], pool / "clip", {"clip_score": {"fraction": 0.4}}, model)
     assert scored["kept"] == 3  # the scores at indices 0, 1, 2 of the descending sort (no ties)
+    assert list(scored["passed"]) == ["clip_score", "clip_score_threshold"]
+    assert isinstance(scored["passed"]["clip_score_threshold"], float)
     with pytest.raises(ConfigError, match="checkpoint"):
-        filter_pool([str(pool / "pool.parquet")], pool / "x", clip_fraction=0.4)
+        filter_pool([str(pool / "pool.parquet")], pool / "x", {"clip_score": {"fraction": 0.4}})
+    image = {"target": str(pool / "pool.parquet"), "clusters": 2}  # a bare string is one target
+    near = filter_pool([str(pool / "pool.parquet")], pool / "image", {"image": image}, model)
+    assert near["passed"] == {"image_clusters": 5}  # the target is the pool: every cluster is some target's nearest
+
+
+def test_a_file_without_readable_samples_joins_the_others(pool):
+    pq.write_table(
+        pa.table({"uid": ["x"], "caption": ["a dog on the beach"], "image": [b"broken"]}), pool / "e.parquet"
+    )
+    summary = filter_pool([str(pool / "e.parquet"), str(pool / "pool.parquet")], pool / "e", {"basic": {}})
+    assert summary["samples"] == 5 and summary["skipped_unreadable"] == 2 and summary["kept"] == 3
 
 
 def test_filter_command(pool):
@@ -137,3 +159,95 @@ def test_filter_command(pool):
     assert "kept 3" in run.stdout and (pool / "c" / "subset.npy").is_file()
     bad = subprocess.run([*cli, str(pool / "d")], capture_output=True, text=True)
     assert bad.returncode == 2 and "choose at least one filter" in bad.stderr and "Traceback" not in bad.stderr
+
+
+BAD_OPTIONS = [
+    ("basic", {"lang": "en"}, "filter basic: unknown config key 'lang'"),
+    ("clip_score", {"threshold": 0.2, "fraction": 0.3}, "filter clip_score: threshold and fraction exclude each other"),
+    ("clip_score", {}, "filter clip_score: give threshold or fraction"),
+    ("clip_score", {"fraction": 1.5}, "filter clip_score: fraction: "),
+    ("clip_score", {"fraction": 0}, "filter clip_score: fraction: "),
+    ("text", {"synsets": "{tmp}/missing.txt"}, "filter text: synsets: cannot read"),
+    ("text", {"synsets": "{tmp}/wnids.txt", "wordnet": "{tmp}"}, "filter text: wordnet: no index.noun"),
+    ("text", {"synsets": "{tmp}/bad_wnids.txt", "wordnet": "{tmp}/wordnet"}, "filter text: synsets: "),
+    ("text", {"wordnet": "{tmp}/wordnet"}, "filter text: synsets: Field required"),
+    ("image", {"target": ["{tmp}/pool.parquet"], "clusters": 0}, "filter image: clusters: "),
+    ("image", {"target": ["{tmp}/pool.parquet"]}, "filter image: clusters: Field required"),
+    ("image", {"target": ["{tmp}/nowhere"], "clusters": 3}, "filter image: target: not found"),
+    ("image", {"target": ["{tmp}/pool.parquet"], "clusters": 3, "k": 3}, "filter image: unknown config key 'k'"),
+]
+
+
+@pytest.mark.parametrize(("name", "options", "message"), BAD_OPTIONS)
+def test_bad_filter_options_are_one_line_naming_the_filter_and_field(pool, wordnet, name, options, message):
+    (pool / "wnids.txt").write_text("n02084071\n")
+    (pool / "bad_wnids.txt").write_text("n02084071\ndog\n")
+    options = {k: json.loads(json.dumps(v).replace("{tmp}", str(pool))) for k, v in options.items()}
+    with pytest.raises(ConfigError) as error:
+        filter_pool([str(pool / "pool.parquet")], pool / "out", {name: options}, checkpoint="unused")
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+    assert not (pool / "out").exists()  # refused before any work
+
+
+def test_unknown_and_missing_filters_are_refused(pool):
+    with pytest.raises(ConfigError, match="unknown filter 'clip'; choose from basic, clip_score, text, image"):
+        filter_pool([str(pool / "pool.parquet")], pool / "out", {"clip": {}})
+    with pytest.raises(ConfigError, match="choose at least one filter"):
+        filter_pool([str(pool / "pool.parquet")], pool / "out", {})
+    with pytest.raises(ConfigError, match="filter clip_score: options must be a mapping"):
+        filter_pool([str(pool / "pool.parquet")], pool / "out", {"clip_score": 0.3})
+
+
+class WordFilter(FilterConfig):
+    """A toy filter for the test below: captions containing a word (its own option)."""
+
+    features = frozenset({"caption"})
+    word: str = Field(min_length=1, description="the word a kept caption contains")
+
+    def per_sample(self):
+        return lambda sample: self.word in sample.caption.lower().split()
+
+    def keep(self, table: dict[str, np.ndarray], context: FilterContext) -> np.ndarray:
+        assert len(table["caption"]) == len(table["per_sample"])  # the declared feature reaches keep()
+        return table["per_sample"]
+
+
+def test_a_registered_filter_runs_alongside_basic(pool, monkeypatch):
+    monkeypatch.setitem(FILTERS, "word", WordFilter)
+    table = pq.read_table(pool / "pool.parquet")
+    pq.write_table(table.slice(0, 3), pool / "a.parquet")  # two files: the worker pass forks two processes
+    pq.write_table(table.slice(3), pool / "b.parquet")
+    files = [str(pool / "a.parquet"), str(pool / "b.parquet")]
+    summary = filter_pool(files, pool / "word", {"word": {"word": "the"}, "basic": {}}, processes=2)
+    assert summary["passed"] == {"basic": 3, "word": 3} and summary["kept"] == 2
+    assert (pool / "word" / "subset.txt").read_text().split() == ["0" * 31 + "1", "0" * 31 + "5"]
+    assert WordFilter(word="dog").per_sample()(Sample("u", "A dog", 1, 1, b""))
+    with pytest.raises(ConfigError, match="^filter word: word: "):
+        filter_pool(files, pool / "x", {"word": {"word": ""}})
+
+
+def test_filters_file_gives_the_flags_subset(pool, wordnet, capsys):
+    (pool / "wnids.txt").write_text("n02084071\nn02330245\n")
+    cli = ["curate", "filter", str(pool / "pool.parquet"), "--out"]
+    assert (
+        main([*cli, str(pool / "flags"), "--basic", "--synsets", str(pool / "wnids.txt"), "--wordnet", str(wordnet)])
+        == 0
+    )
+    (pool / "filters.yaml").write_text(f"text: {{synsets: {pool / 'wnids.txt'}, wordnet: {wordnet}}}\nbasic: {{}}\n")
+    assert main([*cli, str(pool / "file"), "--filters", str(pool / "filters.yaml")]) == 0
+    flags, file = capsys.readouterr().out.splitlines()
+    assert flags.replace("flags", "file") == file and "passed: basic 3, text_synsets 2; kept 2" in file
+    assert (pool / "file" / "subset.txt").read_text() == (pool / "flags" / "subset.txt").read_text()
+    assert json.loads((pool / "file" / "filter.json").read_text()) == json.loads(
+        (pool / "flags" / "filter.json").read_text()
+    )
+
+    (pool / "twice.yaml").write_text("basic: {}\nclip_score: {fraction: 0.3}\nbasic: {}\n")
+    assert main([*cli, str(pool / "x"), "--filters", str(pool / "twice.yaml")]) == 2
+    assert "duplicate key 'basic' (line 3, column 1)" in capsys.readouterr().err
+    (pool / "bad.yaml").write_text("clip_score: {fraction: 0.3, threshold: 0.2}\n")
+    assert main([*cli, str(pool / "x"), "--filters", str(pool / "bad.yaml"), "--checkpoint", "m"]) == 2
+    err = capsys.readouterr().err
+    assert err == "vislang: error: filter clip_score: threshold and fraction exclude each other\n"
+    assert main([*cli, str(pool / "x"), "--filters", str(pool / "bad.yaml"), "--basic"]) == 2
+    assert "give one or the other" in capsys.readouterr().err

@@ -7,10 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vislang.config import build_config
+from vislang.checkpoint import load_checkpoint
 from vislang.errors import CheckpointError, ConfigError
-from vislang.objectives import build_objective
-from vislang.train.checkpoint import load_checkpoint
+from vislang.experiment import build_config, build_objective
 from vislang.train.loop import train
 from vislang.train.optim import apply_param_rules, build_optimizer, param_rules
 
@@ -52,7 +51,7 @@ def test_learning_rate_scale_and_weight_decay_by_name(tiny_overrides):
     rules = "[{match: '^model\\.text\\.', lr_scale: 0.1}, {match: 'ln_', weight_decay: 0.5}]"
     cfg = build_config({}, tiny_overrides + [f"train.param_rules={rules}", "train.lr=1e-3"])
     objective = build_objective(cfg, 50, 0)
-    optimizer = build_optimizer(objective, cfg.train, apply_param_rules(objective, param_rules(cfg)))
+    optimizer = build_optimizer(objective, cfg.train, apply_param_rules(objective, param_rules(cfg.model, cfg.train)))
     group_of = {id(p): g for g in optimizer.param_groups for p in g["params"]}
     for name, param in objective.named_parameters():
         group = group_of[id(param)]
@@ -66,12 +65,12 @@ def test_learning_rate_scale_and_weight_decay_by_name(tiny_overrides):
 def test_rule_errors_name_the_rule(tiny_overrides):
     cfg = build_config({}, tiny_overrides + ["train.param_rules=[{match: '^model\\.nothing\\.', freeze: true}]"])
     with pytest.raises(ConfigError, match="nothing.*matches no parameter"):
-        apply_param_rules(build_objective(cfg, 50, 0), param_rules(cfg))
+        apply_param_rules(build_objective(cfg, 50, 0), param_rules(cfg.model, cfg.train))
     with pytest.raises(ConfigError, match="match"):
         build_config({}, ["train.param_rules=[{match: '(unclosed'}]"])
     everything = build_config({}, tiny_overrides + ["train.param_rules=[{match: '.', freeze: true}]"])
     with pytest.raises(ConfigError, match="every parameter is frozen"):
-        apply_param_rules(build_objective(everything, 50, 0), param_rules(everything))
+        apply_param_rules(build_objective(everything, 50, 0), param_rules(everything.model, everything.train))
 
 
 def test_image_tower_from_a_captioner_run_locked(tmp_path, tiny_overrides):

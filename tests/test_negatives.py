@@ -7,7 +7,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from vislang.config import build_config
 from vislang.data.batches import text_fields
 from vislang.data.negatives import (
     negative_caption,
@@ -19,6 +18,7 @@ from vislang.data.negatives import (
     swap_nouns,
     swap_relation,
 )
+from vislang.experiment import build_config
 from vislang.losses import clip_loss, siglip_loss
 
 
@@ -146,9 +146,11 @@ def test_image_bank_adds_nearest_neighbours_with_their_captions():
 
 
 def _clip_with_bank():
-    from vislang.objectives import build_objective
+    from vislang.experiment import build_objective
 
-    cfg = build_config({}, ["loss.hard_negative_images=8", "model.vision.image_size=32", "model.vision.patch_size=16"])
+    cfg = build_config(
+        {}, ["objective.hard_negative_images=8", "model.vision.image_size=32", "model.vision.patch_size=16"]
+    )
     return build_objective(cfg, 100, 0)
 
 
@@ -172,7 +174,7 @@ def test_bank_pairs_join_the_contrastive_loss():
 
 @pytest.mark.parametrize("objective", ["clip", "siglip"])
 def test_a_batch_without_any_valid_negative_still_trains(objective):
-    from vislang.objectives import build_objective
+    from vislang.experiment import build_objective
 
     extra = ["model.init_logit_bias=-10"] if objective == "siglip" else []
     cfg = build_config(

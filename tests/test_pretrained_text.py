@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vislang.config import build_config
-from vislang.models import build_two_tower
+from vislang.config import ModelConfig, TextConfig
+from vislang.experiment import build_config
+from vislang.objectives.towers import build_two_tower
 from vislang.tokenizers import BPETokenizer
 from vislang.train.loop import train
 
@@ -31,14 +32,12 @@ def test_tokenizer_matches_transformers(path):
     assert ours.decode(ours(TEXTS[:1])[0].tolist()) == "a red circle left of a blue square."
 
 
-def test_mean_pooled_tower_matches_sentence_transformers(path, tiny_overrides):
+def test_mean_pooled_tower_matches_sentence_transformers(path):
     from sentence_transformers import SentenceTransformer
 
-    cfg = build_config(
-        {}, tiny_overrides + [f"model.text.pretrained={path}", "model.text.pool=mean", "model.text.context_length=128"]
-    )
+    model = ModelConfig(embed_dim=32, text=TextConfig(pretrained=path, pool="mean", context_length=128))
     tokenizer = BPETokenizer.pretrained(path, 128)
-    tower = build_two_tower(cfg.model, tokenizer.vocab_size, tokenizer.pad_id).text.eval()
+    tower = build_two_tower(model, tokenizer.vocab_size, tokenizer.pad_id).text.eval()
     captured = {}
     tower.proj.register_forward_hook(lambda module, inputs, output: captured.setdefault("pooled", inputs[0]))
     with torch.no_grad():

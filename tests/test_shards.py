@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 
 from tar_helpers import BROKEN_SKIPS, png, skips_after_two_passes, write_tar
-from vislang.config import build_config
 from vislang.data.shards import ShardIndex, expand_shards, split_key
 from vislang.errors import DataError
+from vislang.experiment import build_config
 from vislang.train.loop import train
 
 
@@ -91,7 +91,7 @@ def test_training_on_synthesised_world_shards(tmp_path, tiny_overrides):
     from vislang.data import build_sources
     from vislang.data.world import World
 
-    (source,) = build_sources(cfg).values()
+    (source,) = build_sources(cfg.data, cfg.model.vision.image_size, cfg.train.seed).values()
     image, caption = source.get(0, np.random.default_rng(0))
     index = source.order.row(0)
     world_image, world_caption, _ = World(32).sample("train", index)
@@ -108,8 +108,12 @@ def test_training_on_synthesised_world_shards(tmp_path, tiny_overrides):
     def tokenize(texts):
         return torch.tensor([[len(t)] for t in texts])
 
+    def batches(cfg):
+        sources = build_sources(cfg.data, cfg.model.vision.image_size, cfg.train.seed)
+        return build_batches(cfg.data, cfg.model.vision, cfg.train.batch_size, cfg.train.seed, tokenize, sources)
+
     for step in (0, 1):
-        a, b = build_batches(ordered, tokenize)[step], build_batches(on_the_fly, tokenize)[step]
+        a, b = batches(ordered)[step], batches(on_the_fly)[step]
         assert torch.equal(a["image"], b["image"]) and torch.equal(a["text"], b["text"])
 
 
@@ -118,7 +122,7 @@ def test_resume_continues_a_mixed_shard_and_table_stream(tmp_path, tiny_override
 
     import torch
 
-    from vislang.train.checkpoint import load_checkpoint
+    from vislang.checkpoint import load_checkpoint
 
     result = run_cli(
         "data", "synth", "--out", str(tmp_path / "shards"), "--n", "90", "--shard-size", "30", "--image-size", "32"
@@ -142,9 +146,7 @@ def test_resume_continues_a_mixed_shard_and_table_stream(tmp_path, tiny_override
             "train.steps=6",
             "train.checkpoint_every=3",
             "train.eval_every=6",
-            "eval.zeroshot=false",
-            "eval.retrieval=false",
-            "eval.compositional=false",
+            "eval.tasks=[]",
         ],
     )
     train(cfg, tmp_path / "whole", quiet=True)

@@ -11,12 +11,16 @@ import pytest
 import torch
 
 from tar_helpers import BROKEN_SKIPS, png, skips_after_two_passes, write_tar
-from vislang.config import build_config
+from vislang.config import DataConfig, SourceConfig, VisionConfig
 from vislang.data import build_batches, build_sources
+from vislang.data.decode import SampleDecoder
 from vislang.data.stream import BAD, ShardStream, read_sizes
 from vislang.data.transforms import ImageTransform
 from vislang.errors import DataError
+from vislang.experiment import build_config
 from vislang.train.loop import train
+
+IMAGE_SIZE, SEED = 32, 0  # the tiny config's image size and seed
 
 
 def write_shards(folder, n_shards: int, per_shard: int, sizes: bool = False) -> str:
@@ -34,7 +38,7 @@ def write_shards(folder, n_shards: int, per_shard: int, sizes: bool = False) -> 
 
 
 def stream(spec: str, **kw) -> ShardStream:
-    return ShardStream(spec, ImageTransform(8, "squash", False, (1.0, 1.0)), 10**6, seed=0, **kw)
+    return ShardStream(spec, SampleDecoder(ImageTransform(8, "squash", False, (1.0, 1.0)), 10**6), seed=0, **kw)
 
 
 def keys(samples) -> list[str]:
@@ -81,19 +85,22 @@ def test_resampled_lanes_draw_their_own_shards(tmp_path):
     assert keys(next(again) for _ in range(30)) == first_a  # seeded
 
 
-def streamed_config(spec: str, overrides: list[str], extra: str = "") -> object:
-    return build_config(
-        {},
-        overrides + [f"data.sources=[{{kind: shards, path: '{spec}', access: stream{extra}}}]", "data.num_workers=2"],
-    )
+def streamed_config(spec: str, **source) -> DataConfig:
+    return DataConfig(sources=[SourceConfig(kind="shards", path=spec, access="stream", **source)], num_workers=2)
 
 
-def test_streamed_batches_resume_exactly_and_workers_keep_their_lane(tmp_path, tiny_overrides):
-    cfg = streamed_config(write_shards(tmp_path, 3, 10), tiny_overrides, ", shuffle_buffer: 4")
+def data_batches(data: DataConfig, tokenize, batch_size: int = 16, rank: int = 0, world: int = 1):
+    """Batches of ``data`` as the tiny config's run builds them (32-pixel images, batches of 16)."""
+    sources = build_sources(data, IMAGE_SIZE, SEED)
+    return build_batches(data, VisionConfig(image_size=IMAGE_SIZE), batch_size, SEED, tokenize, sources, rank, world)
+
+
+def test_streamed_batches_resume_exactly_and_workers_keep_their_lane(tmp_path):
+    cfg = streamed_config(write_shards(tmp_path, 3, 10), shuffle_buffer=4)
     tokenize = lambda captions: torch.zeros(len(captions), 4, dtype=torch.long)  # noqa: E731
-    in_order = build_batches(cfg, tokenize)
+    in_order = data_batches(cfg, tokenize)
     sequence = [in_order[b]["image"] for b in range(7)]
-    fresh = build_batches(cfg, tokenize)  # batch 5 first: lane 1, re-read up to its position
+    fresh = data_batches(cfg, tokenize)  # batch 5 first: lane 1, re-read up to its position
     assert torch.equal(fresh[5]["image"], sequence[5])
     assert torch.equal(fresh[6]["image"], sequence[6])
 
@@ -106,31 +113,30 @@ def test_streamed_pipe_shards_count_every_broken_case(broken_shards, tiny_overri
     assert "3 streamed shards" in (tmp_path / "run" / "log.txt").read_text()
 
 
-def test_a_failed_pipe_is_counted_and_a_source_without_usable_samples_stops(tmp_path, tiny_overrides):
+def test_a_failed_pipe_is_counted_and_a_source_without_usable_samples_stops(tmp_path):
     source = stream(f"pipe:cat {tmp_path}/missing.tar")
     lane = source.lane(0, 1)
     assert next(lane)[BAD] == "unreadable_file"
-    cfg = streamed_config(f"pipe:cat {tmp_path}/missing.tar", tiny_overrides)
+    cfg = streamed_config(f"pipe:cat {tmp_path}/missing.tar")
     with pytest.raises(DataError, match="missing.tar"):
-        build_sources(cfg)
+        build_sources(cfg, IMAGE_SIZE, SEED)
     write_tar(tmp_path / "bad.tar", [("a.png", b"not a png"), ("a.txt", b"caption")])
     (tmp_path / "captions.csv").write_text("image,caption\nnothing.png,a caption\n")
     for kind, path in (("shards", tmp_path / "bad.tar"), ("table", tmp_path / "captions.csv")):
-        cfg = build_config({}, tiny_overrides + [f"data.sources=[{{kind: {kind}, path: '{path}'}}]"])
+        cfg = DataConfig(sources=[SourceConfig(kind=kind, path=str(path))])
         with pytest.raises(DataError, match=f"data source {kind}.*usable"):
-            build_sources(cfg)
+            build_sources(cfg, IMAGE_SIZE, SEED)
 
 
-def test_ranks_read_disjoint_parts_of_the_global_batch(tmp_path, tiny_overrides):
+def test_ranks_read_disjoint_parts_of_the_global_batch(tmp_path):
     (tmp_path / "images").mkdir()
     for i in range(10):
         (tmp_path / "images" / f"{i}.png").write_bytes(png((20 * i, 0, 0), size=(9, 9)))
         (tmp_path / "images" / f"{i}.txt").write_text(f"image {i}")
-    source = f"data.sources=[{{kind: folder, path: '{tmp_path / 'images'}'}}]"
+    data = DataConfig(sources=[SourceConfig(kind="folder", path=str(tmp_path / "images"))])
     tokenize = lambda captions: torch.tensor([[int(c.split()[1])] for c in captions])  # noqa: E731
-    whole = build_batches(build_config({}, tiny_overrides + [source, "train.batch_size=6"]), tokenize)
-    local = build_config({}, tiny_overrides + [source, "train.batch_size=3"])
-    ranks = [build_batches(local, tokenize, rank=r, world=2) for r in range(2)]
+    whole = data_batches(data, tokenize, batch_size=6)
+    ranks = [data_batches(data, tokenize, batch_size=3, rank=r, world=2) for r in range(2)]
     for b in range(3):
         together = torch.cat([ranks[0][b]["text"], ranks[1][b]["text"]])
         assert torch.equal(together, whole[b]["text"])
@@ -147,13 +153,11 @@ def test_retrieval_on_held_out_sources(tmp_path, tiny_overrides):
         {},
         tiny_overrides
         + [
-            f"eval.retrieval_sources=[{{kind: shards, path: '{spec}', access: stream, name: held}}, "
-            f"{{kind: folder, path: '{tmp_path / 'images'}'}}]",
-            "eval.n_retrieval=15",
+            "eval.tasks=[{type: retrieval, n: 15}, "
+            f"{{type: retrieval, n: 15, source: {{kind: shards, path: '{spec}', access: stream, name: held}}}}, "
+            f"{{type: retrieval, n: 15, name: folder1, source: {{kind: folder, path: '{tmp_path / 'images'}'}}}}]",
             "train.steps=2",
             "train.eval_every=2",
-            "eval.zeroshot=false",
-            "eval.compositional=false",
         ],
     )
     metrics = train(cfg, tmp_path / "run", quiet=True)
@@ -161,5 +165,8 @@ def test_retrieval_on_held_out_sources(tmp_path, tiny_overrides):
         assert 0 <= metrics[f"{name}/text_to_image/R@1"] <= metrics[f"{name}/text_to_image/R@5"] <= 1
     from vislang.data import build_source, source_retrieval_set
 
-    held = source_retrieval_set(build_source(cfg, cfg.eval.retrieval_sources[0], train=False), 15, 0)
+    held_source = cfg.eval.tasks[1].source
+    held = source_retrieval_set(
+        build_source(cfg.data, held_source, cfg.model.vision.image_size, cfg.train.seed, train=False), 15, 0
+    )
     assert len(held.texts) == 15 and held.texts[:2] == ["s0_0", "s0_1"]

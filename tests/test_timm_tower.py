@@ -7,9 +7,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from vislang.config import build_config
+from vislang.config import ModelConfig, VisionConfig
 from vislang.errors import ConfigError
-from vislang.objectives import build_objective
+from vislang.experiment import build_config, build_objective
+from vislang.models.vision.timm_tower import TimmTower
+from vislang.objectives.towers import build_vision
 from vislang.train.loop import train
 
 timm = pytest.importorskip("timm")
@@ -62,6 +64,13 @@ def test_timm_weights_come_from_a_local_file(tmp_path, monkeypatch):
         assert torch.equal(value, source.state_dict()[key]), key
     with pytest.raises(ConfigError, match="not found"):
         build_objective(_config({"timm_model": "resnet18", "timm_pretrained": str(tmp_path / "nope.pt")}), 64, 0)
+
+
+def test_timm_tower_from_plain_arguments_and_only_for_two_tower_objectives():
+    tower = TimmTower("resnet18", 16, pool="mean")
+    assert tower(torch.randn(2, 3, 32, 32)).shape == (2, 16) and tower.width == 512
+    with pytest.raises(ConfigError, match="two-tower objectives"):  # captioners and CoCa read ViT tokens
+        build_vision(ModelConfig(vision=VisionConfig(kind="timm", timm_model="resnet18")), None)
 
 
 def test_timm_config_errors():

@@ -120,7 +120,7 @@ def test_a_wrong_merges_file_names_itself(tmp_path):
 def test_a_run_trains_with_openais_tokenizer(tmp_path, tiny_overrides):
     from open_clip.tokenizer import default_bpe
 
-    from vislang.config import build_config
+    from vislang.experiment import build_config
     from vislang.train.loop import train
 
     cfg = build_config(
@@ -131,7 +131,7 @@ def test_a_run_trains_with_openais_tokenizer(tmp_path, tiny_overrides):
             f"tokenizer.path={default_bpe()}",
             "train.steps=2",
             "train.eval_every=2",
-            "eval.compositional=false",
+            "eval.tasks=[{type: zeroshot, n: 40}, {type: retrieval, n: 40}]",
         ],
     )
     metrics = train(cfg, tmp_path, quiet=True)

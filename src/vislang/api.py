@@ -2,8 +2,9 @@
 
 A path is a checkpoint file, a run directory (its latest checkpoint is taken), a directory
 written by ``vislang export`` or ``vislang convert --from`` (safetensors, no pickle), or an
-OpenCLIP (``open_clip_config.json``) or Hugging Face CLIP/SigLIP directory, converted on the fly. A checkpoint carries its config and
-tokenizer, so it opens without the run directory around it.
+OpenCLIP (``open_clip_config.json``) or Hugging Face CLIP/SigLIP directory, converted on the
+fly. A checkpoint carries its config and tokenizer, so it opens without the run directory
+around it. Nothing here imports the training package.
 """
 
 from __future__ import annotations
@@ -14,31 +15,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vislang.config import RunConfig
+from vislang.convert import peer_checkpoint
 from vislang.data.transforms import ImageTransform, to_tensor
-from vislang.errors import CheckpointError
-from vislang.export import is_export, read_export
-from vislang.objectives import build_objective
-from vislang.objectives.base import Objective
+from vislang.experiment import RunConfig
+from vislang.objectives import Objective
+from vislang.restore import load_objective as load_own
+from vislang.restore import objective_from_checkpoint
 from vislang.tokenizers import BPETokenizer
-from vislang.train.checkpoint import load_checkpoint
 
 
 def load_objective(path: str | Path, device: str | torch.device = "cpu") -> tuple[Objective, BPETokenizer, RunConfig]:
-    """The trained objective (in eval mode), its tokenizer and its config."""
-    from vislang.convert import peer_checkpoint
-
+    """The trained objective (in eval mode), its tokenizer and its config, from any supported path."""
     checkpoint = peer_checkpoint(path)
     if checkpoint is None:
-        checkpoint = read_export(path) if is_export(path) else load_checkpoint(path)
-    try:
-        cfg = RunConfig.model_validate(checkpoint["config"])
-        tokenizer = BPETokenizer.from_json(checkpoint["tokenizer"], cfg.model.text.context_length)
-        objective = build_objective(cfg, tokenizer.vocab_size, tokenizer.pad_id)
-        objective.load_state_dict(checkpoint["model"])
-    except (KeyError, ValueError, RuntimeError) as error:
-        raise CheckpointError(f"{path}: not a vislang checkpoint ({str(error).splitlines()[0]})") from None
-    return objective.to(device).eval(), tokenizer, cfg
+        return load_own(path, device)
+    objective, tokenizer, cfg = objective_from_checkpoint(checkpoint, path)
+    return objective.to(device), tokenizer, cfg
 
 
 def make_preprocess(cfg: RunConfig) -> Callable:

@@ -19,3 +19,10 @@ class CheckpointError(VislangError):
 
 class TrainingDiverged(VislangError):
     """The loss became NaN or infinite; the message names the step."""
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's first message line, or its type's name when the message is empty (an
+    empty file makes some readers raise without a message)."""
+    lines = str(error).strip().splitlines()
+    return lines[0] if lines else type(error).__name__

@@ -1,48 +1,17 @@
-"""Exported models and embeddings: what a trained model is used for outside training.
+"""``vislang export``: a checkpoint (or any model ``vislang.load`` opens) as an export directory.
 
-An exported model is a directory of plain files, loadable without unpickling anything:
-``model.safetensors`` (the objective's weights), ``config.json`` (the resolved run config) and
-``tokenizer.json``. ``vislang.load`` opens it like a checkpoint.
-
-Embeddings of a folder of images or of a text file (one text per line) are written as ``.npy``
-(float32 [N, D], with the ids in ``NAME.ids.txt`` beside it) or ``.parquet`` (columns ``id`` and
-``embedding``), computed in batches with a progress bar.
+The directory holds plain files, loadable without unpickling anything: ``model.safetensors``,
+``config.json`` and ``tokenizer.json`` (the format is :mod:`vislang.checkpoint`'s). The export
+is self-contained except where its config names local files outside it, which loading reads:
+``model.text.pretrained`` (a Hugging Face directory) and ``model.vision.timm_pretrained``.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from pathlib import Path
 
-import numpy as np
-import torch
-from tqdm import tqdm
-
-from vislang.data.samples import IMAGE_SUFFIXES
-from vislang.errors import CheckpointError, DataError
-
-WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.json", "tokenizer.json"
-
-
-def is_export(path: str | Path) -> bool:
-    return (Path(path) / WEIGHTS).is_file()
-
-
-def write_export(checkpoint: dict, out: str | Path, source: str | None = None) -> Path:
-    """Write a checkpoint-shaped dict (``config`` dict, ``tokenizer`` JSON text, ``model`` state
-    of the objective) as an export directory."""
-    from safetensors.torch import save_file
-
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    # shared or non-contiguous tensors cannot be saved by safetensors as they are
-    state = {k: v.detach().contiguous().clone() for k, v in checkpoint["model"].items()}
-    meta = {"format": "vislang", "objective": checkpoint["config"]["objective"]}
-    save_file(state, str(out / WEIGHTS), metadata=meta | ({"source": source} if source else {}))
-    (out / CONFIG).write_text(json.dumps(checkpoint["config"], indent=2) + "\n")
-    (out / TOKENIZER).write_text(checkpoint["tokenizer"])
-    return out
+from vislang.api import load_objective
+from vislang.checkpoint import write_export
 
 
 def export_objective(objective, tokenizer, cfg, out: str | Path) -> Path:
@@ -56,114 +25,5 @@ def export_objective(objective, tokenizer, cfg, out: str | Path) -> Path:
 
 
 def export_model(source: str | Path, out: str | Path) -> Path:
-    """Write the checkpoint (or run directory's latest checkpoint) at ``source`` to ``out``."""
-    from vislang.api import load_objective
-
+    """Write the checkpoint (or run directory's latest checkpoint, or peer folder) at ``source`` to ``out``."""
     return export_objective(*load_objective(source), out)
-
-
-def read_export(path: str | Path) -> dict:
-    """The contents of an exported directory in the shape of a checkpoint (config, tokenizer,
-    model state), so the checkpoint loader builds it."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    try:
-        return {
-            "config": json.loads((path / CONFIG).read_text()),
-            "tokenizer": (path / TOKENIZER).read_text(),
-            "model": load_file(str(path / WEIGHTS)),
-        }
-    except (OSError, ValueError, SafetensorError) as error:
-        raise CheckpointError(f"{path}: not a vislang export ({str(error).splitlines()[0]})") from None
-
-
-# -- embeddings ------------------------------------------------------------------------------------
-
-
-def image_items(folder: str | Path) -> list[Path]:
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise DataError(f"image folder not found: {folder}")
-    items = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not items:
-        raise DataError(f"{folder}: no images")
-    return items
-
-
-def text_items(path: str | Path) -> list[str]:
-    path = Path(path)
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"cannot read texts from {path}: {error}") from None
-    if not lines:
-        raise DataError(f"{path}: no texts")
-    return lines
-
-
-def _batches(items: list, size: int) -> Iterator[list]:
-    for i in range(0, len(items), size):
-        yield items[i : i + size]
-
-
-@torch.no_grad()
-def embed_images(model, preprocess, folder: str | Path, batch_size: int, quiet: bool = False):
-    """(ids, embeddings [N, D]) of every image under ``folder``; unreadable images are skipped and
-    reported in the returned ``skipped`` list."""
-    from PIL import Image, UnidentifiedImageError
-
-    folder = Path(folder)
-    ids, chunks, skipped = [], [], []
-    device = next(model.parameters()).device
-    items = image_items(folder)
-    with tqdm(total=len(items), disable=quiet, unit="image") as bar:
-        for batch in _batches(items, batch_size):
-            images, names = [], []
-            for path in batch:
-                try:
-                    with Image.open(path) as image:
-                        images.append(image.convert("RGB"))
-                    names.append(str(path.relative_to(folder)))
-                except (OSError, UnidentifiedImageError):
-                    skipped.append(str(path.relative_to(folder)))
-            if images:
-                chunks.append(model.encode_image(preprocess(images).to(device)).float().cpu())
-                ids += names
-            bar.update(len(batch))
-    if not chunks:
-        raise DataError(f"{folder}: none of the images could be read")
-    return ids, torch.cat(chunks).numpy(), skipped
-
-
-@torch.no_grad()
-def embed_texts(model, tokenizer, path: str | Path, batch_size: int, quiet: bool = False):
-    """(ids = line numbers from 0, embeddings [N, D]) of every line of ``path``."""
-    texts = text_items(path)
-    device = next(model.parameters()).device
-    chunks = []
-    with tqdm(total=len(texts), disable=quiet, unit="text") as bar:
-        for batch in _batches(texts, batch_size):
-            chunks.append(model.encode_text(tokenizer(batch).to(device)).float().cpu())
-            bar.update(len(batch))
-    return [str(i) for i in range(len(texts))], torch.cat(chunks).numpy(), []
-
-
-def write_embeddings(ids: list[str], embeddings: np.ndarray, out: str | Path) -> list[Path]:
-    """``.npy`` (+ ``.ids.txt``) or ``.parquet``; returns the files written."""
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if out.suffix == ".parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-
-        column = pa.FixedSizeListArray.from_arrays(pa.array(embeddings.reshape(-1)), embeddings.shape[1])
-        pq.write_table(pa.table({"id": ids, "embedding": column}), out)
-        return [out]
-    if out.suffix != ".npy":
-        raise DataError(f"{out}: write embeddings to a .npy or .parquet file")
-    np.save(out, embeddings.astype(np.float32))
-    id_file = out.with_suffix(".ids.txt")
-    id_file.write_text("".join(i + "\n" for i in ids))
-    return [out, id_file]

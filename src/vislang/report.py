@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from vislang.train.log import read_metrics
+from vislang.objectives import OBJECTIVES
 
 PROBE_CHANCE = {"relation": 0.5, "attribute": 0.5, "order": 0.2}
 PROBE_WHAT = {
@@ -16,6 +16,21 @@ PROBE_WHAT = {
     "attribute": "true caption vs. the colours exchanged between the objects",
     "order": "true caption vs. 4 shuffles of its words",
 }
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """The records of a ``metrics.jsonl``; a torn last line (a run killed mid-write) is left out."""
+    if not path.exists():
+        return []
+    lines = [line for line in path.read_text().splitlines() if line.strip()]
+    records = []
+    for i, line in enumerate(lines):
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:
+                raise
+    return records
 
 
 def _plot(records: list[dict], keys: list[str], path: Path, ylabel: str, title: str) -> bool:
@@ -44,6 +59,7 @@ def _plot(records: list[dict], keys: list[str], path: Path, ylabel: str, title: 
 
 
 def probe_sentence(metrics: dict[str, float], objective: str = "clip") -> str:
+    """What the compositional probes say about the model, in a sentence or two."""
     parts, near = [], []
     for probe, chance in PROBE_CHANCE.items():
         acc = metrics.get(f"compositional/{probe}/acc")
@@ -56,7 +72,11 @@ def probe_sentence(metrics: dict[str, float], objective: str = "clip") -> str:
         return ""
     text = "Compositional probes: " + ", ".join(parts) + ". "
     if near:
-        like = "like the contrastive models ARO examined, " if objective in ("clip", "siglip") else ""
+        like = (
+            "like the contrastive models ARO examined, "
+            if objective in OBJECTIVES and OBJECTIVES[objective].contrastive
+            else ""
+        )
         text += (
             f"On {', '.join(near)} the model is at or near chance: {like}"
             "it treats a caption as a bag of words there, knowing which objects and colours are present but not how "
@@ -75,11 +95,12 @@ def write_report(run_dir: str | Path) -> Path:
     records = read_metrics(run_dir / "metrics.jsonl")
     train_rows = [r for r in records if "train/loss" in r]
     m, v, tt, t = config["model"], config["model"]["vision"], config["model"]["text"], config["train"]
+    kind = config["objective"]["kind"]
 
     lines = [
         "# vislang run report",
         "",
-        f"**What was trained.** A `{config['objective']}` model on the `{', '.join(s['kind'] for s in config['data']['sources'])}` data for "
+        f"**What was trained.** A `{kind}` model on the `{', '.join(s['kind'] for s in config['data']['sources'])}` data for "
         f"{t['steps']} steps of batch {t['batch_size']} ({t['steps'] * t['batch_size']:,} image–text pairs), "
         f"{t['precision']}, learning rate {t['lr']} with {t['warmup_steps']} warmup steps and cosine decay. "
         f"Image tower: ViT with a `{v['stem']}` stem, {v['image_size']} px input, patch {v['patch_size']}, "
@@ -101,7 +122,7 @@ def write_report(run_dir: str | Path) -> Path:
         lines += ["", "![evaluation over training](eval.png)"]
     lines += ["", "## Final evaluation", "", "| metric | value |", "|---|---|"]
     lines += [f"| `{k}` | {v:.4f} |" for k, v in metrics.items()]
-    sentence = probe_sentence(metrics, config.get("objective", "clip"))
+    sentence = probe_sentence(metrics, kind)
     if sentence:
         lines += ["", "## What the compositional probes show", ""]
         lines += [f"- **{p}**: {PROBE_WHAT[p]}." for p in PROBE_CHANCE if f"compositional/{p}/acc" in metrics]

@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
-from vislang.errors import ConfigError
+from vislang.errors import ConfigError, first_line
 
 PAD, SOT, EOT = "<pad>", "<sot>", "<eot>"
 OPENAI_SOT, OPENAI_EOT = "<|startoftext|>", "<|endoftext|>"
@@ -83,7 +83,7 @@ class BPETokenizer:
             tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
             names = json.loads((directory / "special_tokens_map.json").read_text())
         except Exception as error:  # tokenizers raises plain Exceptions
-            raise ConfigError(f"cannot read the tokenizer of {directory}: {str(error).splitlines()[0]}") from None
+            raise ConfigError(f"cannot read the tokenizer of {directory}: {first_line(error)}") from None
 
         def name(*keys: str, required: bool = True) -> str | None:
             for key in keys:

@@ -4,8 +4,9 @@
 ``config.json``, ``tokenizer.json``; see :mod:`vislang.export`) that ``vislang.load``, ``vislang
 eval`` and ``vislang embed`` open; its config carries the model's preprocessing (mean/std, resize
 mode, interpolation), so images are prepared as the peer prepares them. ``export_open_clip`` /
-``export_hf`` write a vislang checkpoint in the peer's layout. The tensor renaming lives in
-:mod:`vislang.convert.open_clip` and :mod:`vislang.convert.hf`; this module reads and writes files.
+``export_hf`` write a vislang checkpoint in the peer's layout. Each peer's tensor layout is one
+table in :mod:`vislang.convert.open_clip` / :mod:`vislang.convert.hf`, read both ways by
+:mod:`vislang.convert.weight_map`; this module reads and writes files.
 Nothing here unpickles code: ``.bin``/``.pt`` weights are read with ``weights_only=True``.
 """
 
@@ -16,12 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file, save_file
 
-from vislang.config import RunConfig
+from vislang.checkpoint import write_export
+from vislang.config import PRESETS
 from vislang.convert import hf as hf_format
 from vislang.convert import open_clip as oc_format
-from vislang.errors import CheckpointError, ConfigError
-from vislang.export import write_export
+from vislang.errors import CheckpointError, ConfigError, first_line
+from vislang.experiment import RunConfig, build_objective
+from vislang.restore import load_objective
 from vislang.tokenizers import BPETokenizer
 
 OPEN_CLIP_CONFIG, OPEN_CLIP_WEIGHTS = "open_clip_config.json", "open_clip_model.safetensors"
@@ -36,13 +40,11 @@ def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"weights file not found: {path}")
     try:
         if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
             state: Any = load_file(str(path))
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # safetensors and the unpickler raise various types
-        raise CheckpointError(f"{path}: cannot read weights ({str(error).splitlines()[0]})") from None
+        raise CheckpointError(f"{path}: cannot read weights ({first_line(error)})") from None
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -54,12 +56,10 @@ def _checkpoint(model_cfg: dict, preprocess: dict, tokenizer: BPETokenizer, toke
                 state: dict[str, torch.Tensor], source: str) -> dict[str, Any]:  # fmt: skip
     """A converted model in the shape of a vislang checkpoint (config, tokenizer, objective
     state), after checking that the weights fit the architecture exactly."""
-    from vislang.objectives import build_objective
-
     model_cfg = {**model_cfg, "vision": {**model_cfg["vision"], "image_mean": preprocess["mean"],
                                          "image_std": preprocess["std"]}}  # fmt: skip
     raw = {
-        "objective": "siglip" if model_cfg.get("init_logit_bias") is not None else "clip",
+        "objective": {"kind": "siglip" if model_cfg.get("init_logit_bias") is not None else "clip"},
         "model": model_cfg,
         "tokenizer": tokenizer_cfg,
         "data": {"resize_mode": preprocess["resize_mode"], "interpolation": preprocess["interpolation"]},
@@ -67,7 +67,7 @@ def _checkpoint(model_cfg: dict, preprocess: dict, tokenizer: BPETokenizer, toke
     try:
         cfg = RunConfig.model_validate(raw)
     except ValueError as error:
-        raise ConfigError(f"{source}: the converted config is invalid: {str(error).splitlines()[0]}") from None
+        raise ConfigError(f"{source}: the converted config is invalid: {first_line(error)}") from None
     with torch.device("meta"):  # shapes only: the loader builds and fills the real model
         objective = build_objective(cfg, tokenizer.vocab_size, tokenizer.pad_id)
     target = objective.model.state_dict()
@@ -168,8 +168,6 @@ def read_open_clip(
 
 
 def _arch_config(arch: str) -> dict:
-    from vislang.models.presets import PRESETS
-
     if arch in PRESETS:
         return json.loads(json.dumps(PRESETS[arch]))  # a deep copy
     try:
@@ -221,8 +219,6 @@ def read_hf(directory: str | Path, tokenizer: str | Path | None = None) -> dict[
 
 
 def _load_two_tower(source: str | Path):
-    from vislang.api import load_objective
-
     objective, tokenizer, cfg = load_objective(source)
     if not hasattr(objective.model, "encode_text") or not hasattr(objective.model, "vision"):
         raise ConfigError(f"{source}: only two-tower (CLIP/SigLIP) models convert")
@@ -232,8 +228,6 @@ def _load_two_tower(source: str | Path):
 def export_open_clip(source: str | Path, out: str | Path) -> Path:
     """A vislang checkpoint or export -> ``open_clip_config.json`` + ``open_clip_model.safetensors``
     (OpenCLIP opens it with ``create_model('local-dir:OUT')``)."""
-    from safetensors.torch import save_file
-
     model, tokenizer, cfg = _load_two_tower(source)
     model_dump = cfg.model.model_dump(mode="json")
     oc_cfg = oc_format.open_clip_model_config(model_dump, tokenizer.vocab_size)
@@ -257,8 +251,6 @@ def export_open_clip(source: str | Path, out: str | Path) -> Path:
 def export_hf(source: str | Path, out: str | Path) -> Path:
     """A vislang checkpoint or export -> a HF ``CLIPModel`` (class-token pooling) or ``SiglipModel``
     (attention pooling) directory: ``config.json`` + ``model.safetensors``."""
-    from safetensors.torch import save_file
-
     model, tokenizer, cfg = _load_two_tower(source)
     kind = "siglip" if cfg.model.vision.pool == "map" else "clip"
     hf_cfg = hf_format.hf_config(cfg.model.model_dump(mode="json"), tokenizer.vocab_size, kind,

@@ -11,11 +11,12 @@ configs whose options vislang does not reproduce.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import torch
 
+from vislang.convert.constants import OPENAI_PREPROCESS
+from vislang.convert.weight_map import BATCH_DIM, CLS_TOKEN, Entry, WeightMap, fused_rows, scalar, under
 from vislang.errors import ConfigError
 
 _ACT_FROM_HF = {"quick_gelu": "quick_gelu", "gelu": "gelu", "gelu_pytorch_tanh": "gelu_tanh"}
@@ -27,12 +28,8 @@ SIGLIP_PREPROCESS = {
     "interpolation": "bicubic",
     "resize_mode": "squash",
 }
-CLIP_PREPROCESS = {
-    "mean": (0.48145466, 0.4578275, 0.40821073),
-    "std": (0.26862954, 0.26130258, 0.27577711),
-    "interpolation": "bicubic",
-    "resize_mode": "shortest",
-}
+# HF CLIP's image processor prepares images as OpenAI did.
+CLIP_PREPROCESS = OPENAI_PREPROCESS
 
 
 def _act(name: str, where: str) -> str:
@@ -152,121 +149,64 @@ def hf_config(model: dict[str, Any], vocab_size: int, kind: str, eos_id: int, pa
 
 # -- state dicts ---------------------------------------------------------------------------------
 
-_BLOCK = [
-    ("layer_norm1.", "ln_1."),
-    ("self_attn.out_proj.", "attn.out_proj."),
-    ("layer_norm2.", "ln_2."),
-    ("mlp.fc1.", "mlp.0."),
-    ("mlp.fc2.", "mlp.2."),
+# An encoder layer, the same in both towers: (HF name, vislang name[, transform]).
+_BLOCK: list[Entry] = [
+    ("layer_norm1.{*}", "ln_1.{*}"),
+    (("self_attn.q_proj.{*}", "self_attn.k_proj.{*}", "self_attn.v_proj.{*}"), "attn.in_proj.{*}", fused_rows(3)),
+    ("self_attn.out_proj.{*}", "attn.out_proj.{*}"),
+    ("layer_norm2.{*}", "ln_2.{*}"),
+    ("mlp.fc1.{*}", "mlp.0.{*}"),
+    ("mlp.fc2.{*}", "mlp.2.{*}"),
 ]
-_QKV = ("q_proj", "k_proj", "v_proj")
+# SigLIP's attention-pooling head -> vislang's AttentionPool.
+_HEAD: list[Entry] = [
+    ("probe", "query"),
+    ("attention.in_proj_weight", "attn.in_proj.weight"),
+    ("attention.in_proj_bias", "attn.in_proj.bias"),
+    ("attention.out_proj.{*}", "attn.out_proj.{*}"),
+    ("layernorm.{*}", "ln.{*}"),
+    ("mlp.fc1.{*}", "mlp.0.{*}"),
+    ("mlp.fc2.{*}", "mlp.2.{*}"),
+]
+_VISION: list[Entry] = [
+    ("embeddings.class_embedding", "cls_token", CLS_TOKEN),
+    ("embeddings.patch_embedding.{*}", "stem.{*}"),
+    ("embeddings.position_embedding.weight", "pos_embed", BATCH_DIM),
+    ("pre_layrnorm.{*}", "ln_pre.{*}"),  # sic: HF's name
+    ("post_layernorm.{*}", "ln_post.{*}"),
+    *under("head.", "attn_pool.", _HEAD),
+    *under("encoder.layers.{i}.", "transformer.blocks.{i}.", _BLOCK),
+]
+_TEXT: list[Entry] = [
+    ("embeddings.token_embedding.weight", "token_embed.weight"),
+    ("embeddings.position_embedding.weight", "pos_embed", BATCH_DIM),
+    ("final_layer_norm.{*}", "ln_final.{*}"),
+    *under("encoder.layers.{i}.", "transformer.blocks.{i}.", _BLOCK),
+]
+
+
+def weight_map(kind: str) -> WeightMap:
+    """The layout of a HF ``CLIPModel`` (kind "clip") or ``SiglipModel`` ("siglip"). They differ
+    at the top: CLIP's text projection is ``text_projection`` and its logit scale a 0-d tensor,
+    SigLIP's projection is the text model's biased ``head`` and its logit scale and bias have shape [1]."""
+    siglip = kind == "siglip"
+    logit = scalar((1,) if siglip else ())
+    entries = [
+        ("logit_scale", "logit_scale", logit),
+        ("logit_bias", "logit_bias", logit),
+        ("visual_projection.weight", "vision.proj.weight"),
+        ("text_model.head.{*}" if siglip else "text_projection.{*}", "text.proj.{*}"),
+        *under("vision_model.", "vision.", _VISION),
+        *under("text_model.", "text.", _TEXT),
+    ]
+    return WeightMap(f"HF {kind}", entries, ignored=["{*}position_ids"])  # arange buffers
 
 
 def state_from_hf(state: dict[str, torch.Tensor], kind: str) -> dict[str, torch.Tensor]:
     """A HF CLIPModel / SiglipModel state dict -> the vislang ``TwoTower`` state dict."""
-    out: dict[str, torch.Tensor] = {}
-    fused: dict[str, dict[str, torch.Tensor]] = {}
-    for key, value in state.items():
-        if key.endswith("position_ids"):
-            continue  # an arange buffer
-        match = re.match(r"(text|vision)_model\.encoder\.layers\.(\d+)\.(.*)", key)
-        if match:
-            tower, index, inner = match.groups()
-            prefix = f"{tower}.transformer.blocks.{index}."
-            qkv = re.match(r"self_attn\.(q_proj|k_proj|v_proj)\.(weight|bias)", inner)
-            if qkv:
-                fused.setdefault(f"{prefix}attn.in_proj.{qkv.group(2)}", {})[qkv.group(1)] = value
-                continue
-            name = next((prefix + new + inner[len(old) :] for old, new in _BLOCK if inner.startswith(old)), None)
-        else:
-            name = _TOP_FROM_HF.get(key)
-            if name is None and key.startswith("vision_model.head."):
-                name = "vision.attn_pool." + _rename_head(key[len("vision_model.head.") :], True)
-            if key == "vision_model.embeddings.class_embedding":
-                value = value.reshape(1, 1, -1)
-            elif key.endswith("embeddings.position_embedding.weight"):
-                value = value.unsqueeze(0)
-            elif key in ("logit_scale", "logit_bias"):
-                value = value.reshape(())
-        if name is None:
-            raise ConfigError(f"unexpected HF {kind} weight {key!r}")
-        out[name] = value.contiguous()
-    for name, parts in fused.items():
-        if set(parts) != set(_QKV):
-            raise ConfigError(f"HF weights lack part of the attention projection {name}")
-        out[name] = torch.cat([parts[p] for p in _QKV]).contiguous()
-    return out
+    return weight_map(kind).to_ours(state)
 
 
 def state_to_hf(state: dict[str, torch.Tensor], kind: str) -> dict[str, torch.Tensor]:
     """The inverse of :func:`state_from_hf`."""
-    # CLIP's text projection is "text_projection", SigLIP's the text model's "head"
-    text_head = "text_model.head." if kind == "siglip" else "text_projection."
-    top = {v: k for k, v in _TOP_FROM_HF.items() if not k.startswith(("text_model.head.", "text_projection."))}
-    top.update({"text.proj.weight": text_head + "weight", "text.proj.bias": text_head + "bias"})
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        match = re.match(r"(text|vision)\.transformer\.blocks\.(\d+)\.(.*)", key)
-        if match:
-            tower, index, inner = match.groups()
-            prefix = f"{tower}_model.encoder.layers.{index}."
-            qkv = re.match(r"attn\.in_proj\.(weight|bias)", inner)
-            if qkv:
-                for part, chunk in zip(_QKV, value.chunk(3)):
-                    out[f"{prefix}self_attn.{part}.{qkv.group(1)}"] = chunk.contiguous()
-                continue
-            name = next((prefix + old + inner[len(new) :] for old, new in _BLOCK if inner.startswith(new)), None)
-        else:
-            name = top.get(key)
-            if name is None and key.startswith("vision.attn_pool."):
-                name = "vision_model.head." + _rename_head(key[len("vision.attn_pool.") :], False)
-            if key == "vision.cls_token":
-                value = value.reshape(-1)
-            elif key in ("vision.pos_embed", "text.pos_embed"):
-                value = value.squeeze(0)
-            elif key in ("logit_scale", "logit_bias") and kind == "siglip":
-                value = value.reshape(1)
-        if name is None:
-            raise ConfigError(f"the vislang weight {key!r} has no HF {kind} equivalent")
-        out[name] = value.contiguous()
-    return out
-
-
-_TOP_FROM_HF = {
-    "logit_scale": "logit_scale",
-    "logit_bias": "logit_bias",
-    "visual_projection.weight": "vision.proj.weight",
-    "text_projection.weight": "text.proj.weight",
-    "vision_model.embeddings.class_embedding": "vision.cls_token",
-    "vision_model.embeddings.patch_embedding.weight": "vision.stem.weight",
-    "vision_model.embeddings.patch_embedding.bias": "vision.stem.bias",
-    "vision_model.embeddings.position_embedding.weight": "vision.pos_embed",
-    "vision_model.pre_layrnorm.weight": "vision.ln_pre.weight",
-    "vision_model.pre_layrnorm.bias": "vision.ln_pre.bias",
-    "vision_model.post_layernorm.weight": "vision.ln_post.weight",
-    "vision_model.post_layernorm.bias": "vision.ln_post.bias",
-    "text_model.embeddings.token_embedding.weight": "text.token_embed.weight",
-    "text_model.embeddings.position_embedding.weight": "text.pos_embed",
-    "text_model.final_layer_norm.weight": "text.ln_final.weight",
-    "text_model.final_layer_norm.bias": "text.ln_final.bias",
-    "text_model.head.weight": "text.proj.weight",
-    "text_model.head.bias": "text.proj.bias",
-}
-# SigLIP's attention-pooling head: (HF name, vislang AttentionPool name).
-_HEAD = [
-    ("probe", "query"),
-    ("attention.in_proj_weight", "attn.in_proj.weight"),
-    ("attention.in_proj_bias", "attn.in_proj.bias"),
-    ("attention.out_proj.", "attn.out_proj."),
-    ("layernorm.", "ln."),
-    ("mlp.fc1.", "mlp.0."),
-    ("mlp.fc2.", "mlp.2."),
-]
-
-
-def _rename_head(name: str, from_hf: bool) -> str:
-    for hf, ours in _HEAD:
-        old, new = (hf, ours) if from_hf else (ours, hf)
-        if name.startswith(old):
-            return new + name[len(old) :]
-    raise ConfigError(f"unexpected attention-pooling weight {name!r}")
+    return weight_map(kind).to_peer(state)

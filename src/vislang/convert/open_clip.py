@@ -7,24 +7,23 @@ level of the state dict (``CLIP``) or under ``text.`` (``CustomTextCLIP``, ``cus
 true``). Its ViT always has a class token whose position is the first row of
 ``positional_embedding``; its projections are matrices applied as ``x @ proj``.
 
-Fields of an OpenCLIP config this module cannot represent exactly (ResNet or timm towers, Hugging
-Face text towers, layer scale, attentional poolers, ...) stop the conversion with an error that
+Fields of an OpenCLIP config this module cannot represent exactly (ResNet towers, Hugging Face
+text towers, layer scale, attentional poolers, ...) stop the conversion with an error that
 names them, rather than loading something that computes a different function.
 """
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import torch
 
+from vislang.convert.constants import OPENAI_PREPROCESS
+from vislang.convert.weight_map import BATCH_DIM, CLS_TOKEN, TRANSPOSE, Entry, WeightMap, scalar, under
 from vislang.errors import ConfigError
 
-OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 # OpenCLIP's defaults for the preprocessing of a model whose config does not say otherwise.
-DEFAULT_PREPROCESS = {"mean": OPENAI_MEAN, "std": OPENAI_STD, "interpolation": "bicubic", "resize_mode": "shortest"}
+DEFAULT_PREPROCESS = OPENAI_PREPROCESS
 
 # Values of OpenCLIP config fields that vislang reproduces (any other value is refused).
 _VISION_DEFAULTS: dict[str, Any] = {
@@ -288,138 +287,64 @@ def _open_clip_timm_config(model: dict[str, Any], vocab_size: int) -> dict[str, 
 
 # -- state dicts ---------------------------------------------------------------------------------
 
-# (OpenCLIP name, vislang name) inside a residual block.
-_BLOCK = [
-    ("ln_1.", "ln_1."),
+# A residual block, the same in both towers: (OpenCLIP name, vislang name).
+_BLOCK: list[Entry] = [
+    ("ln_1.{*}", "ln_1.{*}"),
     ("attn.in_proj_weight", "attn.in_proj.weight"),
     ("attn.in_proj_bias", "attn.in_proj.bias"),
-    ("attn.out_proj.", "attn.out_proj."),
-    ("ln_2.", "ln_2."),
-    ("mlp.c_fc.", "mlp.0."),
-    ("mlp.c_proj.", "mlp.2."),
+    ("attn.out_proj.{*}", "attn.out_proj.{*}"),
+    ("ln_2.{*}", "ln_2.{*}"),
+    ("mlp.c_fc.{*}", "mlp.0.{*}"),
+    ("mlp.c_proj.{*}", "mlp.2.{*}"),
+]
+_VIT: list[Entry] = [
+    ("conv1.{*}", "stem.{*}"),
+    ("class_embedding", "cls_token", CLS_TOKEN),
+    ("positional_embedding", "pos_embed", BATCH_DIM),
+    ("proj", "proj.weight", TRANSPOSE),
+    ("ln_pre.{*}", "ln_pre.{*}"),
+    ("ln_post.{*}", "ln_post.{*}"),
+    *under("transformer.resblocks.{i}.", "transformer.blocks.{i}.", _BLOCK),
+]
+# A TimmModel: the timm trunk under its own names, then OpenCLIP's linear head.
+_TIMM: list[Entry] = [("trunk.{*}", "trunk.{*}"), ("head.proj.weight", "proj.weight")]
+_TEXT: list[Entry] = [
+    ("token_embedding.weight", "token_embed.weight"),
+    ("positional_embedding", "pos_embed", BATCH_DIM),
+    ("ln_final.{*}", "ln_final.{*}"),
+    *under("transformer.resblocks.{i}.", "transformer.blocks.{i}.", _BLOCK),
 ]
 
 
-def _rename(key: str, table: list[tuple[str, str]]) -> str | None:
-    for old, new in table:
-        if key.startswith(old):
-            return new + key[len(old) :]
-    return None
-
-
-def _block_key(rest: str, src_prefix: str, dst_prefix: str, forward: bool) -> str | None:
-    match = re.match(re.escape(src_prefix) + r"(\d+)\.(.*)", rest)
-    if not match:
-        return None
-    index, inner = match.groups()
-    table = _BLOCK if forward else [(b, a) for a, b in _BLOCK]
-    renamed = _rename(inner, table)
-    if renamed is None:
-        raise ConfigError(f"unexpected block weight {rest!r}")
-    return f"{dst_prefix}{index}.{renamed}"
+def weight_map(custom_text: bool, timm: bool, text_linear: bool) -> WeightMap:
+    """OpenCLIP's layout of one model: ``custom_text`` puts the text tower under ``text.``
+    (CustomTextCLIP), ``timm`` gives the image tower as a TimmModel, ``text_linear`` stores the
+    text projection as a Linear with bias rather than a bare matrix."""
+    text_prefix = "text." if custom_text else ""
+    if text_linear:
+        text_proj: list[Entry] = [("text_projection.{*}", "proj.{*}")]
+    else:
+        text_proj = [("text_projection", "proj.weight", TRANSPOSE)]
+    entries = [
+        ("logit_scale", "logit_scale", scalar(())),
+        ("logit_bias", "logit_bias", scalar(())),
+        *under("visual.", "vision.", _TIMM if timm else _VIT),
+        *under(text_prefix, "text.", [*_TEXT, *text_proj]),
+    ]
+    return WeightMap("OpenCLIP", entries, ignored=[text_prefix + "attn_mask"])  # the causal mask, rebuilt
 
 
 def state_from_open_clip(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """An OpenCLIP ViT CLIP state dict -> the vislang ``TwoTower`` state dict (same tensors, renamed
-    and, for the projections, transposed)."""
-    text_prefix = "text." if any(k.startswith("text.") for k in state) else ""
-    out: dict[str, torch.Tensor] = {}
-    for key, value in state.items():
-        if key.startswith("visual.trunk."):
-            name = "vision." + key[len("visual.") :]
-        elif key == "visual.head.proj.weight":
-            name = "vision.proj.weight"
-        elif key.startswith("visual."):
-            rest = key[len("visual.") :]
-            simple = {
-                "conv1.weight": "vision.stem.weight",
-                "conv1.bias": "vision.stem.bias",
-                "class_embedding": "vision.cls_token",
-                "positional_embedding": "vision.pos_embed",
-                "proj": "vision.proj.weight",
-            }
-            if rest in simple:
-                name = simple[rest]
-                if rest == "class_embedding":
-                    value = value.reshape(1, 1, -1)
-                elif rest == "positional_embedding":
-                    value = value.unsqueeze(0)
-                elif rest == "proj":
-                    value = value.t()
-            elif rest.startswith(("ln_pre.", "ln_post.")):
-                name = "vision." + rest
-            else:
-                name = _block_key(rest, "transformer.resblocks.", "vision.transformer.blocks.", True)
-        elif key in ("logit_scale", "logit_bias"):
-            name, value = key, value.reshape(())
-        elif key.startswith(text_prefix):
-            rest = key[len(text_prefix) :]
-            if rest == "token_embedding.weight":
-                name = "text.token_embed.weight"
-            elif rest == "positional_embedding":
-                name, value = "text.pos_embed", value.unsqueeze(0)
-            elif rest == "text_projection":
-                name, value = "text.proj.weight", value.t()
-            elif rest in ("text_projection.weight", "text_projection.bias"):
-                name = "text.proj." + rest.split(".")[1]
-            elif rest.startswith("ln_final."):
-                name = "text." + rest
-            elif rest == "attn_mask":
-                continue  # the causal mask, rebuilt from the config
-            else:
-                name = _block_key(rest, "transformer.resblocks.", "text.transformer.blocks.", True)
-        else:
-            name = None
-        if name is None:
-            raise ConfigError(f"unexpected OpenCLIP weight {key!r}")
-        out[name] = value.contiguous()
-    return out
+    """An OpenCLIP CLIP / CustomTextCLIP state dict -> the vislang ``TwoTower`` state dict (same
+    tensors, renamed and, for the bare projection matrices, transposed)."""
+    custom_text = any(k.startswith("text.") for k in state)
+    text_prefix = "text." if custom_text else ""
+    layout = weight_map(custom_text, any(k.startswith("visual.trunk.") for k in state),
+                        f"{text_prefix}text_projection.weight" in state)  # fmt: skip
+    return layout.to_ours(state)
 
 
 def state_to_open_clip(state: dict[str, torch.Tensor], custom_text: bool) -> dict[str, torch.Tensor]:
     """The inverse of :func:`state_from_open_clip` (``custom_text``: text weights under ``text.``)."""
-    text_prefix = "text." if custom_text else ""
-    out: dict[str, torch.Tensor] = {}
-    timm = any(k.startswith("vision.trunk.") for k in state)
-    for key, value in state.items():
-        if key.startswith("vision.trunk."):
-            name = "visual." + key[len("vision.") :]
-        elif key == "vision.proj.weight" and timm:
-            name = "visual.head.proj.weight"
-        elif key.startswith("vision."):
-            rest = key[len("vision.") :]
-            if rest == "stem.weight":
-                name = "visual.conv1.weight"
-            elif rest == "cls_token":
-                name, value = "visual.class_embedding", value.reshape(-1)
-            elif rest == "pos_embed":
-                name, value = "visual.positional_embedding", value.squeeze(0)
-            elif rest == "proj.weight":
-                name, value = "visual.proj", value.t()
-            elif rest.startswith(("ln_pre.", "ln_post.")):
-                name = "visual." + rest
-            else:
-                name = _block_key(rest, "transformer.blocks.", "visual.transformer.resblocks.", False)
-        elif key in ("logit_scale", "logit_bias"):
-            name = key
-        elif key.startswith("text."):
-            rest = key[len("text.") :]
-            if rest == "token_embed.weight":
-                name = text_prefix + "token_embedding.weight"
-            elif rest == "pos_embed":
-                name, value = text_prefix + "positional_embedding", value.squeeze(0)
-            elif rest == "proj.weight" and "text.proj.bias" not in state:
-                name, value = text_prefix + "text_projection", value.t()
-            elif rest in ("proj.weight", "proj.bias"):
-                name = text_prefix + "text_projection." + rest.split(".")[1]
-            elif rest.startswith("ln_final."):
-                name = text_prefix + rest
-            else:
-                block = _block_key(rest, "transformer.blocks.", "transformer.resblocks.", False)
-                name = None if block is None else text_prefix + block
-        else:
-            name = None
-        if name is None:
-            raise ConfigError(f"the vislang weight {key!r} has no OpenCLIP equivalent")
-        out[name] = value.contiguous()
-    return out
+    layout = weight_map(custom_text, any(k.startswith("vision.trunk.") for k in state), "text.proj.bias" in state)
+    return layout.to_peer(state)

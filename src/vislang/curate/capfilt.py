@@ -19,6 +19,7 @@ from vislang.curate import models
 from vislang.curate.engine import run_tasks
 from vislang.curate.images import expand_image_inputs, read_pairs
 from vislang.errors import ConfigError, DataError
+from vislang.generation import GenerationConfig, generate
 
 
 def capfilt_file(path: str, out: str, name: str, captioner: str, scorer: str, method: str, beam_size: int,
@@ -27,8 +28,6 @@ def capfilt_file(path: str, out: str, name: str, captioner: str, scorer: str, me
     import pyarrow.parquet as pq
     import torch
     from PIL import Image
-
-    from vislang.generation import GenerationConfig, generate
 
     cap_model, cap_tokenizer, cap_preprocess = models.captioner(captioner)
     score_model, score_tokenizer, score_preprocess = models.contrastive(scorer)

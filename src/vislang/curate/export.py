@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from vislang.curate.images import expand_image_inputs, read_pairs
+from vislang.data.make_shards import write_shards
 from vislang.errors import DataError
 
 
@@ -50,7 +51,6 @@ def read_keep(spec: str | Path) -> tuple[set[str], dict[str, str]]:
 
 def export_subset(inputs: list[str], keeps: list[str], out: str | Path, shard_size: int = 10000) -> dict[str, int]:
     """Write the samples kept by every stage in ``keeps`` as shards; returns {shard: samples}."""
-    from vislang.data.make_shards import write_shards
 
     if not keeps:
         raise DataError("give at least one --keep list")

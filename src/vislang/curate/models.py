@@ -7,6 +7,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from vislang.api import load, load_objective, make_preprocess
 from vislang.errors import ConfigError
 
 _LOADED: dict[tuple[str, str], tuple] = {}
@@ -15,8 +16,6 @@ BATCH = 64
 
 def contrastive(checkpoint: str) -> tuple:
     """(model, tokenizer, preprocess) of any checkpoint ``vislang.load`` opens, once per process."""
-    from vislang.api import load
-
     if ("contrastive", checkpoint) not in _LOADED:
         model, tokenizer, preprocess = load(checkpoint)
         if not hasattr(model, "encode_text"):
@@ -27,12 +26,12 @@ def contrastive(checkpoint: str) -> tuple:
 
 def captioner(checkpoint: str) -> tuple:
     """(model, tokenizer, preprocess) of a cap, cappa or coca checkpoint, once per process."""
-    from vislang.api import load_objective, make_preprocess
-
     if ("captioner", checkpoint) not in _LOADED:
         objective, tokenizer, cfg = load_objective(checkpoint)
         if not hasattr(objective.model, "image_context"):
-            raise ConfigError(f"{checkpoint}: a {cfg.objective!r} model writes no captions (use cap, cappa or coca)")
+            raise ConfigError(
+                f"{checkpoint}: a {cfg.objective.kind!r} model writes no captions (use cap, cappa or coca)"
+            )
         _LOADED[("captioner", checkpoint)] = (objective.model, tokenizer, make_preprocess(cfg))
     return _LOADED[("captioner", checkpoint)]
 

@@ -12,82 +12,106 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from vislang.config import RunConfig, SourceConfig
+from vislang.config import DataConfig, SourceConfig, TrainConfig, VisionConfig, WorldConfig
 from vislang.data.batches import Batches, Tokenize
-from vislang.data.decode import BadSample
+from vislang.data.decode import BadSample, SampleDecoder
 from vislang.data.samples import FolderSamples, TableSamples, WorldSamples
 from vislang.data.shards import ShardSamples, is_remote
-from vislang.data.stream import ShardStream, shard_samples
+from vislang.data.source import RandomAccessSource, Source, StreamedSource
+from vislang.data.stream import ShardStream
 from vislang.data.transforms import ImageTransform
 from vislang.data.world import World
 from vislang.data.world_tasks import RetrievalSet
 from vislang.errors import DataError
 
+__all__ = [
+    "RandomAccessSource",
+    "SampleDecoder",
+    "Source",
+    "StreamedSource",
+    "build_batches",
+    "build_source",
+    "build_sources",
+    "build_world",
+    "drawn_batch_size",
+    "first_pass",
+    "source_retrieval_set",
+    "tokenizer_corpus",
+    "train_loader",
+]
 
-def build_world(cfg: RunConfig) -> World:
-    w = cfg.data.world
+
+def build_world(world: WorldConfig, image_size: int) -> World:
+    """The built-in world of ``data.world`` at the model's image size (it renders at that size,
+    so its images need no resizing)."""
     return World(
-        cfg.model.vision.image_size,
-        w.seed,
-        w.two_object_prob,
-        w.partial_caption_prob,
-        w.distinct_colors,
-        w.reading_order,
+        image_size,
+        world.seed,
+        world.two_object_prob,
+        world.partial_caption_prob,
+        world.distinct_colors,
+        world.reading_order,
     )
 
 
-def build_sources(cfg: RunConfig, train: bool = True, check: bool = True) -> dict[str, object]:
-    """The configured training sources by name, each serving sample ``p`` of its stream (random
-    access) or lanes of raw samples (:class:`ShardStream`). With ``check``, each must hold a
-    usable sample."""
-    sources = cfg.data.sources
+def build_sources(
+    data: DataConfig, image_size: int, seed: int, train: bool = True, check: bool = True
+) -> dict[str, Source]:
+    """The configured training sources by name (as the logs name them). Built once per run:
+    opening a source reads a table or indexes shards, which the tokenizer and the loader share.
+    With ``check``, each must hold a usable sample."""
+    alone = len(data.sources) == 1
     return {
-        s.name or (s.kind if len(sources) == 1 else f"{s.kind}{i}"): build_source(cfg, s, train, check)
-        for i, s in enumerate(sources)
+        s.label(i, alone): build_source(data, s, image_size, seed, train, check) for i, s in enumerate(data.sources)
     }
 
 
-def build_source(cfg: RunConfig, s: SourceConfig, train: bool = True, check: bool = True) -> object:
-    d, v = cfg.data, cfg.model.vision
+def build_source(
+    data: DataConfig, source: SourceConfig, image_size: int, seed: int, train: bool = True, check: bool = True
+) -> Source:
+    """One source of any kind (training or held out). ``train`` applies ``data.random_crop``;
+    ``seed`` orders the rows and lanes. ``data`` gives what all sources share: how images are
+    resized and cropped and the pixel limit."""
+    s = source
     if s.kind == "world":
-        return WorldSamples(build_world(cfg))
+        return WorldSamples(build_world(data.world, image_size))
     transform = ImageTransform(
-        v.image_size, d.resize_mode, d.random_crop and train, d.crop_scale, interpolation=d.interpolation
+        image_size, data.resize_mode, data.random_crop and train, data.crop_scale, interpolation=data.interpolation
     )
-    common = (transform, d.max_image_pixels, cfg.train.seed, s.caption_pick)
+    decoder = SampleDecoder(transform, data.max_image_pixels, s.caption_pick)
+    built: Source
     if s.kind == "shards" and _streamed(s):
         if not s.shuffle:
             raise DataError(
                 f"data source {s.name or s.path}: shuffle: false needs random access (local shards); "
                 "a stream keeps its order with shuffle_buffer: 0"
             )
-        source = ShardStream(s.path, *common, resampled=s.resampled, shuffle_buffer=s.shuffle_buffer)
+        built = ShardStream(s.path, decoder, seed, resampled=s.resampled, shuffle_buffer=s.shuffle_buffer)
     elif s.kind == "shards":
-        source = ShardSamples(s.path, *common, resampled=s.resampled, shuffle=s.shuffle)
+        built = ShardSamples(s.path, decoder, seed, resampled=s.resampled, shuffle=s.shuffle)
     elif s.kind == "table":
-        source = TableSamples(
-            s.path, s.image_column, s.caption_columns, *common, resampled=s.resampled, shuffle=s.shuffle
+        built = TableSamples(
+            s.path, s.image_column, s.caption_columns, decoder, seed, resampled=s.resampled, shuffle=s.shuffle
         )
     else:
-        source = FolderSamples(s.path, *common, resampled=s.resampled, shuffle=s.shuffle)
+        built = FolderSamples(s.path, decoder, seed, resampled=s.resampled, shuffle=s.shuffle)
     if check:
-        _check_usable(source, f"data source {s.name or s.kind} ({s.path})")
-    return source
+        _check_usable(built, f"data source {s.name or s.kind} ({s.path})")
+    return built
 
 
-def first_pass(source: object) -> Iterator[Callable[[np.random.Generator], tuple]]:
+def first_pass(source: Source) -> Iterator[Callable[[np.random.Generator], tuple]]:
     """One pass over a source, as ``read(rng) -> (image, caption)`` calls that may raise
     :class:`BadSample`: random-access sources in their epoch-0 order, streams in shard order."""
-    if isinstance(source, ShardStream):
-        for url in source.urls:
-            for sample in shard_samples(url):
-                yield lambda rng, sample=sample: source.decode(sample, rng)
+    if source.streaming:
+        for sample in source.one_pass():
+            yield lambda rng, sample=sample: source.decode(sample, rng)
     else:  # the world has no end: its positions count on
-        for position in range(len(source)) if hasattr(source, "__len__") else itertools.count():
+        for position in itertools.count() if source.size is None else range(source.size):
             yield lambda rng, p=position: source.get(p, rng)
 
 
-def source_retrieval_set(source: object, n: int, seed: int) -> RetrievalSet:
+def source_retrieval_set(source: Source, n: int, seed: int) -> RetrievalSet:
     """The first ``n`` usable samples of a source (one pass) as a retrieval set: image i with its
     caption i."""
     images, texts = [], []
@@ -110,7 +134,7 @@ def _streamed(s: SourceConfig) -> bool:
     return any(is_remote(url) for url in s.path.split("::"))
 
 
-def _check_usable(source: object, what: str) -> None:
+def _check_usable(source: Source, what: str) -> None:
     """Stop with an error naming the source when none of its samples decodes (reads up to the
     first one that does, so a healthy source costs one sample)."""
     rng = np.random.default_rng(0)
@@ -123,66 +147,78 @@ def _check_usable(source: object, what: str) -> None:
     raise DataError(f"{what}: no usable sample in it (check with vislang data inspect)")
 
 
-def tokenizer_corpus(cfg: RunConfig, sources: dict[str, object] | None = None) -> list[str]:
-    """Captions to train the run's BPE on: ``tokenizer.train_texts`` of them, shared among the sources."""
-    found = list((sources or build_sources(cfg)).values())
-    per_source = -(-cfg.tokenizer.train_texts // len(found))
+def tokenizer_corpus(sources: dict[str, Source], n_texts: int) -> list[str]:
+    """Captions to train a run's BPE on: ``n_texts`` of them (``tokenizer.train_texts``), shared
+    evenly among the sources so that each one's vocabulary is represented."""
+    found = list(sources.values())
+    per_source = -(-n_texts // len(found))
     return [caption for source in found for caption in source.captions(per_source)]
 
 
-def drawn_batch_size(cfg: RunConfig) -> int:
-    """Samples drawn per step and rank: ``train.batch_size``, or more when CiT selects from them."""
-    cit = cfg.data.cit
-    return cfg.train.batch_size if cit is None else math.ceil(cfg.train.batch_size / cit.keep)
+def drawn_batch_size(data: DataConfig, batch_size: int) -> int:
+    """Samples drawn per step and rank: ``batch_size``, or more when CiT selects from them."""
+    cit = data.cit
+    return batch_size if cit is None else math.ceil(batch_size / cit.keep)
 
 
 def build_batches(
-    cfg: RunConfig, tokenizer: Tokenize, sources: dict[str, object] | None = None, rank: int = 0, world: int = 1
+    data: DataConfig,
+    vision: VisionConfig,
+    batch_size: int,
+    seed: int,
+    tokenizer: Tokenize,
+    sources: dict[str, Source],
+    rank: int = 0,
+    world: int = 1,
 ) -> Batches:
-    v = cfg.model.vision
+    """Rank ``rank``'s batches of ``batch_size`` (per rank; more drawn under CiT) from ``sources``,
+    normalised for the image tower ``vision``; ``seed`` draws the mixing and the negatives."""
     return Batches(
-        sources or build_sources(cfg),
-        [s.weight for s in cfg.data.sources],
+        sources,
+        [s.weight for s in data.sources],
         tokenizer,
-        drawn_batch_size(cfg),
-        v.image_mean,
-        v.image_std,
-        cfg.train.seed,
-        cfg.data.hard_negatives,
+        drawn_batch_size(data, batch_size),
+        vision.image_mean,
+        vision.image_std,
+        seed,
+        data.hard_negatives,
         rank=rank,
         world=world,
-        lanes=cfg.data.num_workers,
+        lanes=data.num_workers,
     )
 
 
 def train_loader(
-    cfg: RunConfig,
+    data: DataConfig,
+    vision: VisionConfig,
+    train: TrainConfig,
     tokenizer: Tokenize,
     start_step: int,
     pin_memory: bool = False,
-    sources: dict[str, object] | None = None,
+    sources: dict[str, Source] | None = None,
 ) -> tuple[Iterator[dict], str]:
     """This rank's batches ``start_step .. train.steps - 1`` in order, built in
     ``data.num_workers`` processes, and a one-line description of the sources for the log.
     ``train.batch_size`` is the batch of one rank (the global batch is world x that)."""
-    workers = cfg.data.num_workers
+    workers = data.num_workers
     if workers:
         os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")  # workers fork after the BPE trained
     rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    batches = build_batches(cfg, tokenizer, sources, rank, world)
+    sources = sources or build_sources(data, vision.image_size, train.seed)
+    batches = build_batches(data, vision, train.batch_size, train.seed, tokenizer, sources, rank, world)
     loader = DataLoader(
         batches,
         batch_size=None,
         # Batch b goes to worker (b - start) mod workers (the loader hands out indices in turn),
         # so each worker reads one lane of every streamed source.
-        sampler=range(start_step, cfg.train.steps),
+        sampler=range(start_step, train.steps),
         num_workers=workers,
         pin_memory=pin_memory,
         prefetch_factor=4 if workers else None,
         worker_init_fn=_one_thread,
         # Its own generator: drawing the workers' base seed must not advance the global RNG,
         # or a resumed run would consume the stream differently from an uninterrupted one.
-        generator=torch.Generator().manual_seed(cfg.train.seed),
+        generator=torch.Generator().manual_seed(train.seed),
     )
     return iter(loader), batches.describe()
 

@@ -30,6 +30,7 @@ from torch.utils.data import Dataset
 
 from vislang.data.decode import BadSample
 from vislang.data.negatives import negative_caption
+from vislang.data.source import Source
 from vislang.data.transforms import to_tensor
 
 Tokenize = Callable[[Sequence[str]], torch.Tensor]
@@ -55,7 +56,7 @@ def text_fields(
 class Batches(Dataset):
     def __init__(
         self,
-        sources: dict[str, object],
+        sources: dict[str, Source],
         weights: Sequence[float],
         tokenizer: Tokenize,
         batch_size: int,
@@ -86,11 +87,8 @@ class Batches(Dataset):
     def describe(self) -> str:
         parts = []
         for name, source, weight in zip(self.names, self.sources, self.weights):
-            if hasattr(source, "describe"):
-                what = source.describe()
-            else:
-                what = f"{len(source)} samples" if hasattr(source, "__len__") else "procedural"
-            if getattr(source, "streaming", False):
+            what = source.describe()
+            if source.streaming:
                 what += "; " + source.split(self.world * self.lanes)
             parts.append(f"{name} ({what}" + (f", weight {weight:.2f})" if len(self.sources) > 1 else ")"))
         ranks = f" per rank, {self.world} ranks" if self.world > 1 else ""
@@ -134,7 +132,7 @@ class Batches(Dataset):
         ``read(rng)`` returns (image, caption) or raises :class:`BadSample`."""
         starts, counts = self._start(index), self._counts(index)
         for s, (name, source, start, n) in enumerate(zip(self.names, self.sources, starts, counts)):
-            if getattr(source, "streaming", False):
+            if source.streaming:
                 stream, position, lane = self._stream(s, index)
                 for offset in range(int(n)):
                     raw = next(stream)

@@ -5,15 +5,23 @@ move on. Reasons: ``missing_file``, ``unreadable_file``, ``bad_image`` (corrupt 
 ``too_large`` (more pixels than the configured limit: a decompression-bomb guard checked from
 the header, before any pixel is decoded), ``missing_image``, ``missing_caption``,
 ``empty_caption`` (empty or whitespace), ``bad_text`` (not UTF-8).
+
+:class:`SampleDecoder` is the one place where a raw sample (image bytes or path, caption
+candidates) becomes training input, shared by every source kind that reads files.
 """
 
 from __future__ import annotations
 
 import io
 import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 from PIL import Image
+
+ImageRef = bytes | str | Path  # encoded image bytes or a file path
 
 
 class BadSample(Exception):
@@ -59,3 +67,38 @@ def decode_caption(value: bytes | str | None) -> str:
     if not text:
         raise BadSample("empty_caption")
     return text
+
+
+def pick_caption(captions: Sequence, rng: np.random.Generator, pick: str) -> object:
+    """One caption of several: a seeded random one per visit, or the first."""
+    if not captions:
+        raise BadSample("missing_caption")
+    return captions[int(rng.integers(len(captions)))] if pick == "random" else captions[0]
+
+
+@dataclass(frozen=True)
+class SampleDecoder:
+    """Turns a raw sample into ``(image uint8 [S, S, 3], caption)`` the same way for every source
+    kind (tables, folders, random-access and streamed shards), so that they cannot drift apart.
+
+    The caption is picked and decoded first, then the image is opened within ``max_pixels`` and
+    transformed: that order fixes both the random draws (caption pick, then the crop) and which
+    skip reason a sample with several faults gets. The image may be given as a function that
+    reads it, so that a sample whose caption fails is not read at all.
+    """
+
+    transform: Callable[[Image.Image, np.random.Generator | None], np.ndarray]
+    max_pixels: int
+    caption_pick: str = "random"
+
+    def open(self, image: ImageRef) -> Image.Image:
+        """The decoded RGB image (:class:`BadSample` for a missing, corrupt or too large one)."""
+        return open_image(image, self.max_pixels)
+
+    def decode(
+        self, image: ImageRef | Callable[[], ImageRef], captions: Sequence, rng: np.random.Generator
+    ) -> tuple[np.ndarray, str]:
+        """``(image, caption)`` of one sample, or :class:`BadSample` with the first fault's reason."""
+        caption = decode_caption(pick_caption(captions, rng, self.caption_pick))
+        raw = image() if callable(image) else image
+        return self.transform(self.open(raw), rng), caption

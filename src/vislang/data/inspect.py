@@ -1,7 +1,8 @@
 """``vislang data inspect`` and ``vislang data bench``: look at a source before training on it.
 
-inspect: decode ``n`` samples of the stream as training would and report bad samples by
-reason, caption lengths (words) and original image sizes, with a PNG of both histograms.
+inspect: decode ``n`` samples of the stream as training would (without the random crop) and
+report bad samples by reason, caption lengths (words) and original image sizes, with a PNG of
+both histograms.
 bench: samples/s of the whole pipeline (decode, transform, tokenise, batch) in worker processes.
 """
 
@@ -9,36 +10,39 @@ from __future__ import annotations
 
 import time
 from collections import Counter
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
-from vislang.config import RunConfig, build_config
-from vislang.data.decode import BadSample
-
-
-def source_config(kind: str, path: str | None, extra: list[str] = (), image_size: int = 224) -> RunConfig:
-    source = f"{{kind: {kind}" + (f", path: '{path}'" if path else "") + "}"
-    return build_config(
-        {}, [f"data.sources=[{source}]", f"model.vision.image_size={image_size}", *extra], source="data source"
-    )
+from vislang.config import DataConfig, TrainConfig, VisionConfig
+from vislang.data import build_sources, first_pass, train_loader
+from vislang.data.decode import BadSample, ImageRef, SampleDecoder
 
 
-def inspect_source(cfg: RunConfig, n: int) -> dict:
-    from vislang.data import build_sources, first_pass
+@dataclass(frozen=True)
+class SizeRecorder(SampleDecoder):
+    """A :class:`SampleDecoder` that also records each decoded image's size before the transform
+    (the original sizes are what inspect reports; the transformed ones are all the same)."""
 
-    (source,) = build_sources(cfg, train=False, check=False).values()
-    sizes, lengths, skipped = [], [], Counter()
-    original = getattr(source, "transform", None)
+    sizes: list[tuple[int, int]] = field(default_factory=list)
 
-    class Recorder:  # records each decoded image's size before the transform
-        def __call__(self, image, rng=None):
-            sizes.append(image.size)
-            return original(image, rng)
+    def open(self, image: ImageRef) -> Image.Image:
+        opened = super().open(image)
+        self.sizes.append(opened.size)
+        return opened
 
-    if original is not None:
-        source.transform = Recorder()
-    total = 0
+
+def inspect_source(data: DataConfig, image_size: int, n: int) -> dict:
+    """Decode the first ``n`` samples of the one source of ``data`` as evaluation would (no random
+    crop) and gather the statistics :func:`summary_lines` reports."""
+    (source,) = build_sources(data, image_size, seed=0, train=False, check=False).values()
+    sizes: list[tuple[int, int]] = []
+    if source.decoder is not None:  # the world renders its images: nothing is decoded
+        recorder = SizeRecorder(**{f.name: getattr(source.decoder, f.name) for f in fields(source.decoder)})
+        source.decoder, sizes = recorder, recorder.sizes
+    lengths, skipped, total = [], Counter(), 0
     for position, read in enumerate(first_pass(source)):
         if position == n:
             break
@@ -55,7 +59,7 @@ def inspect_source(cfg: RunConfig, n: int) -> dict:
         "skipped": dict(skipped),
         "caption_words": lengths,
         "image_sizes": sizes,
-        "description": source.describe() if hasattr(source, "describe") else "",
+        "description": source.describe(),
     }
 
 
@@ -98,12 +102,14 @@ def write_histograms(report: dict, path: Path) -> None:
     plt.close(fig)
 
 
-def pipeline_throughput(cfg: RunConfig, batches: int, tokenizer) -> float:
-    """Samples per second of ``batches`` training batches built in ``data.num_workers`` workers."""
-    from vislang.data import train_loader
-
-    cfg = cfg.model_copy(update={"train": cfg.train.model_copy(update={"steps": batches + 2})})
-    loader, _ = train_loader(cfg, tokenizer, 0)
+def pipeline_throughput(data: DataConfig, image_size: int, batch_size: int, batches: int, tokenizer) -> float:
+    """Samples per second of ``batches`` training batches built in ``data.num_workers`` workers,
+    with the random crop on (the costliest transform training can use)."""
+    data = data.model_copy(update={"random_crop": True})
+    # Only the image size and the default normalisation are read: no tower is built, so the
+    # tower's own checks (a patch size that divides the image) must not reject the size.
+    vision = VisionConfig.model_construct(image_size=image_size)
+    loader, _ = train_loader(data, vision, TrainConfig(steps=batches + 2, batch_size=batch_size), tokenizer, 0)
     next(loader), next(loader)  # workers started
     start, samples = time.perf_counter(), 0
     for batch in loader:

@@ -10,7 +10,8 @@
 Table and folder streams visit the rows epoch by epoch, each epoch in its own seeded order:
 position ``p`` is row ``perm_e[p mod N]`` with ``e = p // N`` (or, resampled, a seeded draw). Columns stay in Arrow buffers,
 so worker processes share them without copying (no per-row Python objects to touch).
-``get`` returns ``(image uint8 [S, S, 3], caption)`` or raises :class:`BadSample`.
+``get`` returns ``(image uint8 [S, S, 3], caption)`` (through the source's
+:class:`~vislang.data.decode.SampleDecoder`) or raises :class:`BadSample`.
 """
 
 from __future__ import annotations
@@ -21,19 +22,12 @@ from pathlib import Path
 
 import numpy as np
 
-from vislang.data.decode import BadSample, decode_caption, open_image
-from vislang.data.transforms import ImageTransform
+from vislang.data.decode import BadSample, SampleDecoder, decode_caption
+from vislang.data.source import RandomAccessSource
 from vislang.data.world import World
 from vislang.errors import DataError
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
-
-
-def pick_caption(captions: list, rng: np.random.Generator, pick: str) -> object:
-    """One caption of several: a seeded random one per visit, or the first."""
-    if not captions:
-        raise BadSample("missing_caption")
-    return captions[int(rng.integers(len(captions)))] if pick == "random" else captions[0]
 
 
 def decodable_captions(read_first: Callable[[object], object], items: Iterable) -> list[str]:
@@ -58,9 +52,18 @@ def resolve_image(value: object, root: Path) -> bytes | Path:
     return value if isinstance(value, bytes) else root / str(value)
 
 
-class WorldSamples:
+class WorldSamples(RandomAccessSource):
+    """The built-in world's train split: sample ``p`` is world sample ``p`` (rendered, no files)."""
+
     def __init__(self, world: World) -> None:
         self.world = world
+
+    @property
+    def size(self) -> None:
+        return None  # procedural: it never ends
+
+    def describe(self) -> str:
+        return "procedural"
 
     def get(self, position: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
         image, caption, _ = self.world.sample("train", position)
@@ -89,6 +92,25 @@ class RowOrder:
         if epoch != self._epoch:
             self._epoch, self._order = epoch, np.random.default_rng([self.seed, epoch]).permutation(self.n)
         return int(self._order[offset])
+
+
+class RowSource(RandomAccessSource):
+    """A finite random-access source of ``n`` rows, visited in a :class:`RowOrder` and decoded by
+    the shared :class:`SampleDecoder` (tables, folders and local shards)."""
+
+    def __init__(self, n: int, decoder: SampleDecoder, seed: int, resampled: bool, shuffle: bool) -> None:
+        self.decoder = decoder
+        self.order = RowOrder(n, seed, resampled, shuffle)
+
+    def __len__(self) -> int:
+        return self.order.n
+
+    @property
+    def size(self) -> int:
+        return self.order.n
+
+    def describe(self) -> str:
+        return f"{self.order.n} samples"
 
 
 def read_table(path: str | Path, image_column: str, caption_columns: list[str]):
@@ -125,33 +147,26 @@ def read_table(path: str | Path, image_column: str, caption_columns: list[str]):
     return table.column(image_column).combine_chunks(), [table.column(c).combine_chunks() for c in caption_columns]
 
 
-class TableSamples:
+class TableSamples(RowSource):
     def __init__(
         self,
         path: str | Path,
         image_column: str,
         caption_columns: list[str],
-        transform: ImageTransform,
-        max_pixels: int,
+        decoder: SampleDecoder,
         seed: int,
-        caption_pick: str = "random",
         resampled: bool = False,
         shuffle: bool = True,
     ) -> None:
         self.root = Path(path).parent
         self.images, self.captions_columns = read_table(path, image_column, caption_columns)
-        self.transform, self.max_pixels, self.caption_pick = transform, max_pixels, caption_pick
-        self.order = RowOrder(len(self.images), seed, resampled, shuffle)
-
-    def __len__(self) -> int:
-        return len(self.images)
+        super().__init__(len(self.images), decoder, seed, resampled, shuffle)
 
     def get(self, position: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
         row = self.order.row(position)
         cells = [column[row].as_py() for column in self.captions_columns]
-        caption = decode_caption(pick_caption([c for c in cells if c is not None], rng, self.caption_pick))
-        image = open_image(resolve_image(self.images[row].as_py(), self.root), self.max_pixels)
-        return self.transform(image, rng), caption
+        image = lambda: resolve_image(self.images[row].as_py(), self.root)  # noqa: E731
+        return self.decoder.decode(image, [c for c in cells if c is not None], rng)
 
     def captions(self, n: int) -> list[str]:
         return decodable_captions(lambda row: self.captions_columns[0][row].as_py(), range(min(n, len(self))))
@@ -189,28 +204,16 @@ def folder_captions(image: Path) -> list[bytes | str]:
     return captions
 
 
-class FolderSamples:
+class FolderSamples(RowSource):
     def __init__(
-        self,
-        root: str | Path,
-        transform: ImageTransform,
-        max_pixels: int,
-        seed: int,
-        caption_pick: str = "random",
-        resampled: bool = False,
-        shuffle: bool = True,
+        self, root: str | Path, decoder: SampleDecoder, seed: int, resampled: bool = False, shuffle: bool = True
     ) -> None:
         self.images = scan_folder(root)
-        self.transform, self.max_pixels, self.caption_pick = transform, max_pixels, caption_pick
-        self.order = RowOrder(len(self.images), seed, resampled, shuffle)
-
-    def __len__(self) -> int:
-        return len(self.images)
+        super().__init__(len(self.images), decoder, seed, resampled, shuffle)
 
     def get(self, position: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
         path = self.images[self.order.row(position)]
-        caption = decode_caption(pick_caption(folder_captions(path), rng, self.caption_pick))
-        return self.transform(open_image(path, self.max_pixels), rng), caption
+        return self.decoder.decode(path, folder_captions(path), rng)
 
     def captions(self, n: int) -> list[str]:
         return decodable_captions(lambda path: folder_captions(path)[0], self.images[:n])

@@ -29,9 +29,8 @@ from pathlib import Path
 import numpy as np
 from braceexpand import braceexpand
 
-from vislang.data.decode import BadSample, decode_caption, open_image
-from vislang.data.samples import RowOrder, decodable_captions, pick_caption
-from vislang.data.transforms import ImageTransform
+from vislang.data.decode import BadSample, SampleDecoder
+from vislang.data.samples import RowSource, decodable_captions
 from vislang.errors import DataError
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -197,24 +196,13 @@ class ShardIndex:
         return index
 
 
-class ShardSamples:
+class ShardSamples(RowSource):
     def __init__(
-        self,
-        spec: str,
-        transform: ImageTransform,
-        max_pixels: int,
-        seed: int,
-        caption_pick: str = "random",
-        resampled: bool = False,
-        shuffle: bool = True,
+        self, spec: str, decoder: SampleDecoder, seed: int, resampled: bool = False, shuffle: bool = True
     ) -> None:
         self.index = ShardIndex.scan(expand_shards(spec))
-        self.transform, self.max_pixels, self.caption_pick = transform, max_pixels, caption_pick
-        self.order = RowOrder(len(self.index.samples), seed, resampled, shuffle)
+        super().__init__(len(self.index.samples), decoder, seed, resampled, shuffle)
         self._handles: dict[int, object] = {}
-
-    def __len__(self) -> int:
-        return len(self.index.samples)
 
     def describe(self) -> str:
         i = self.index
@@ -244,9 +232,8 @@ class ShardSamples:
         shard, files = self.index.samples[self.order.row(position)]
         if TRUNCATED in files:
             raise BadSample("truncated_shard")
-        caption = decode_caption(pick_caption(self._captions(shard, files), rng, self.caption_pick))
-        image = self._read(shard, files[image_extension(files)])
-        return self.transform(open_image(image, self.max_pixels), rng), caption
+        image = lambda: self._read(shard, files[image_extension(files)])  # noqa: E731
+        return self.decoder.decode(image, self._captions(shard, files), rng)
 
     def captions(self, n: int) -> list[str]:
         return decodable_captions(lambda sample: self._captions(*sample)[0], self.index.samples[:n])

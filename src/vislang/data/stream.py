@@ -34,10 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-from vislang.data.decode import BadSample, decode_caption, open_image
-from vislang.data.samples import pick_caption
+from vislang.data.decode import BadSample, SampleDecoder, decode_caption
 from vislang.data.shards import expand_urls, image_extension, is_remote, sample_captions
-from vislang.data.transforms import ImageTransform
+from vislang.data.source import StreamedSource
 from vislang.errors import DataError
 
 BAD = "__bad__"
@@ -99,25 +98,21 @@ def _shuffled(items: Iterator[dict], size: int, rng: np.random.Generator) -> Ite
         buffer[k] = item
 
 
-class ShardStream:
+class ShardStream(StreamedSource):
     """A streamed shard source; batches take samples from :meth:`lane` and decode them."""
 
-    streaming = True
-
     def __init__(
-        self,
-        spec: str,
-        transform: ImageTransform,
-        max_pixels: int,
-        seed: int,
-        caption_pick: str = "random",
-        resampled: bool = False,
-        shuffle_buffer: int = 1000,
+        self, spec: str, decoder: SampleDecoder, seed: int, resampled: bool = False, shuffle_buffer: int = 1000
     ) -> None:
         self.urls = expand_urls(spec)
         self.sizes = read_sizes(self.urls)
-        self.transform, self.max_pixels, self.caption_pick = transform, max_pixels, caption_pick
+        self.decoder = decoder
         self.seed, self.resampled, self.shuffle_buffer = seed, resampled, shuffle_buffer
+
+    @property
+    def size(self) -> int | None:
+        """Samples in one pass, where every shard's size is known (``sizes.json``, ``*_stats.json``)."""
+        return None if None in self.sizes else sum(self.sizes)
 
     # -- which samples a lane reads --------------------------------------------------------------
 
@@ -185,28 +180,28 @@ class ShardStream:
 
     # -- decoding ----------------------------------------------------------------------------------
 
-    def decode(self, sample: dict, rng: np.random.Generator) -> tuple[np.ndarray, str]:
-        if BAD in sample:
-            raise BadSample(sample[BAD])
-        captions = sample_captions(sample.get("txt"), sample.get("json"))
-        caption = decode_caption(pick_caption(captions, rng, self.caption_pick))
-        image = sample[image_extension(sample)]
-        return self.transform(open_image(image, self.max_pixels), rng), caption
+    def decode(self, raw: dict, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+        if BAD in raw:
+            raise BadSample(raw[BAD])
+        captions = sample_captions(raw.get("txt"), raw.get("json"))
+        return self.decoder.decode(lambda: raw[image_extension(raw)], captions, rng)
+
+    def one_pass(self) -> Iterator[dict]:
+        for url in self.urls:
+            yield from shard_samples(url)
 
     def captions(self, n: int) -> list[str]:
         out: list[str] = []
-        for url in self.urls:
-            for sample in shard_samples(url):
-                try:
-                    out.append(decode_caption(sample.get("txt")))
-                except BadSample:
-                    continue
-                if len(out) >= n:
-                    return out
+        for sample in self.one_pass():
+            try:
+                out.append(decode_caption(sample.get("txt")))
+            except BadSample:
+                continue
+            if len(out) >= n:
+                break
         return out
 
     def describe(self) -> str:
-        known = [s for s in self.sizes if s is not None]
-        total = f", {sum(known)} samples" if len(known) == len(self.sizes) else ""
+        total = f", {self.size} samples" if self.size is not None else ""
         order = "resampled" if self.resampled else "epochs"
         return f"{len(self.urls)} streamed shards{total}, {order}, shuffle buffer {self.shuffle_buffer}"

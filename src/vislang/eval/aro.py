@@ -30,17 +30,20 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import torch
 from PIL import Image
+from pydantic import Field
 
 from vislang.data.negatives import noun_phrases, split_words
 from vislang.data.transforms import ImageTransform, to_tensor
 from vislang.errors import DataError
 from vislang.eval.encode import device_of
 from vislang.eval.metrics import candidate_credit
-from vislang.objectives.base import Objective
+from vislang.eval.tasks import EvalContext, Evaluator, TaskConfig
+from vislang.objectives import Objective
 
 KINDS = ("vg_relation", "vg_attribution", "coco_order", "flickr30k_order")
 
@@ -243,3 +246,37 @@ class AroEvaluator:
             if self.grouped:
                 out[f"{self.name}/{prefix}macro_acc"] = macro
         return out
+
+
+class AroTask(TaskConfig):
+    """One ARO set on local files: ``aro/<kind>/acc`` and its text-only baseline."""
+
+    type: Literal["aro"] = Field("aro", description="the task type")
+    kind: Literal["vg_relation", "vg_attribution", "coco_order", "flickr30k_order"] = Field(
+        description="which ARO set the annotations file is"
+    )
+    annotations: str = Field(description="the set's JSON file")
+    images: str = Field(description="folder the JSON's image paths are relative to")
+    min_group: int = Field(
+        25, ge=1, description="relations / attribute pairs with fewer items stay out of the macro average"
+    )
+
+    def metric_prefix(self) -> str:
+        return f"aro/{self.kind}"
+
+    def build(self, context: EvalContext) -> list[Evaluator]:
+        items = load_aro(self.kind, self.annotations, self.images, context.seed)
+        return [
+            AroEvaluator(
+                self.kind,
+                items,
+                context.tokenizer,
+                context.image_size,
+                context.mean,
+                context.std,
+                context.batch_size,
+                self.min_group,
+                context.resize_mode,
+                context.interpolation,
+            )
+        ]

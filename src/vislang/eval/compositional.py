@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
-import torch
+from typing import Literal
 
-from vislang.data.world_tasks import ProbeSet
+import torch
+from pydantic import Field
+
+from vislang.data.world_tasks import ProbeSet, probe_sets
 from vislang.eval.encode import image_features, text_features
 from vislang.eval.metrics import candidate_accuracy
-from vislang.objectives.base import Objective
+from vislang.eval.tasks import EvalContext, Evaluator, TaskConfig
+from vislang.objectives import Objective
+
+
+class CompositionalTask(TaskConfig):
+    """The world's ARO-style probes (relation, attribute, order): ``compositional/<probe>/acc``."""
+
+    type: Literal["compositional"] = Field("compositional", description="the task type")
+    n: int = Field(500, ge=1, description="items per probe")
+
+    def build(self, context: EvalContext) -> list[Evaluator]:
+        sets = probe_sets(context.world(), self.n)
+        return [ProbeEvaluator(probe, data, **context.common()) for probe, data in sets.items()]
 
 
 class ProbeEvaluator:

@@ -2,12 +2,49 @@
 
 from __future__ import annotations
 
-import torch
+from typing import Literal
 
-from vislang.data.world_tasks import RetrievalSet
+import torch
+from pydantic import Field, field_validator
+
+from vislang.config import SourceConfig
+from vislang.data import source_retrieval_set
+from vislang.data.world_tasks import RetrievalSet, retrieval_set
 from vislang.eval.encode import image_features, text_features
 from vislang.eval.metrics import retrieval_recall
-from vislang.objectives.base import Objective
+from vislang.eval.tasks import EvalContext, Evaluator, TaskConfig
+from vislang.objectives import Objective
+
+
+class RetrievalTask(TaskConfig):
+    """Image-text retrieval, R@1/5/10 both ways: on the world's test split (``retrieval/...``) or
+    on the first ``n`` usable samples of a held-out source (``retrieval_<name>/...``)."""
+
+    type: Literal["retrieval"] = Field("retrieval", description="the task type")
+    source: SourceConfig | None = Field(
+        None, description="held-out data of any source kind (one caption per image); none: the built-in world"
+    )
+    n: int = Field(1000, ge=1, description="image-caption pairs")
+    name: str | None = Field(None, description="metric prefix retrieval_<name> (default: the source's name or kind)")
+
+    @field_validator("source")
+    @classmethod
+    def _not_world(cls, value: SourceConfig | None) -> SourceConfig | None:
+        if value is not None and value.kind == "world":
+            raise ValueError("the world's retrieval set is the task without a source")
+        return value
+
+    def metric_prefix(self) -> str:
+        if self.source is None:
+            return "retrieval"
+        return f"retrieval_{self.name or self.source.name or self.source.kind}"
+
+    def build(self, context: EvalContext) -> list[Evaluator]:
+        if self.source is None:
+            data = retrieval_set(context.world(), self.n)
+        else:
+            data = source_retrieval_set(context.open_source(self.source), self.n, context.seed)
+        return [RetrievalEvaluator(data, **context.common(), name=self.metric_prefix())]
 
 
 class RetrievalEvaluator:

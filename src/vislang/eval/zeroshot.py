@@ -3,12 +3,30 @@ the objective (for embedding models: the normalised mean of normalised template 
 
 from __future__ import annotations
 
-import torch
+from typing import Literal
 
-from vislang.data.world_tasks import ClassificationSet
+import torch
+from pydantic import Field
+
+from vislang.data.world_tasks import ClassificationSet, classification_sets
 from vislang.eval.encode import image_features, text_features
 from vislang.eval.metrics import topk_accuracy
-from vislang.objectives.base import Objective
+from vislang.eval.tasks import EvalContext, Evaluator, TaskConfig
+from vislang.objectives import Objective
+
+
+class ZeroShotTask(TaskConfig):
+    """Zero-shot classification by prompt ensembles: ``zeroshot/<task>/top1`` (and top5)."""
+
+    type: Literal["zeroshot"] = Field("zeroshot", description="the task type")
+    dataset: Literal["world"] = Field(
+        "world", description="world: the built-in world's tasks (shape, colour, size, ...) on its test split"
+    )
+    n: int = Field(1000, ge=1, description="test images per classification task")
+
+    def build(self, context: EvalContext) -> list[Evaluator]:
+        sets = classification_sets(context.world(), self.n)
+        return [ZeroShotEvaluator(task, data, **context.common()) for task, data in sets.items()]
 
 
 class ZeroShotEvaluator:

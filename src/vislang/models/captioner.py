@@ -18,7 +18,7 @@ class Captioner(nn.Module):
     def __init__(self, vision: VisionTransformer, decoder: TextDecoder, decoder_width: int) -> None:
         super().__init__()
         self.vision, self.decoder = vision, decoder
-        self.context_proj = nn.Linear(vision.cfg.width, decoder_width)
+        self.context_proj = nn.Linear(vision.width, decoder_width)
 
     def image_context(self, images: torch.Tensor) -> torch.Tensor:
         """The decoder's cross-attention context: projected patch tokens [B, L, decoder width]."""

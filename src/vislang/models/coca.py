@@ -9,20 +9,17 @@ caption. ``encode_image``/``encode_text``/``scale`` make it usable wherever a tw
 
 from __future__ import annotations
 
-import math
-
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from vislang.models.layers import AttentionPool
+from vislang.models.logit_scale import LogitScaleMixin
 from vislang.models.text.decoder import TextDecoder
 from vislang.models.vision.vit import VisionTransformer
 
 
-class CoCa(nn.Module):
-    logit_bias = None  # softmax contrastive only
-
+class CoCa(LogitScaleMixin, nn.Module):
     def __init__(
         self,
         vision: VisionTransformer,
@@ -34,21 +31,14 @@ class CoCa(nn.Module):
         max_logit_scale: float = 100.0,
     ) -> None:
         super().__init__()
-        v = vision.cfg
         self.vision, self.decoder = vision, decoder
-        self.contrastive_pool = AttentionPool(v.width, v.heads, v.mlp_ratio, n_queries=1)
-        self.caption_pool = AttentionPool(v.width, v.heads, v.mlp_ratio, n_queries=n_queries)
-        self.image_proj = nn.Linear(v.width, embed_dim, bias=False)
-        self.context_proj = nn.Linear(v.width, text_width)
+        width, heads, mlp_ratio = vision.width, vision.heads, vision.mlp_ratio
+        self.contrastive_pool = AttentionPool(width, heads, mlp_ratio, n_queries=1)
+        self.caption_pool = AttentionPool(width, heads, mlp_ratio, n_queries=n_queries)
+        self.image_proj = nn.Linear(width, embed_dim, bias=False)
+        self.context_proj = nn.Linear(width, text_width)
         self.text_proj = nn.Linear(text_width, embed_dim, bias=False)
-        self.logit_scale = nn.Parameter(torch.tensor(math.log(init_logit_scale)))
-        self.max_log_scale = math.log(max_logit_scale)
-
-    def scale(self) -> torch.Tensor:
-        return self.logit_scale.float().clamp(max=self.max_log_scale).exp()
-
-    def bias(self) -> None:
-        return None
+        self.add_logit_scale(init_logit_scale, max_logit_scale)  # no bias: softmax contrastive only
 
     def _image(self, images: torch.Tensor, normalize: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.vision.tokens(images)

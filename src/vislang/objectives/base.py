@@ -8,9 +8,35 @@ evaluators call. The loop never asks which paradigm it runs.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import ClassVar
 
 import torch
+from pydantic import Field
 from torch import nn
+
+from vislang.config import ModelConfig, Section, TrainConfig
+
+
+class ObjectiveConfig(Section):
+    """The ``objective`` section: which paradigm is trained, with its own loss and architecture
+    fields. Each objective file declares a subclass; the class attributes below say what the run
+    config may combine it with, so nothing elsewhere lists objective names."""
+
+    kind: str = Field(description="the objective (see vislang.objectives.OBJECTIVES)")
+
+    contrastive: ClassVar[bool] = False  # scored by embedding similarity (report wording, CiT)
+    accepts_hard_negatives: ClassVar[bool] = False  # data.hard_negatives (negative captions in the batch)
+    accepts_cit: ClassVar[bool] = False  # data.cit (curation in training needs a text embedding)
+    accepts_pretrained_text: ClassVar[bool] = False  # model.text.pretrained (a Hugging Face text tower)
+
+    def check(self, model: ModelConfig, train: TrainConfig) -> None:
+        """Raise ValueError for a combination with other sections that this objective cannot train."""
+        if model.text.pretrained and not self.accepts_pretrained_text:
+            raise ValueError(f"model.text.pretrained is a text tower for two-tower objectives, not {self.kind!r}")
+
+    def build(self, model: ModelConfig, vocab_size: int, pad_id: int) -> Objective:
+        """The objective with a freshly initialised model."""
+        raise NotImplementedError
 
 
 class Objective(nn.Module, ABC):

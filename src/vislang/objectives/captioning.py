@@ -10,13 +10,50 @@ image–text pair, in chunks of ``score_chunk`` pairs.
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
+from vislang.config import ModelConfig, Section
 from vislang.losses import full_precision
 from vislang.models.text.decoder import TextDecoder
 from vislang.models.text.transformer import real_tokens
-from vislang.objectives.base import Objective
+from vislang.objectives.base import Objective, ObjectiveConfig
+from vislang.objectives.towers import build_captioner
+
+
+class DecoderConfig(Section):
+    """The captioner's text decoder; it shares ``model.text``'s width, heads, MLP ratio and context."""
+
+    depth: int = Field(2, ge=1, description="multimodal blocks (causal self-attention + cross-attention to the image)")
+
+
+class CapConfig(ObjectiveConfig):
+    """Cap: image encoder + text decoder trained by teacher-forced next-token prediction."""
+
+    kind: Literal["cap"] = Field("cap", description="the objective")
+    decoder: DecoderConfig = Field(DecoderConfig(), description="the text decoder")
+
+    def build(self, model: ModelConfig, vocab_size: int, pad_id: int) -> CaptioningObjective:
+        return CaptioningObjective(build_captioner(model, self.decoder.depth, vocab_size, pad_id), pad_id, 0.0)
+
+
+class CappaConfig(CapConfig):
+    """CapPa (Tschannen et al. 2023): Cap where a share of examples is predicted in parallel."""
+
+    kind: Literal["cappa"] = Field("cappa", description="the objective")  # type: ignore[assignment]
+    parallel_prob: float = Field(
+        0.75,
+        ge=0,
+        le=1,
+        description="share of examples decoded in parallel from all-[MASK] inputs (big_vision's masked_pred_prob)",
+    )
+
+    def build(self, model: ModelConfig, vocab_size: int, pad_id: int) -> CaptioningObjective:
+        captioner = build_captioner(model, self.decoder.depth, vocab_size, pad_id)
+        return CaptioningObjective(captioner, pad_id, self.parallel_prob)
 
 
 def caption_loss(logits: torch.Tensor, tokens: torch.Tensor, pad_id: int) -> torch.Tensor:

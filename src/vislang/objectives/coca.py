@@ -4,12 +4,45 @@ retrieval use the embeddings, as the paper does."""
 
 from __future__ import annotations
 
-import torch
+from typing import ClassVar, Literal
 
+import torch
+from pydantic import Field
+
+from vislang.config import ModelConfig
 from vislang.losses import clip_loss
 from vislang.models.coca import CoCa
-from vislang.objectives.captioning import caption_loss
+from vislang.objectives.base import ObjectiveConfig
+from vislang.objectives.captioning import DecoderConfig, caption_loss
 from vislang.objectives.contrastive import EmbeddingObjective
+from vislang.objectives.towers import build_coca
+
+
+class CocaDecoderConfig(DecoderConfig):
+    """CoCa's decoder: ``model.text.depth`` unimodal blocks, then ``depth`` multimodal ones."""
+
+    n_queries: int = Field(
+        256,
+        ge=1,
+        description="the captioning pooler's learned queries over the image tokens, the decoder's context (paper: "
+        "256; the contrastive pooler has one)",
+    )
+
+
+class CocaConfig(ObjectiveConfig):
+    """CoCa: contrastive loss on pooled embeddings plus captioning loss on the decoder."""
+
+    kind: Literal["coca"] = Field("coca", description="the objective")
+    contrastive_weight: float = Field(1.0, ge=0, description="weight of the contrastive loss (paper: 1)")
+    caption_weight: float = Field(2.0, ge=0, description="weight of the captioning loss (paper: 2)")
+    decoder: CocaDecoderConfig = Field(CocaDecoderConfig(), description="the text decoder")
+
+    contrastive: ClassVar[bool] = True
+    accepts_cit: ClassVar[bool] = True
+
+    def build(self, model: ModelConfig, vocab_size: int, pad_id: int) -> CocaObjective:
+        coca = build_coca(model, self.decoder.depth, self.decoder.n_queries, vocab_size, pad_id)
+        return CocaObjective(coca, pad_id, self.contrastive_weight, self.caption_weight)
 
 
 class CocaObjective(EmbeddingObjective):

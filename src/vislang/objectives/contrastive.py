@@ -2,13 +2,50 @@
 
 from __future__ import annotations
 
+from typing import ClassVar, Literal
+
 import torch
 import torch.nn.functional as F
+from pydantic import Field
 
+from vislang.config import ModelConfig, TrainConfig
 from vislang.losses import clip_loss
 from vislang.models.two_tower import TwoTower
-from vislang.objectives.base import Objective
-from vislang.objectives.hard_negatives import ImageBank
+from vislang.objectives.base import Objective, ObjectiveConfig
+from vislang.objectives.hard_negatives import ImageBank, image_bank
+from vislang.objectives.towers import build_two_tower
+
+
+class TwoTowerConfig(ObjectiveConfig):
+    """What the two-tower objectives (CLIP, SigLIP) share: NegCLIP's hard-negative images."""
+
+    hard_negative_images: int = Field(
+        0,
+        ge=0,
+        description="NegCLIP's hard-negative images: a bank of this many recent pairs; each image's nearest bank "
+        "neighbour joins the batch with its caption (0 = off)",
+    )
+
+    contrastive: ClassVar[bool] = True
+    accepts_hard_negatives: ClassVar[bool] = True
+    accepts_cit: ClassVar[bool] = True
+    accepts_pretrained_text: ClassVar[bool] = True
+
+    def check(self, model: ModelConfig, train: TrainConfig) -> None:
+        super().check(model, train)
+        if train.accum_steps > 1 and self.hard_negative_images:
+            raise ValueError("train.accum_steps > 1 does not work with objective.hard_negative_images (the bank)")
+
+
+class ClipConfig(TwoTowerConfig):
+    """Softmax contrastive learning (CLIP, ALIGN)."""
+
+    kind: Literal["clip"] = Field("clip", description="the objective")
+    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the softmax (ALIGN uses 0.1)")
+
+    def build(self, model: ModelConfig, vocab_size: int, pad_id: int) -> ClipObjective:
+        bank = image_bank(self.hard_negative_images, model)
+        return ClipObjective(build_two_tower(model, vocab_size, pad_id), self.label_smoothing, bank)
 
 
 class EmbeddingObjective(Objective):

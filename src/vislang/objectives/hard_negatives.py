@@ -15,6 +15,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from vislang.config import ModelConfig
+
 
 class ImageBank(nn.Module):
     def __init__(self, size: int, image_shape: tuple[int, int, int], context_length: int, embed_dim: int) -> None:
@@ -44,3 +46,11 @@ class ImageBank(nn.Module):
         self.features[index] = features[-b:].float()
         self.position.copy_((self.position + b) % self.size)
         self.filled.copy_(torch.clamp(self.filled + b, max=self.size))
+
+
+def image_bank(size: int, model: ModelConfig) -> ImageBank | None:
+    """A bank of ``size`` pairs at the model's input shapes, or None for ``size`` 0."""
+    if not size:
+        return None
+    image = model.vision.image_size
+    return ImageBank(size, (3, image, image), model.text.context_length, model.embed_dim)

@@ -28,7 +28,8 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 
 from vislang.losses import full_precision
-from vislang.objectives.base import Objective
+from vislang.objectives import Objective
+from vislang.rng import rng_state, set_rng_state
 
 Precision = Callable[[], contextlib.AbstractContextManager]
 Scale = Callable[[torch.Tensor], torch.Tensor]
@@ -82,10 +83,10 @@ def _cached_backward(
     states, embeddings = [], []
     with torch.no_grad():
         for m in micro:
-            states.append(_rng_state(device))
+            states.append(rng_state(device))
             with precision():
                 embeddings.append(objective.embed(m))
-    after = _rng_state(device)
+    after = rng_state(device)
     for name, b in objective.named_buffers():
         b.copy_(buffers[name])
 
@@ -96,7 +97,7 @@ def _cached_backward(
 
     offsets = dict.fromkeys(cached, 0)
     for m, state in zip(micro, states):
-        _set_rng_state(device, state)
+        set_rng_state(state, device)
         with precision():
             fresh = objective.embed(m)
         surrogate = 0.0
@@ -106,7 +107,7 @@ def _cached_backward(
             surrogate = surrogate + (full_precision(value) * full_precision(cached[k].grad[rows])).sum()
         if torch.is_tensor(surrogate):
             surrogate.backward()
-    _set_rng_state(device, after)
+    set_rng_state(after, device)
     if distributed:
         all_reduce_gradients(objective)
     return {k: v.detach() for k, v in parts.items()}
@@ -129,14 +130,3 @@ def all_reduce_gradients(module: nn.Module, group: dist.ProcessGroup | None = No
     for p in params:
         p.grad.copy_(flat[offset : offset + p.numel()].view_as(p))
         offset += p.numel()
-
-
-def _rng_state(device: torch.device) -> tuple:
-    cuda = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-    return torch.get_rng_state(), cuda
-
-
-def _set_rng_state(device: torch.device, state: tuple) -> None:
-    torch.set_rng_state(state[0])
-    if state[1] is not None:
-        torch.cuda.set_rng_state(state[1], device)

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.fsdp import fully_shard
+
+from vislang.models.layers import Block
 
 
 @dataclass(frozen=True)
@@ -73,10 +76,6 @@ def gather_objects(value: object) -> list[object]:
 
 def shard_blocks(module: nn.Module) -> None:
     """FSDP2 on every transformer block of ``module`` (both towers, decoders)."""
-    from torch.distributed.fsdp import fully_shard
-
-    from vislang.models.layers import Block
-
     for block in [m for m in module.modules() if isinstance(m, Block)]:
         fully_shard(block)
 

@@ -1,91 +1,44 @@
 """The one training loop. It knows devices, precision, checkpoints, logging and the evaluation
 schedule; what is learned and how the loss is computed belong to the objective.
 
-Read top to bottom: set up the run directory, the process group (under torchrun), tokenizer,
-objective, optimizer and schedule; restore the latest checkpoint when resuming; then step, log,
-evaluate and checkpoint; finish with a final evaluation, ``metrics.json`` and ``report.md``.
-Under torchrun every rank trains on its own part of each batch (``train.batch_size`` per rank),
-the contrastive losses see every rank's samples, all ranks evaluate (each encoding its share of
-the evaluation data), and rank 0 logs and writes.
+Read top to bottom: :func:`train` sets up the run directory, the process group (under
+torchrun), the sources, and the objective with its optimizer (:mod:`vislang.train.setup`,
+restored from the latest checkpoint when resuming); then it steps, logs, checkpoints and
+evaluates (a checkpoint is written before an evaluation of the same step, so a failing
+evaluation never costs training); it ends with a final evaluation, ``metrics.json`` and
+``report.md``. Under torchrun every rank trains on its own part of each batch
+(``train.batch_size`` per rank), the contrastive losses see every rank's samples, all ranks
+evaluate (each encoding its share of the evaluation data), and rank 0 logs and writes.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from vislang.config import RunConfig, to_yaml
-from vislang.data import build_sources, tokenizer_corpus, train_loader
+from vislang.checkpoint import save_checkpoint
+from vislang.data import build_sources, train_loader
 from vislang.data.cit import CitCurator
 from vislang.errors import ConfigError, TrainingDiverged
-from vislang.eval import build_evaluators, evaluate
+from vislang.eval import Scheduled, build_evaluators, evaluate
+from vislang.experiment import RunConfig, eval_context
 from vislang.hardware import cpu_has_bf16_units
 from vislang.models.vision.vit import set_mask_ratio
-from vislang.objectives import build_objective
-from vislang.tokenizers import BPETokenizer
+from vislang.report import write_report
+from vislang.rng import rng_state
 from vislang.train.accumulate import all_reduce_gradients, backward
-from vislang.train.checkpoint import (
-    init_tower_from,
-    list_checkpoints,
-    load_checkpoint,
-    rng_state,
-    save_checkpoint,
-    set_rng_state,
-)
-from vislang.train.distributed import (
-    gather_objects,
-    init_distributed,
-    load_training_state,
-    local_device,
-    shard_blocks,
-    sum_counts,
-    training_state,
-)
+from vislang.train.distributed import Ranks, gather_objects, init_distributed, local_device, sum_counts, training_state
 from vislang.train.log import RunLogger
-from vislang.train.optim import (
-    apply_param_rules,
-    build_optimizer,
-    build_scheduler,
-    clip_gradients,
-    freeze_norm_statistics,
-    param_rules,
-)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device: {name!r} requested but CUDA is not available")
-    return device
-
-
-def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
-    if precision == "bf16":
-        return torch.autocast(device.type, dtype=torch.bfloat16)
-    if precision == "fp16":
-        return torch.autocast(device.type, dtype=torch.float16)
-    return contextlib.nullcontext()
-
-
-def build_tokenizer(cfg: RunConfig, sources: dict[str, object] | None = None) -> BPETokenizer:
-    t, context = cfg.tokenizer, cfg.model.text.context_length
-    if cfg.model.text.pretrained:  # a pretrained text encoder brings its own tokenizer
-        return BPETokenizer.pretrained(cfg.model.text.pretrained, context)
-    if t.kind == "openai":
-        return BPETokenizer.openai(t.path, context)
-    if t.path:
-        return BPETokenizer.load(t.path, context)
-    return BPETokenizer.train(tokenizer_corpus(cfg, sources), t.vocab_size, context, t.lowercase)
+from vislang.train.optim import clip_gradients
+from vislang.train.setup import Trainable, autocast, build_trainable, prepare_run_dir, resolve_device
 
 
 def all_ranks_have(batch: dict, world: int, device: torch.device) -> bool:
@@ -97,20 +50,68 @@ def all_ranks_have(batch: dict, world: int, device: torch.device) -> bool:
     return bool(usable)
 
 
-def prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
-    """Write config.yaml; refuse to overwrite a run's checkpoints or to resume under another config."""
-    config_file = run_dir / "config.yaml"
-    if resume and config_file.exists() and config_file.read_text() != to_yaml(cfg):
-        raise ConfigError(f"--resume: the config differs from {config_file}; resume with the same config")
-    if not resume and list_checkpoints(run_dir / "checkpoints"):
-        raise ConfigError(f"{run_dir} already holds checkpoints; pass --resume to continue it or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_file.write_text(to_yaml(cfg))
+@dataclass
+class Window:
+    """Throughput since the last log line."""
+
+    samples: int = 0
+    time: float = 0.0
+    wait: float = 0.0
+    steps: int = 0
 
 
-def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool = False) -> dict[str, float]:
-    """Train ``cfg`` in ``run_dir``; returns the final evaluation metrics."""
-    run_dir, t = Path(run_dir), cfg.train
+@dataclass
+class Run:
+    """One training run in progress: its config, place, parts and counters."""
+
+    cfg: RunConfig
+    run_dir: Path
+    ranks: Ranks
+    device: torch.device
+    parts: Trainable
+    logger: RunLogger
+    evaluators: list[Scheduled]
+    ddp: DistributedDataParallel | None = None
+    curator: CitCurator | None = None
+    history: dict[str, float] = field(default_factory=dict)
+    window: Window = field(default_factory=Window)
+
+    def save(self, step: int) -> None:
+        """An atomic checkpoint of everything needed to continue exactly (a collective)."""
+        p, t = self.parts, self.cfg.train
+        every_rng = gather_objects(rng_state())
+        total_counts = sum_counts(p.counts)
+        model_state, optimizer_state = training_state(p.objective, p.optimizer, t.fsdp)
+        if not self.ranks.main:
+            return
+        state = {
+            "step": step,
+            "model": model_state,
+            "optimizer": optimizer_state,
+            "scheduler": p.scheduler.state_dict(),
+            "scaler": p.scaler.state_dict(),
+            "rng": every_rng[0],
+            "rng_ranks": every_rng,
+            "data": {"next_batch": step, "counts": total_counts},
+            "config": self.cfg.model_dump(mode="json"),
+            "tokenizer": p.tokenizer.to_json(),
+        }
+        save_checkpoint(state, self.run_dir / "checkpoints", step, t.keep_checkpoints)
+
+    def evaluate(self, step: int, due: list[Scheduled]) -> None:
+        """Run the evaluators due at ``step``; log their metrics (the latest of each is kept)."""
+        with autocast(self.cfg.train.precision, self.device):
+            results = evaluate(self.parts.objective, due)
+        self.history |= results
+        self.logger.log(step, results)
+        shown = [f"{k} {v:.3f}" for k, v in results.items() if k.endswith(("top1", "acc"))]
+        if shown:
+            self.logger.write(f"step {step}: " + ", ".join(shown))
+
+
+def start(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool) -> tuple[Run, object]:
+    """Everything before the first step: the run, and this rank's batch iterator."""
+    t = cfg.train
     device = local_device(resolve_device(t.device))
     if t.precision == "fp16" and device.type != "cuda":
         raise ConfigError("train.precision: fp16 needs a CUDA device (use bf16 or fp32 on the CPU)")
@@ -121,49 +122,10 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
         dist.barrier()
     torch.set_num_threads(t.threads or os.cpu_count() or 1)
     torch.manual_seed(t.seed)  # the same initial weights on every rank
-
-    # Model, tokenizer, optimizer: restored from the latest checkpoint when resuming.
-    checkpoint = load_checkpoint(run_dir) if resume and list_checkpoints(run_dir / "checkpoints") else None
-    sources = build_sources(cfg)  # opened (tables read, shards indexed) once for the tokenizer and the loader
-    if checkpoint is not None:
-        tokenizer = BPETokenizer.from_json(checkpoint["tokenizer"], cfg.model.text.context_length)
-    else:
-        tokenizer = build_tokenizer(cfg, sources)
-    if ranks.main:
-        tokenizer.save(run_dir / "tokenizer.json")
-    objective = build_objective(cfg, tokenizer.vocab_size, tokenizer.pad_id).to(device)
-    init_note = None
-    if cfg.model.vision.init_from and checkpoint is None:
-        loaded, fresh = init_tower_from(objective.model.vision, cfg.model.vision.init_from, "model.vision.")
-        init_note = f"image tower: {loaded} tensors from {cfg.model.vision.init_from}" + (
-            f"; fresh: {', '.join(fresh)}" if fresh else ""
-        )
-    settings = apply_param_rules(objective, param_rules(cfg))  # freezing (LiT), lr scales, decay
-    objective.frozen_norms = tuple(freeze_norm_statistics(objective))
-    if t.fsdp:
-        shard_blocks(objective)  # before the optimizer: it must hold the sharded parameters
-    optimizer = build_optimizer(objective, t, settings)
-    scheduler = build_scheduler(optimizer, t)
-    scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
-    step = 0
-    if checkpoint is not None:
-        load_training_state(objective, optimizer, checkpoint["model"], checkpoint["optimizer"], t.fsdp)
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        if "scaler" in checkpoint:
-            scaler.load_state_dict(checkpoint["scaler"])
-        step = checkpoint["step"]
-    if ranks.world > 1:
-        torch.manual_seed(t.seed + 7919 * ranks.rank)  # FLIP masks differ between ranks
-    if checkpoint is not None:
-        states = checkpoint.get("rng_ranks", [checkpoint["rng"]])
-        set_rng_state(states[ranks.rank] if ranks.rank < len(states) else states[0])
-    # Data counters from the batches ("skipped/<reason>", "negatives/<rule>"), summed over ranks
-    # when logged and saved; a resumed run's totals restart on rank 0.
-    counts: Counter[str] = Counter(checkpoint["data"]["counts"] if checkpoint and ranks.main else {})
-    n_params = sum(p.numel() for p in objective.parameters())
-    n_trainable = sum(p.numel() for p in objective.parameters() if p.requires_grad)
-
-    # Options of the one step: distributed data parallel, compilation, FLIP's unmasked tuning.
+    # opened (tables read, shards indexed) once for the tokenizer and the loader
+    sources = build_sources(cfg.data, cfg.model.vision.image_size, t.seed)
+    parts = build_trainable(cfg, run_dir, sources, resume, ranks, device)
+    objective = parts.objective
     ddp = None
     if ranks.world > 1:
         objective.group = dist.group.WORLD
@@ -171,137 +133,145 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
         ddp = DistributedDataParallel(objective, device_ids=[device.index] if device.type == "cuda" else None)
     if t.compile:
         objective.model.compile()
-    mask_ratio, current_mask = cfg.model.vision.mask_ratio, None
-    unmask_at = round(t.steps * (1 - t.unmasked_tuning))
+    # every rank evaluates its share (eval/encode.py)
+    evaluators = build_evaluators(cfg.eval.tasks, eval_context(cfg, parts.tokenizer))
+    curator = CitCurator(cfg.data.cit, parts.tokenizer, t.batch_size) if cfg.data.cit is not None else None
+    batches, description = train_loader(
+        cfg.data, cfg.model.vision, t, parts.tokenizer, parts.step, device.type == "cuda", sources
+    )
+    logger = RunLogger(run_dir, t.steps, parts.step, quiet=quiet or not ranks.main, files=ranks.main)
+    run = Run(cfg, run_dir, ranks, device, parts, logger, evaluators, ddp, curator)
+    for line in [header(run), description, *parts.notes, *cpu_notes(cfg, device)]:
+        logger.write(line)
+    return run, batches
 
-    def save(step: int) -> None:
-        every_rng = gather_objects(rng_state())
-        total_counts = sum_counts(counts)
-        model_state, optimizer_state = training_state(objective, optimizer, t.fsdp)
-        if not ranks.main:
-            return
-        state = {
-            "step": step,
-            "model": model_state,
-            "optimizer": optimizer_state,
-            "scheduler": scheduler.state_dict(),
-            "scaler": scaler.state_dict(),
-            "rng": every_rng[0],
-            "rng_ranks": every_rng,
-            "data": {"next_batch": step, "counts": total_counts},
-            "config": cfg.model_dump(mode="json"),
-            "tokenizer": tokenizer.to_json(),
-        }
-        save_checkpoint(state, run_dir / "checkpoints", step, t.keep_checkpoints)
 
-    evaluators = build_evaluators(cfg, tokenizer)  # every rank evaluates its share (eval/encode.py)
-    curator = CitCurator(cfg.data.cit, tokenizer, t.batch_size) if cfg.data.cit is not None else None
-    batches, data_description = train_loader(cfg, tokenizer, step, device.type == "cuda", sources)
-    logger = RunLogger(run_dir, t.steps, step, quiet=quiet or not ranks.main, files=ranks.main)
-    logger.write(
-        f"vislang: {cfg.objective} objective, {n_params / 1e6:.2f}M parameters"
+def header(run: Run) -> str:
+    """The run's first log line: objective, size, device, steps, batch, options."""
+    t, ranks, objective = run.cfg.train, run.ranks, run.parts.objective
+    n_params = sum(p.numel() for p in objective.parameters())
+    n_trainable = sum(p.numel() for p in objective.parameters() if p.requires_grad)
+    return (
+        f"vislang: {run.cfg.objective.kind} objective, {n_params / 1e6:.2f}M parameters"
         + (f" ({n_trainable / 1e6:.2f}M trainable)" if n_trainable < n_params else "")
-        + f", {device}"
+        + f", {run.device}"
         + (f" x {ranks.world} ranks" if ranks.world > 1 else "")
-        + f", steps {step}->{t.steps}, batch {t.batch_size}"
+        + f", steps {run.parts.step}->{t.steps}, batch {t.batch_size}"
         + (f" per rank ({t.batch_size * ranks.world} in all)" if ranks.world > 1 else "")
         + (f" in {t.accum_steps} micro-batches" if t.accum_steps > 1 else "")
         + f", {t.precision}"
         + (", compiled" if t.compile else "")
         + (", FSDP (blocks sharded)" if t.fsdp else "")
     )
-    logger.write(data_description)
-    if init_note:
-        logger.write(init_note)
-    if t.precision == "bf16" and device.type == "cpu" and cpu_has_bf16_units() is False:
-        logger.write(
+
+
+def cpu_notes(cfg: RunConfig, device: torch.device) -> list[str]:
+    if cfg.train.precision == "bf16" and device.type == "cpu" and cpu_has_bf16_units() is False:
+        return [
             "note: this CPU has no bf16 matrix instructions (avx512_bf16, amx_bf16), so bf16 runs emulated "
             "and many times slower than fp32 here; train.precision: fp32 is the fast choice on it"
-        )
-    window = {"samples": 0, "time": 0.0, "wait": 0.0, "steps": 0}
-    history: dict[str, float] = {}
-    objective.train()
-    try:
-        while step < t.steps:
-            tick = time.perf_counter()
-            batch = next(batches)
-            counts.update(batch.pop("counts", {}))
-            if not all_ranks_have(batch, ranks.world, device):  # every sample of some rank's part was unusable
-                step += 1
-                continue
-            batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-            if curator is not None:  # CiT: train on the drawn samples closest to the task
-                drawn = len(batch["text"])
-                batch = curator(objective.model, batch)
-                counts.update({"cit/drawn": drawn, "cit/kept": len(batch["text"])})
-            ready = time.perf_counter()
-            if (wanted := mask_ratio if step < unmask_at else 0.0) != current_mask:
-                set_mask_ratio(objective, current_mask := wanted)
+        ]
+    return []
 
-            optimizer.zero_grad(set_to_none=True)
-            parts = backward(objective, batch, t.accum_steps, lambda: autocast(t.precision, device), scaler.scale, ddp)
-            if t.fsdp and ranks.world > 1:  # blocks reduce-scatter their own gradients; the rest here
-                all_reduce_gradients(objective)
-            loss = parts["loss"]
-            if not torch.isfinite(loss) and not scaler.is_enabled():
-                raise TrainingDiverged(f"loss is {loss.item()} at step {step + 1}; lower train.lr or check the data")
-            scaler.unscale_(optimizer)
-            grad_norm = clip_gradients(objective, t.grad_clip if t.grad_clip > 0 else float("inf"))
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
+
+def optimizer_step(run: Run, batch: dict, step: int) -> tuple[dict, torch.Tensor]:
+    """Forward, backward (accumulated as configured) and one optimizer update: (loss parts, grad norm)."""
+    t, p = run.cfg.train, run.parts
+    p.optimizer.zero_grad(set_to_none=True)
+    parts = backward(p.objective, batch, t.accum_steps, lambda: autocast(t.precision, run.device), p.scaler.scale,
+                     run.ddp)  # fmt: skip
+    if t.fsdp and run.ranks.world > 1:  # blocks reduce-scatter their own gradients; the rest here
+        all_reduce_gradients(p.objective)
+    loss = parts["loss"]
+    if not torch.isfinite(loss) and not p.scaler.is_enabled():
+        raise TrainingDiverged(f"loss is {loss.item()} at step {step + 1}; lower train.lr or check the data")
+    p.scaler.unscale_(p.optimizer)
+    grad_norm = clip_gradients(p.objective, t.grad_clip if t.grad_clip > 0 else float("inf"))
+    p.scaler.step(p.optimizer)
+    p.scaler.update()
+    p.scheduler.step()
+    return parts, grad_norm
+
+
+def log_step(run: Run, step: int, parts: dict, grad_norm: torch.Tensor, mask: float | None) -> None:
+    """The training line of ``step``: loss parts, learning rate, throughput, data counters."""
+    w, p = run.window, run.parts
+    values = {f"train/{k}": v.item() for k, v in parts.items()}
+    values |= {f"train/{k}": v for k, v in p.objective.log_values().items()}
+    values |= {
+        "train/lr": p.scheduler.get_last_lr()[0],
+        "train/grad_norm": grad_norm.item(),
+        "train/samples_per_s": w.samples / w.time,
+        "train/data_wait_s": w.wait / w.steps,
+    }
+    if run.cfg.model.vision.mask_ratio > 0:
+        values["train/mask_ratio"] = mask
+    total_counts = sum_counts(p.counts)
+    values |= {f"data/{k}": v for k, v in total_counts.items()}
+    run.logger.log(step, values)
+    postfix = {
+        "loss": f"{values['train/loss']:.3f}",
+        "lr": f"{values['train/lr']:.1e}",
+        "samples/s": f"{values['train/samples_per_s']:.0f}",
+    }
+    skipped = sum(v for k, v in total_counts.items() if k.startswith("skipped/"))
+    if skipped:
+        postfix["skipped"] = str(skipped)
+    run.logger.progress(w.steps, postfix)
+    run.window = Window()
+
+
+def steps(run: Run, batches) -> None:
+    """Train from the run's step to ``train.steps``."""
+    t, p = run.cfg.train, run.parts
+    mask_ratio, current_mask = run.cfg.model.vision.mask_ratio, None
+    unmask_at = round(t.steps * (1 - t.unmasked_tuning))
+    p.objective.train()
+    step = p.step
+    while step < t.steps:
+        tick = time.perf_counter()
+        batch = next(batches)
+        p.counts.update(batch.pop("counts", {}))
+        if not all_ranks_have(batch, run.ranks.world, run.device):  # every sample of some rank's part was unusable
             step += 1
+            continue
+        batch = {k: v.to(run.device, non_blocking=True) for k, v in batch.items()}
+        if run.curator is not None:  # CiT: train on the drawn samples closest to the task
+            drawn = len(batch["text"])
+            batch = run.curator(p.objective.model, batch)
+            p.counts.update({"cit/drawn": drawn, "cit/kept": len(batch["text"])})
+        ready = time.perf_counter()
+        if (wanted := mask_ratio if step < unmask_at else 0.0) != current_mask:
+            set_mask_ratio(p.objective, current_mask := wanted)
+        parts, grad_norm = optimizer_step(run, batch, step)
+        step += 1
+        done = time.perf_counter()
+        w = run.window
+        w.samples, w.time, w.wait, w.steps = (w.samples + len(batch["image"]) * run.ranks.world,
+                                              w.time + done - tick, w.wait + ready - tick, w.steps + 1)  # fmt: skip
+        last = step == t.steps
+        if step % t.log_every == 0 or last:
+            log_step(run, step, parts, grad_norm, current_mask)
+        if step % t.checkpoint_every == 0 or last:
+            run.save(step)
+        due = [e for e in run.evaluators if e.due(step, t.eval_every, last)]
+        if due:
+            run.evaluate(step, due)
 
-            done = time.perf_counter()
-            window["samples"] += len(batch["image"]) * ranks.world
-            window["time"] += done - tick
-            window["wait"] += ready - tick
-            window["steps"] += 1
-            if step % t.log_every == 0 or step == t.steps:
-                values = {f"train/{k}": v.item() for k, v in parts.items()}
-                values |= {f"train/{k}": v for k, v in objective.log_values().items()}
-                values |= {
-                    "train/lr": scheduler.get_last_lr()[0],
-                    "train/grad_norm": grad_norm.item(),
-                    "train/samples_per_s": window["samples"] / window["time"],
-                    "train/data_wait_s": window["wait"] / window["steps"],
-                }
-                if mask_ratio > 0:
-                    values["train/mask_ratio"] = current_mask
-                total_counts = sum_counts(counts)
-                values |= {f"data/{k}": v for k, v in total_counts.items()}
-                logger.log(step, values)
-                postfix = {
-                    "loss": f"{values['train/loss']:.3f}",
-                    "lr": f"{values['train/lr']:.1e}",
-                    "samples/s": f"{values['train/samples_per_s']:.0f}",
-                }
-                skipped = sum(v for k, v in total_counts.items() if k.startswith("skipped/"))
-                if skipped:
-                    postfix["skipped"] = str(skipped)
-                logger.progress(window["steps"], postfix)
-                window = {"samples": 0, "time": 0.0, "wait": 0.0, "steps": 0}
-            if evaluators and (step % t.eval_every == 0 or step == t.steps):
-                with autocast(t.precision, device):
-                    history = evaluate(objective, evaluators)
-                logger.log(step, history)
-                logger.write(
-                    f"step {step}: "
-                    + ", ".join(f"{k} {v:.3f}" for k, v in history.items() if k.endswith(("top1", "acc")))
-                )
-            if step % t.checkpoint_every == 0 or step == t.steps:
-                save(step)
-        if evaluators and not history:  # resumed a finished run: evaluate what it left
-            history = evaluate(objective, evaluators)
-        counts = Counter(sum_counts(counts))
+
+def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool = False) -> dict[str, float]:
+    """Train ``cfg`` in ``run_dir``; returns the final evaluation metrics."""
+    run, batches = start(cfg, Path(run_dir), resume, quiet)
+    try:
+        steps(run, batches)
+        if run.evaluators and not run.history:  # resumed a finished run: evaluate what it left
+            run.history = evaluate(run.parts.objective, run.evaluators)
+        run.parts.counts = Counter(sum_counts(run.parts.counts))
     finally:
-        logger.close()
-
-    if not ranks.main:
+        run.logger.close()
+    if not run.ranks.main:
         return {}
-    final = {**history, **{f"data/{k}": float(v) for k, v in counts.items()}}
-    (run_dir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
-    from vislang.report import write_report
-
-    write_report(run_dir)
+    final = {**run.history, **{f"data/{k}": float(v) for k, v in run.parts.counts.items()}}
+    (run.run_dir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
+    write_report(run.run_dir)
     return final

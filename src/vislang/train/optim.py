@@ -9,14 +9,14 @@ import re
 import torch
 from torch import nn
 
-from vislang.config import ParamRule, RunConfig, TrainConfig
+from vislang.config import ModelConfig, ParamRule, TrainConfig
 from vislang.errors import ConfigError
 
 
-def param_rules(cfg: RunConfig) -> list[ParamRule]:
+def param_rules(model: ModelConfig, train: TrainConfig) -> list[ParamRule]:
     """The towers' lock shorthands as rules, then ``train.param_rules``."""
     rules = []
-    for tower, tcfg in (("vision", cfg.model.vision), ("text", cfg.model.text)):
+    for tower, tcfg in (("vision", model.vision), ("text", model.text)):
         if not tcfg.lock:
             continue
         rules.append(ParamRule(match=rf"^model\.{tower}\.", freeze=True))
@@ -25,7 +25,7 @@ def param_rules(cfg: RunConfig) -> list[ParamRule]:
             blocks = "|".join(str(i) for i in range(tcfg.depth - n, tcfg.depth))
             rules.append(ParamRule(match=rf"^model\.{tower}\.transformer\.blocks\.({blocks})\.", freeze=False))
             rules.append(ParamRule(match=rf"^model\.{tower}\.(ln_post|ln_final|attn_pool|proj)\.", freeze=False))
-    return rules + list(cfg.train.param_rules)
+    return rules + list(train.param_rules)
 
 
 def apply_param_rules(model: nn.Module, rules: list[ParamRule]) -> dict[str, dict]:

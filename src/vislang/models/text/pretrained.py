@@ -14,7 +14,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from vislang.config import TextConfig
 from vislang.errors import ConfigError
 from vislang.models.text.transformer import real_tokens
 
@@ -31,15 +30,29 @@ def load_pretrained_encoder(path: str | Path) -> nn.Module:
 
 
 class PretrainedTextTower(nn.Module):
-    def __init__(self, cfg: TextConfig, embed_dim: int, pad_id: int) -> None:
+    """A local Hugging Face encoder as the text tower. ``path`` is ``model.text.pretrained``;
+    ``context_length``, ``pool`` and ``proj`` are the ``model.text`` fields of those names (mapped
+    by :mod:`vislang.objectives.towers`). ``context_length`` is only checked against the
+    encoder's positions (None: not checked)."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        embed_dim: int,
+        pad_id: int,
+        *,
+        context_length: int | None = None,
+        pool: str = "cls",
+        proj: str = "linear",
+    ) -> None:
         super().__init__()
-        self.cfg, self.pad_id = cfg, pad_id
-        self.encoder = load_pretrained_encoder(cfg.pretrained)
+        self.pad_id, self.pooling = pad_id, pool
+        self.encoder = load_pretrained_encoder(path)
         width = self.encoder.config.hidden_size
         limit = getattr(self.encoder.config, "max_position_embeddings", None)
-        if limit is not None and cfg.context_length > limit:
-            raise ConfigError(f"model.text.context_length {cfg.context_length} exceeds the encoder's {limit} positions")
-        if cfg.proj == "mlp":
+        if limit is not None and context_length is not None and context_length > limit:
+            raise ConfigError(f"model.text.context_length {context_length} exceeds the encoder's {limit} positions")
+        if proj == "mlp":
             hidden = (width + embed_dim) // 2
             self.proj = nn.Sequential(
                 nn.Linear(width, hidden, bias=False), nn.GELU(), nn.Linear(hidden, embed_dim, bias=False)
@@ -50,7 +63,7 @@ class PretrainedTextTower(nn.Module):
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         real = real_tokens(tokens, self.pad_id)
         x = self.encoder(input_ids=tokens, attention_mask=real.long()).last_hidden_state
-        if self.cfg.pool == "cls":
+        if self.pooling == "cls":
             pooled = x[:, 0]
         else:
             weights = real.unsqueeze(-1).to(x.dtype)

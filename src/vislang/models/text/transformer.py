@@ -12,7 +12,6 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from vislang.config import TextConfig
 from vislang.models.layers import Transformer
 
 
@@ -26,28 +25,49 @@ def real_tokens(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
 
 
 class TextTransformer(nn.Module):
+    """Text tower. Arguments are plain values (the ``model.text`` fields of the same names, mapped
+    by :mod:`vislang.objectives.towers`), so the model layer needs no config types."""
+
     def __init__(
-        self, cfg: TextConfig, vocab_size: int, embed_dim: int, pad_id: int = 0, attn_impl: str = "auto"
+        self,
+        vocab_size: int,
+        embed_dim: int,
+        pad_id: int = 0,
+        *,
+        context_length: int = 18,
+        width: int = 64,
+        depth: int = 2,
+        heads: int = 2,
+        mlp_ratio: float = 2.0,
+        causal: bool = True,
+        pool: str = "eot",
+        mask_padding: bool = True,
+        proj_bias: bool = False,
+        act: str = "gelu",
+        norm_eps: float = 1e-5,
+        grad_checkpointing: bool = False,
+        attn_impl: str = "auto",
     ) -> None:
         super().__init__()
-        self.cfg, self.pad_id = cfg, pad_id
-        self.token_embed = nn.Embedding(vocab_size, cfg.width)
-        self.pos_embed = nn.Parameter(torch.randn(1, cfg.context_length, cfg.width) * 0.01)
-        self.transformer = Transformer(cfg.width, cfg.depth, cfg.heads, cfg.mlp_ratio, attn_impl, cfg.act, cfg.norm_eps)
-        self.transformer.grad_checkpointing = cfg.grad_checkpointing
-        self.ln_final = nn.LayerNorm(cfg.width, eps=cfg.norm_eps)
-        self.proj = nn.Linear(cfg.width, embed_dim, bias=cfg.proj_bias)
-        causal = torch.full((cfg.context_length, cfg.context_length), float("-inf")).triu(1)
-        self.register_buffer("causal_mask", causal, persistent=False)
+        self.pad_id, self.context_length, self.causal = pad_id, context_length, causal
+        self.pooling, self.mask_padding = pool, mask_padding
+        self.token_embed = nn.Embedding(vocab_size, width)
+        self.pos_embed = nn.Parameter(torch.randn(1, context_length, width) * 0.01)
+        self.transformer = Transformer(width, depth, heads, mlp_ratio, attn_impl, act, norm_eps)
+        self.transformer.grad_checkpointing = grad_checkpointing
+        self.ln_final = nn.LayerNorm(width, eps=norm_eps)
+        self.proj = nn.Linear(width, embed_dim, bias=proj_bias)
+        causal_mask = torch.full((context_length, context_length), float("-inf")).triu(1)
+        self.register_buffer("causal_mask", causal_mask, persistent=False)
         nn.init.normal_(self.token_embed.weight, std=0.02)
 
     def attention_mask(self, tokens: torch.Tensor) -> torch.Tensor | None:
         """Additive mask [B, 1, L, L]: causal, or hiding padding keys when bidirectional (none
         when the padding is attended to)."""
         length = tokens.shape[1]
-        if self.cfg.causal:
+        if self.causal:
             return self.causal_mask[:length, :length][None, None]
-        if not self.cfg.mask_padding:
+        if not self.mask_padding:
             return None
         pad = torch.zeros(tokens.shape, dtype=torch.float32, device=tokens.device)
         return pad.masked_fill(~real_tokens(tokens, self.pad_id), float("-inf"))[:, None, None, :]
@@ -55,19 +75,19 @@ class TextTransformer(nn.Module):
     def tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Per-token outputs after the final norm: [B, L, width]."""
         length = tokens.shape[1]
-        if length > self.cfg.context_length:
-            raise ValueError(f"got {length} tokens, the context length is {self.cfg.context_length}")
+        if length > self.context_length:
+            raise ValueError(f"got {length} tokens, the context length is {self.context_length}")
         x = self.token_embed(tokens) + self.pos_embed[:, :length]
         return self.ln_final(self.transformer(x, self.attention_mask(tokens)))
 
     def pool(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        if self.cfg.pool == "end":
+        if self.pooling == "end":
             return x[:, -1]
         real = real_tokens(tokens, self.pad_id)
-        if self.cfg.pool in ("eot", "last"):  # the end-of-text token is the last real token
+        if self.pooling in ("eot", "last"):  # the end-of-text token is the last real token
             last = real.sum(dim=1).clamp(min=1) - 1
             return x[torch.arange(x.shape[0], device=x.device), last]
-        if self.cfg.pool == "cls":
+        if self.pooling == "cls":
             return x[:, 0]
         weights = real.unsqueeze(-1).to(x.dtype)
         return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1)

@@ -11,11 +11,11 @@ that have it (timm's ViTs); timm refuses it elsewhere.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
-from vislang.config import VisionConfig
 from vislang.errors import ConfigError
 
 # vislang's pool names -> timm's global_pool values
@@ -23,39 +23,53 @@ _POOL = {"cls": "token", "mean": "avg", "map": "map"}
 
 
 class TimmTower(nn.Module):
-    def __init__(self, cfg: VisionConfig, embed_dim: int | None) -> None:
+    """A timm model as the image tower. Arguments are plain values (the ``model.vision`` fields of
+    the same names, mapped by :mod:`vislang.objectives.towers`); errors still name those fields,
+    since that is where a user fixes them."""
+
+    def __init__(
+        self,
+        timm_model: str,
+        embed_dim: int | None = None,
+        *,
+        timm_pretrained: str | None = None,
+        timm_kwargs: dict[str, Any] | None = None,
+        pool: str = "mean",
+        proj: str = "linear",
+        mask_ratio: float = 0.0,
+        grad_checkpointing: bool = False,
+    ) -> None:
         super().__init__()
         try:
             import timm
         except ImportError:
             raise ConfigError("model.vision.kind timm needs the timm package (pip install timm)") from None
-        self.cfg = cfg
-        kwargs = dict(cfg.timm_kwargs)
-        if cfg.mask_ratio > 0:
-            kwargs["patch_drop_rate"] = cfg.mask_ratio
-        weights = cfg.timm_pretrained
+        kwargs = dict(timm_kwargs or {})
+        if mask_ratio > 0:
+            kwargs["patch_drop_rate"] = mask_ratio
+        weights = timm_pretrained
         if weights is not None and not Path(weights).is_file():
             raise ConfigError(f"model.vision.timm_pretrained: weights file not found: {weights}")
         overlay = {"file": str(weights)} if weights is not None else None
         try:
             self.trunk = timm.create_model(
-                cfg.timm_model,
+                timm_model,
                 pretrained=weights is not None,
                 pretrained_cfg_overlay=overlay,
                 num_classes=0,
-                global_pool=_POOL[cfg.pool],
+                global_pool=_POOL[pool],
                 **kwargs,
             )
         except (RuntimeError, TypeError, ValueError, KeyError, AssertionError) as error:
             message = str(error).splitlines()[0] if str(error) else type(error).__name__
-            raise ConfigError(f"model.vision: timm cannot build {cfg.timm_model!r}: {message}") from None
-        if cfg.grad_checkpointing:
+            raise ConfigError(f"model.vision: timm cannot build {timm_model!r}: {message}") from None
+        if grad_checkpointing:
             self.trunk.set_grad_checkpointing(True)
         self.width = self.trunk.num_features
-        if embed_dim is None or cfg.proj == "none":
+        if embed_dim is None or proj == "none":
             if embed_dim is not None and embed_dim != self.width:
                 raise ConfigError(
-                    f"model.vision.proj none needs embed_dim ({embed_dim}) equal to {cfg.timm_model}'s "
+                    f"model.vision.proj none needs embed_dim ({embed_dim}) equal to {timm_model}'s "
                     f"{self.width} features"
                 )
             self.proj: nn.Module = nn.Identity()

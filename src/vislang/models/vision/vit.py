@@ -14,7 +14,6 @@ import math
 import torch
 from torch import nn
 
-from vislang.config import VisionConfig
 from vislang.models.layers import AttentionPool, Transformer
 from vislang.models.vision.timm_tower import TimmTower
 
@@ -54,45 +53,76 @@ def keep_random_tokens(tokens: torch.Tensor, keep: int, generator: torch.Generat
 def set_mask_ratio(module: nn.Module, ratio: float) -> None:
     """Set the FLIP mask ratio of every image tower in ``module`` (0 for unmasked tuning)."""
     for tower in module.modules():
-        if isinstance(tower, VisionTransformer):
-            tower.mask_ratio = ratio
-        elif isinstance(tower, TimmTower):
+        if isinstance(tower, (VisionTransformer, TimmTower)):
             tower.set_mask_ratio(ratio)
 
 
 class VisionTransformer(nn.Module):
-    def __init__(self, cfg: VisionConfig, embed_dim: int | None, attn_impl: str = "auto") -> None:
+    """ViT image tower. Arguments are plain values (the ``model.vision`` fields of the same names,
+    mapped by :mod:`vislang.objectives.towers`), so the model layer needs no config types.
+
+    ``embed_dim`` None builds a token tower for a decoder (captioners, CoCa): no pooling head and
+    no projection. ``width``, ``heads`` and ``mlp_ratio`` stay readable: CoCa's poolers and the
+    captioners' context projection are sized from them.
+    """
+
+    def __init__(
+        self,
+        embed_dim: int | None = None,
+        *,
+        image_size: int = 48,
+        patch_size: int = 8,
+        width: int = 64,
+        depth: int = 3,
+        heads: int = 2,
+        mlp_ratio: float = 2.0,
+        stem: str = "conv",
+        pool: str = "mean",
+        patch_bias: bool = True,
+        ln_pre: bool = True,
+        proj: str = "linear",
+        act: str = "gelu",
+        norm_eps: float = 1e-5,
+        pos_embed: str = "learned",
+        mask_ratio: float = 0.0,
+        grad_checkpointing: bool = False,
+        attn_impl: str = "auto",
+    ) -> None:
         super().__init__()
-        self.cfg = cfg
-        w, eps = cfg.width, cfg.norm_eps
-        if cfg.stem == "conv":
-            self.stem = conv_stem(w, cfg.patch_size)
+        self.width, self.heads, self.mlp_ratio, self.pooling = width, heads, mlp_ratio, pool
+        w, eps = width, norm_eps
+        if stem == "conv":
+            self.stem = conv_stem(w, patch_size)
         else:
-            self.stem = nn.Conv2d(3, w, cfg.patch_size, stride=cfg.patch_size, bias=cfg.patch_bias)
-        self.grid = cfg.image_size // cfg.patch_size
+            self.stem = nn.Conv2d(3, w, patch_size, stride=patch_size, bias=patch_bias)
+        self.grid = image_size // patch_size
         # With a class token the position embedding has one more row, the class token's (CLIP).
-        cls = cfg.pool == "cls"
+        cls = pool == "cls"
         self.cls_token = nn.Parameter(torch.randn(1, 1, w) * w**-0.5) if cls else None
-        if cfg.pos_embed == "sincos2d":
+        if pos_embed == "sincos2d":
             fixed = sincos_2d(self.grid, w)
             fixed = torch.cat([torch.zeros(1, 1, w), fixed], dim=1) if cls else fixed
             self.register_buffer("pos_embed", fixed, persistent=False)
         else:
             self.pos_embed = nn.Parameter(torch.randn(1, self.grid**2 + cls, w) * 0.02)
-        self.ln_pre = nn.LayerNorm(w, eps=eps) if cfg.ln_pre else nn.Identity()
-        self.transformer = Transformer(w, cfg.depth, cfg.heads, cfg.mlp_ratio, attn_impl, cfg.act, eps)
-        self.transformer.grad_checkpointing = cfg.grad_checkpointing
+        self.ln_pre = nn.LayerNorm(w, eps=eps) if ln_pre else nn.Identity()
+        self.transformer = Transformer(w, depth, heads, mlp_ratio, attn_impl, act, eps)
+        self.transformer.grad_checkpointing = grad_checkpointing
         self.ln_post = nn.LayerNorm(w, eps=eps)
         # Towers whose tokens feed a decoder (captioners, CoCa) pool and project elsewhere.
         pooled = embed_dim is not None
         self.attn_pool = (
-            AttentionPool(w, cfg.heads, cfg.mlp_ratio, attn_impl=attn_impl, act=cfg.act, norm_eps=eps)
-            if pooled and cfg.pool == "map"
+            AttentionPool(w, heads, mlp_ratio, attn_impl=attn_impl, act=act, norm_eps=eps)
+            if pooled and pool == "map"
             else None
         )
-        linear = pooled and cfg.proj == "linear"
+        linear = pooled and proj == "linear"
         self.proj = nn.Linear(w, embed_dim, bias=False) if linear else nn.Identity()
-        self.mask_ratio = cfg.mask_ratio
+        self.mask_ratio = mask_ratio
+
+    def set_mask_ratio(self, ratio: float) -> None:
+        """Change the share of patch tokens dropped while training (FLIP's unmasked tuning sets 0)."""
+        self.mask_ratio = ratio
 
     def tokens(self, images: torch.Tensor) -> torch.Tensor:
         """Patch tokens after the transformer and final norm: [B, L, width] (class token first if any)."""
@@ -107,9 +137,9 @@ class VisionTransformer(nn.Module):
         return self.ln_post(self.transformer(self.ln_pre(x)))
 
     def pool(self, tokens: torch.Tensor) -> torch.Tensor:
-        if self.cfg.pool == "cls":
+        if self.pooling == "cls":
             return tokens[:, 0]
-        if self.cfg.pool == "mean":
+        if self.pooling == "mean":
             return tokens.mean(dim=1)
         return self.attn_pool(tokens)
 

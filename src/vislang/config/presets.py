@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+# OpenAI CLIP's image normalisation (its training-set statistics), used by every CLIP release.
+OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
+OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
+
 
 def _clip(image: dict[str, Any], text: dict[str, Any], embed_dim: int, act: str = "gelu") -> dict[str, Any]:
     vision = {
@@ -18,8 +22,8 @@ def _clip(image: dict[str, Any], text: dict[str, Any], embed_dim: int, act: str 
         "act": act,
         "pool": "cls",
         "mlp_ratio": 4.0,
-        "image_mean": (0.48145466, 0.4578275, 0.40821073),
-        "image_std": (0.26862954, 0.26130258, 0.27577711),
+        "image_mean": OPENAI_MEAN,
+        "image_std": OPENAI_STD,
         **image,
     }
     return {

@@ -1,0 +1,42 @@
+"""The ``vislang`` command: parses arguments and calls library functions.
+
+Each command group lives in its own module with ``add_parser(subparsers)``; its subcommands
+register their run function with ``set_defaults(func=...)``. Problems with the user's input
+(config, paths, checkpoints) end with one line on stderr naming the problem and exit status 2;
+nothing here prints a traceback for them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from vislang.cli import caption, config, curate, data, demo, model_io, train
+from vislang.cli import eval as eval_command
+from vislang.errors import VislangError
+
+# In the order of ``vislang --help``.
+COMMAND_GROUPS = (demo, train, eval_command, caption, model_io, config, data, curate)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="vislang",
+        description="Learn vision models from language supervision: train, evaluate and use CLIP-style models.",
+    )
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for group in COMMAND_GROUPS:
+        group.add_parser(subparsers)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except VislangError as error:
+        print(f"vislang: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("vislang: interrupted (a run continues from its last checkpoint with --resume)", file=sys.stderr)
+        return 130

@@ -1,0 +1,109 @@
+"""The ``train`` and ``tokenizer`` sections: optimisation, schedule, scale options, checkpoints."""
+
+from __future__ import annotations
+
+import math
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from vislang.config.base import Section
+
+
+class ParamRule(Section):
+    """A rule over the objective's parameter names (``model.vision.transformer.blocks.0.mlp.0.weight``,
+    ...; ``re.search``). Rules apply in order and a later one overrides the fields it sets."""
+
+    match: str = Field(description="regular expression searched in each parameter name")
+    freeze: bool | None = Field(None, description="true: no gradient, no update (LiT); false: trainable again")
+    lr_scale: float | None = Field(None, ge=0, description="multiplies train.lr (and its schedule)")
+    weight_decay: float | None = Field(None, ge=0, description="replaces train.weight_decay")
+
+    @field_validator("match")
+    @classmethod
+    def _regex(cls, value: str) -> str:
+        try:
+            re.compile(value)
+        except re.error as error:
+            raise ValueError(f"not a regular expression: {error}") from None
+        return value
+
+
+class TrainConfig(Section):
+    steps: int = Field(1250, ge=1, description="optimizer steps")
+    batch_size: int = Field(128, ge=1, description="samples per step and rank (the global batch is ranks x this)")
+    lr: float = Field(2e-3, gt=0, description="peak learning rate (AdamW)")
+    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay (not on gains, biases, logit scale)")
+    betas: tuple[float, float] = Field((0.9, 0.98), description="AdamW betas, each in [0, 1)")
+    eps: float = Field(1e-6, gt=0, description="AdamW epsilon")
+    warmup_steps: int = Field(50, ge=0, description="linear warmup steps before the cosine decay")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine decays to lr * min_lr_ratio")
+    grad_clip: float = Field(1.0, ge=0, description="max global gradient norm; 0 disables clipping")
+    seed: int = Field(0, description="seed of the weights, the data order and every random draw")
+    precision: Literal["fp32", "bf16", "fp16"] = Field(
+        "fp32",
+        description="autocast precision; weights, optimizer state, logit scale and losses stay fp32; fp16 (CUDA "
+        "only) adds a dynamic gradient scaler",
+    )
+    accum_steps: int = Field(
+        1,
+        ge=1,
+        description="micro-batches per step; CLIP and SigLIP accumulate exactly (GradCache), captioners and CoCa "
+        "plainly",
+    )
+    compile: bool = Field(False, description="torch.compile the model's forward (Inductor needs a C++ compiler)")
+    fsdp: bool = Field(
+        False, description="under torchrun: shard every transformer block with FSDP2 instead of replicating (DDP)"
+    )
+    unmasked_tuning: float = Field(
+        0.0, ge=0, le=1, description="FLIP: the last fraction of the steps trains with model.vision.mask_ratio 0"
+    )
+    device: str = Field(
+        "auto",
+        pattern=r"^(auto|cpu|cuda(:\d+)?|mps)$",
+        description="auto, cpu, cuda, cuda:1, ...; under torchrun cuda means cuda:LOCAL_RANK",
+    )
+    threads: int = Field(0, ge=0, description="torch intra-op threads; 0 = all cores")
+    checkpoint_every: int = Field(250, ge=1, description="steps between checkpoints (and at the end)")
+    keep_checkpoints: int = Field(2, ge=1, description="the newest checkpoints kept; older ones are deleted")
+    eval_every: int = Field(250, ge=1, description="steps between evaluations for tasks without their own every")
+    log_every: int = Field(25, ge=1, description="steps between log lines")
+    param_rules: list[ParamRule] = Field(
+        [],
+        description="freezing, learning-rate and weight-decay multipliers by parameter name (after the towers' "
+        'lock shorthands): [{match: "^model\\\\.text\\\\.", lr_scale: 0.1}, ...]',
+    )
+
+    @field_validator("lr")
+    @classmethod
+    def _finite(cls, value: float) -> float:
+        if not math.isfinite(value):
+            raise ValueError(f"must be a finite number, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _check(self) -> TrainConfig:
+        if not all(0 <= b < 1 for b in self.betas):
+            raise ValueError(f"train.betas must each be in [0, 1), got {list(self.betas)}")
+        if self.accum_steps > self.batch_size:
+            raise ValueError(f"train.accum_steps ({self.accum_steps}) exceeds train.batch_size")
+        return self
+
+
+class TokenizerConfig(Section):
+    kind: Literal["trained", "openai"] = Field(
+        "trained",
+        description="trained: a byte-level BPE trained on the training captions, or the saved tokenizer.json at "
+        "path; openai: OpenAI CLIP's BPE (49408 ids, OpenCLIP's ids) from its merges file at path",
+    )
+    path: str | None = Field(None, description="tokenizer.json (trained) or bpe_simple_vocab_16e6.txt.gz (openai)")
+    vocab_size: int = Field(512, ge=16, description="trained: vocabulary size (special tokens included)")
+    train_texts: int = Field(20000, ge=1, description="trained: captions the BPE is trained on")
+    lowercase: bool = Field(True, description="trained: lower-case texts before tokenising")
+
+    @model_validator(mode="after")
+    def _check(self) -> TokenizerConfig:
+        if self.kind == "openai" and not self.path:
+            raise ValueError("an openai tokenizer needs path: OpenAI CLIP's merges file (bpe_simple_vocab_16e6.txt.gz)")
+        return self

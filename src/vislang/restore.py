@@ -1,0 +1,45 @@
+"""Opening vislang's own checkpoints and exports as ready objectives.
+
+A checkpoint (or export) carries its resolved config and its tokenizer, so the objective is
+rebuilt from them alone; the weights are then loaded strictly. Peer formats (OpenCLIP, Hugging
+Face) are converted into the same checkpoint shape by :mod:`vislang.convert`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from pydantic import ValidationError
+
+from vislang.checkpoint import read_model
+from vislang.config.base import format_error
+from vislang.errors import CheckpointError, first_line
+from vislang.experiment import RunConfig, build_objective
+from vislang.objectives import Objective
+from vislang.tokenizers import BPETokenizer
+
+
+def objective_from_checkpoint(
+    checkpoint: dict, source: str | Path = "checkpoint"
+) -> tuple[Objective, BPETokenizer, RunConfig]:
+    """(objective in eval mode, tokenizer, config) of a checkpoint-shaped dict."""
+    try:
+        cfg = RunConfig.model_validate(checkpoint["config"])
+    except ValidationError as error:
+        raise CheckpointError(f"{format_error(error, str(source))} (in the saved config)") from None
+    except KeyError as error:
+        raise CheckpointError(f"{source}: not a vislang checkpoint (no {error})") from None
+    try:
+        tokenizer = BPETokenizer.from_json(checkpoint["tokenizer"], cfg.model.text.context_length)
+        objective = build_objective(cfg, tokenizer.vocab_size, tokenizer.pad_id)
+        objective.load_state_dict(checkpoint["model"])
+    except (KeyError, ValueError, RuntimeError) as error:
+        raise CheckpointError(f"{source}: not a vislang checkpoint ({first_line(error)})") from None
+    return objective.eval(), tokenizer, cfg
+
+
+def load_objective(path: str | Path, device: str | torch.device = "cpu") -> tuple[Objective, BPETokenizer, RunConfig]:
+    """The objective of a vislang checkpoint file, run directory (latest checkpoint) or export."""
+    objective, tokenizer, cfg = objective_from_checkpoint(read_model(path), path)
+    return objective.to(device), tokenizer, cfg

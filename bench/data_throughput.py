@@ -51,8 +51,8 @@ def run_epochs(make_loader, epochs: int) -> tuple[float, list[float]]:
 
 
 def vislang_pipeline(spec: str, args, samples_per_epoch: int, access: str = "random"):
-    from vislang.config import build_config
-    from vislang.data import tokenizer_corpus, train_loader
+    from vislang.data import build_sources, tokenizer_corpus, train_loader
+    from vislang.experiment import build_config
     from vislang.tokenizers import BPETokenizer
 
     steps_per_epoch = samples_per_epoch // args.batch
@@ -69,8 +69,9 @@ def vislang_pipeline(spec: str, args, samples_per_epoch: int, access: str = "ran
             f"train.steps={steps_per_epoch * args.epochs}",
         ],
     )
-    tokenizer = BPETokenizer.train(tokenizer_corpus(cfg), 512, 77)
-    loader, _ = train_loader(cfg, tokenizer, 0)
+    sources = build_sources(cfg.data, cfg.model.vision.image_size, cfg.train.seed)
+    tokenizer = BPETokenizer.train(tokenizer_corpus(sources, cfg.tokenizer.train_texts), 512, 77)
+    loader, _ = train_loader(cfg.data, cfg.model.vision, cfg.train, tokenizer, 0)  # builds its own sources, as before
     # one loader over all epochs (vislang's stream is endless); cut it into epochs for the RSS reading
     epoch = iter(lambda: [next(loader) for _ in range(steps_per_epoch)], None)
     return lambda: next(epoch)

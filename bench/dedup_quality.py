@@ -20,9 +20,8 @@ import numpy as np
 
 
 def random_resnet(folder: Path) -> str:
-    from vislang.config import build_config
+    from vislang.experiment import build_config, build_objective
     from vislang.export import export_objective
-    from vislang.objectives import build_objective
     from vislang.tokenizers import BPETokenizer
 
     cfg = build_config(

@@ -14,9 +14,9 @@ import time
 
 import torch
 
-from vislang.config import build_config
+from vislang.experiment import build_config
 from vislang.generation import GenerationConfig, generate
-from vislang.models import build_captioner
+from vislang.objectives.towers import build_captioner
 
 
 def timed(fn, repeats: int) -> tuple[float, torch.Tensor]:
@@ -36,11 +36,9 @@ def main() -> None:
     torch.set_num_threads(os.cpu_count() or 1)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {args.batch}")
     for context in args.context:
-        cfg = build_config(
-            {}, ["model.vision.patch_size=8", "objective=cap", f"model.text.context_length={context}"]
-        ).model
+        run = build_config({}, ["model.vision.patch_size=8", "objective=cap", f"model.text.context_length={context}"])
         torch.manual_seed(0)
-        model = build_captioner(cfg, 512, 0).eval()
+        model = build_captioner(run.model, run.objective.decoder.depth, 512, 0).eval()
         images = torch.randn(args.batch, 3, 48, 48)
         for method in ("greedy", "beam"):
             results = {}

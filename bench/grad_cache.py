@@ -20,8 +20,7 @@ import time
 
 import torch
 
-from vislang.config import build_config
-from vislang.objectives import build_objective
+from vislang.experiment import build_config, build_objective
 from vislang.train.accumulate import backward
 
 VOCAB = 512

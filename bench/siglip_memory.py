@@ -1,5 +1,6 @@
 """Peak memory and time of the SigLIP loss (forward + backward) on a large batch, with and
-without ``loss.siglip_chunk``, and OpenCLIP's SigLipLoss on the same features as the peer.
+without ``objective.chunk`` (objective kind siglip), and OpenCLIP's SigLipLoss on the same
+features as the peer.
 
     python bench/siglip_memory.py --batch 8192 --dim 512 --chunks 0 2048 512
 

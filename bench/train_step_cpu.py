@@ -15,9 +15,9 @@ import time
 
 import torch
 
-from vislang.config import build_config
+from vislang.experiment import build_config
 from vislang.losses import clip_loss
-from vislang.models import build_two_tower
+from vislang.objectives.towers import build_two_tower
 
 
 def measure(attn_impl: str, precision: str, batch: int, steps: int) -> float:

@@ -78,7 +78,7 @@ SMALL_EMBED = 256
 
 
 def vislang_config(arch: str, attn_impl: str, mask_ratio: float = 0.0):
-    from vislang.config import build_config
+    from vislang.experiment import build_config
 
     if arch in CLIP_ARCHS:
         raw: dict[str, Any] = {"model": {"preset": arch}}
@@ -218,10 +218,10 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
     seen: list[int] = []  # sequence lengths entering the image transformer (flip mode)
 
     if spec["mode"] == "flip":
-        from vislang.models import VisionTransformer
+        from vislang.objectives.towers import build_vision
 
         cfg = vislang_config(arch, spec["attn_impl"], spec["mask_ratio"])
-        model = VisionTransformer(cfg.vision, cfg.embed_dim, cfg.attn_impl).to(device).train()
+        model = build_vision(cfg, cfg.embed_dim).to(device).train()  # the ViT (model.vision.kind vit)
         targets = F.normalize(torch.randn(batch, cfg.embed_dim, generator=torch.Generator().manual_seed(1)), dim=-1)
         targets = targets.to(device)
 
@@ -232,7 +232,7 @@ def worker(spec: dict[str, Any]) -> dict[str, Any]:
         params: dict[str, int] = {"total": count(model)}
     elif spec["lib"] == "vislang":
         from vislang.losses import clip_loss
-        from vislang.models import build_two_tower
+        from vislang.objectives.towers import build_two_tower
 
         model = build_two_tower(vislang_config(arch, spec["attn_impl"]), vocab_size=VOCAB, pad_id=PAD)
         model = model.to(device).train()

@@ -17,12 +17,13 @@ import argparse
 
 import numpy as np
 import torch
-from vislang.train.checkpoint import init_tower_from, load_checkpoint
 
-from vislang.config import RunConfig
+from vislang.checkpoint import load_checkpoint
 from vislang.data.transforms import to_tensor
 from vislang.data.world import COLORS, World
-from vislang.models import build_vision
+from vislang.experiment import RunConfig
+from vislang.objectives.towers import build_vision
+from vislang.train.init_from import init_tower_from
 
 
 def scenes(world: World, split: str, n: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -28,11 +28,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from vislang.config import VisionConfig
+from vislang.config import ModelConfig, VisionConfig
 from vislang.data.transforms import to_tensor
 from vislang.data.world import COLORS, RELATIONS, World
 from vislang.models.layers import Block
-from vislang.models.vision.vit import VisionTransformer
+from vislang.objectives.towers import build_vision
 
 
 def batch(world: World, cfg: VisionConfig, task: str, start: int, n: int, split: str):
@@ -72,7 +72,7 @@ def main() -> None:
     cfg = VisionConfig(
         image_size=48, patch_size=8, width=96, depth=args.depth, heads=3, stem="conv", pos_embed=args.pos_embed
     )
-    tower = VisionTransformer(cfg, None)
+    tower = build_vision(ModelConfig(vision=cfg), None)  # the ViT's token tower (no pooling head, no projection)
     query = nn.Embedding(len(COLORS), cfg.width)
     reader = Block(cfg.width, cfg.heads, 4.0, cross=True)
     head = nn.Sequential(nn.LayerNorm(cfg.width), nn.Linear(cfg.width, 4 if args.task == "query" else len(COLORS)))

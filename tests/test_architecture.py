@@ -50,3 +50,13 @@ def test_vislang_is_imported_at_module_level_only():
                 if any(name == "vislang" or name.startswith("vislang.") for name in names):
                     found.append(f"{path.relative_to(SRC)}:{inner.lineno} in {node.name}")
     assert not found, f"function-level imports of vislang modules: {sorted(set(found))}"
+
+
+def test_no_import_cycles():
+    """No module imports itself through others (package __init__ files included)."""
+    import grimp  # brought by import-linter, in the test extra
+
+    graph = grimp.build_graph("vislang", exclude_type_checking_imports=True)
+    edges = {m: graph.find_modules_directly_imported_by(m) for m in graph.modules}
+    cycles = [m for m in edges if any(graph.find_shortest_chain(importer=d, imported=m) for d in edges[m])]
+    assert not cycles, f"modules on an import cycle: {sorted(cycles)}"

@@ -76,7 +76,7 @@ def test_train_then_eval_then_load(tmp_path, tiny_overrides):
 
 def test_config_prints_resolved_yaml():
     result = run("config", "--set", "train.steps=7")
-    assert result.returncode == 0 and "steps: 7" in result.stdout and "objective: clip" in result.stdout
+    assert result.returncode == 0 and "steps: 7" in result.stdout and "objective:\n  kind: clip" in result.stdout
 
 
 def test_data_world_writes_grid(tmp_path):

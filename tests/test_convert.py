@@ -16,8 +16,10 @@ from PIL import Image
 
 import vislang
 from vislang import convert
+from vislang.api import load_objective
 from vislang.convert.open_clip import model_config_from_open_clip
 from vislang.errors import CheckpointError, ConfigError
+from vislang.models.vision.timm_tower import TimmTower
 
 open_clip = pytest.importorskip("open_clip")
 safetensors_torch = pytest.importorskip("safetensors.torch")
@@ -179,8 +181,8 @@ def test_hf_clip_converts_both_ways(tmp_path):
     assert torch.equal(tokens, open_clip.get_tokenizer("ViT-B-32")(TEXTS))
     _check_hf(peer, out, tmp_path / "back", transformers.CLIPModel, torch.randn(2, 3, 32, 32), tokens)
     # the HF directory itself opens directly
-    model, _, _ = vislang.load(tmp_path / "hf")
-    assert model.vision.cfg.act == "quick_gelu" and model.vision.cfg.pool == "cls"
+    objective, _, cfg = load_objective(tmp_path / "hf")
+    assert cfg.model.vision.act == "quick_gelu" and objective.model.vision.pooling == "cls"
 
 
 def test_hf_siglip_converts_both_ways(tmp_path):
@@ -230,7 +232,7 @@ def test_open_clip_siglip_style_timm_model_converts_both_ways(tmp_path):
         convert.import_open_clip(folder, tmp_path / "x")
     out = convert.import_open_clip(folder, tmp_path / "vislang", tokenizer=minilm.get_model_path())
     model, tokenizer, _ = vislang.load(out)
-    assert model.vision.cfg.kind == "timm" and model.bias().item() == -10
+    assert isinstance(model.vision, TimmTower) and model.bias().item() == -10
     images, tokens = torch.randn(2, 3, 224, 224), tokenizer(TEXTS[:2])
     with torch.no_grad():
         assert (model.encode_image(images, normalize=False) - peer.encode_image(images)).abs().max() <= 1e-5

@@ -89,3 +89,26 @@ def test_embed_and_export_errors_are_one_line(run_dir, tmp_path):
         result = cli(*args)
         assert result.returncode != 0 and "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_a_run_saved_in_the_earlier_config_layout_still_opens(tmp_path, tiny_overrides):
+    """Exports and checkpoints written before objectives owned their sections hold ``objective:
+    NAME``, ``loss``, ``model.decoder`` and eval switches; they are upgraded when read."""
+    import json
+
+    from conftest import export_untrained
+    from vislang.api import load_objective
+
+    cfg = build_config({}, tiny_overrides + ["objective=cappa", "objective.parallel_prob=0.5"])
+    out = export_untrained(cfg, ["a red circle", "a blue square"] * 20, tmp_path / "new")
+    saved = json.loads((tmp_path / "new" / "config.json").read_text())
+    old = {k: v for k, v in saved.items() if k not in ("objective", "eval")}
+    old["objective"] = "cappa"
+    old["loss"] = {"label_smoothing": 0.0, "parallel_prob": 0.5, "caption_weight": 2.0, "siglip_chunk": 0}
+    old["model"] = {**saved["model"], "decoder": {"depth": 2, "n_queries": 256}}
+    old["eval"] = {"zeroshot": True, "retrieval": False, "compositional": True, "n_classify": 40, "n_probe": 20}
+    (tmp_path / "new" / "config.json").write_text(json.dumps(old))
+    objective, _, loaded = load_objective(out)
+    assert loaded.objective.kind == "cappa" and loaded.objective.parallel_prob == 0.5
+    assert [t.type for t in loaded.eval.tasks] == ["zeroshot", "compositional"]
+    assert loaded.eval.tasks[0].n == 40 and objective.parallel_prob == 0.5

@@ -63,7 +63,7 @@ def test_clip_with_minilm_trains_on_the_world(path, tmp_path, tiny_overrides):
             "train.param_rules=[{match: '^model\\.text\\.encoder\\.(embeddings|encoder\\.layer\\.[0-4]\\.)', freeze: true}]",
             "train.steps=3",
             "train.eval_every=3",
-            "eval.compositional=false",
+            "eval.tasks=[{type: zeroshot, n: 40}, {type: retrieval, n: 40}]",
         ],
     )
     metrics = train(cfg, tmp_path / "run", quiet=True)

@@ -1,7 +1,8 @@
 """Opening vislang's own checkpoints and exports as ready objectives.
 
 A checkpoint (or export) carries its resolved config and its tokenizer, so the objective is
-rebuilt from them alone; the weights are then loaded strictly. Peer formats (OpenCLIP, Hugging
+rebuilt from them alone (a config saved in an earlier layout is upgraded first); the weights
+are then loaded strictly. Peer formats (OpenCLIP, Hugging
 Face) are converted into the same checkpoint shape by :mod:`vislang.convert`.
 """
 
@@ -13,6 +14,7 @@ import torch
 from pydantic import ValidationError
 
 from vislang.checkpoint import read_model
+from vislang.config import legacy
 from vislang.config.base import format_error
 from vislang.errors import CheckpointError, first_line
 from vislang.experiment import RunConfig, build_objective
@@ -25,7 +27,7 @@ def objective_from_checkpoint(
 ) -> tuple[Objective, BPETokenizer, RunConfig]:
     """(objective in eval mode, tokenizer, config) of a checkpoint-shaped dict."""
     try:
-        cfg = RunConfig.model_validate(checkpoint["config"])
+        cfg = RunConfig.model_validate(legacy.upgrade(checkpoint["config"]))
     except ValidationError as error:
         raise CheckpointError(f"{format_error(error, str(source))} (in the saved config)") from None
     except KeyError as error:

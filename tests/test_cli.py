@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from PIL import Image
 
 
 def run(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
@@ -115,3 +116,31 @@ def test_csv_source_skips_and_counts_bad_rows(tmp_path, tiny_overrides):
     assert metrics["data/skipped/bad_image"] == 8
     assert metrics["data/skipped/missing_file"] == 8
     assert metrics["data/skipped/empty_caption"] == 8
+
+
+def test_source_options_are_not_spliced_into_yaml(tmp_path, capsys):
+    """A path with a quote works, and a caption-column list cannot inject config keys (the CLI
+    builds the source config as objects, not as YAML text)."""
+    from vislang.cli import main
+
+    folder = tmp_path / "it's here"
+    folder.mkdir()
+    for i in range(3):
+        Image.new("RGB", (32, 32), (40 * i, 0, 0)).save(folder / f"{i}.png")
+    (folder / "it's.csv").write_text("image,caption\n" + "".join(f"{i}.png,a red square {i}\n" for i in range(3)))
+    assert main(["data", "inspect", "table", str(folder / "it's.csv"), "--n", "3", "--image-size", "16"]) == 0
+    assert "3 of 3 samples usable" in capsys.readouterr().out
+    injected = "caption], name: x, y: [z"
+    code = main(["data", "inspect", "table", str(folder / "it's.csv"), "--caption-columns", injected])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "no column" in err
+
+
+def test_demo_on_an_existing_run_says_to_choose_another_out(tmp_path, capsys):
+    from vislang.cli import main
+
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "step_00000010.pt").write_bytes(b"")
+    assert main(["demo", "--out", str(tmp_path), "--steps", "2"]) == 2
+    err = capsys.readouterr().err
+    assert "choose another --out" in err and "--resume" not in err

@@ -34,7 +34,7 @@ def test_override_types_are_read_as_yaml():
         ("train.steps=1.5", "train.steps"),
         ("model.vision.pool=max", "model.vision.pool"),
         ("train.precision=fp8", "train.precision"),
-        ("objective=nope", "unknown objective 'nope'"),
+        ("objective=nope", "objective: unknown objective kind 'nope'"),
         ("model.vision.width=131", "not divisible by heads"),
         ("train.steps=0", "train.steps: must be at least 1 (got 0)"),
         ("model.vision.heads=0", "model.vision.heads: must be greater than 0"),

@@ -243,3 +243,45 @@ def test_open_clip_siglip_style_timm_model_converts_both_ways(tmp_path):
     reopened = open_clip.create_model(f"local-dir:{back}").eval()
     with torch.no_grad():
         assert torch.equal(reopened.encode_text(tokens), peer.encode_text(tokens))
+
+
+@pytest.mark.parametrize("kind", ["trained", "openai"])
+def test_a_trained_model_converts_equal_or_is_refused(kind, tmp_path, tiny_overrides, capsys):
+    """For every tokenizer kind, a vislang model converted to OpenCLIP or HF CLIP embeds texts
+    as vislang does, or the conversion is refused with one line: both peers pool the text tower
+    at the highest token id, which is the end token only in OpenAI's vocabulary (a trained BPE
+    ends texts with id 2 and would give other text embeddings: up to 0.2-0.4 apart)."""
+    from vislang.cli import main
+    from vislang.experiment import build_config, build_objective
+    from vislang.export import export_objective
+    from vislang.tokenizers import BPETokenizer
+
+    extra = ["model.vision.stem=patch", "model.vision.patch_bias=false", "model.vision.pool=cls"]
+    if kind == "openai":
+        extra += ["tokenizer.kind=openai", f"tokenizer.path={open_clip.tokenizer.default_bpe()}"]
+    cfg = build_config({}, tiny_overrides + extra)
+    texts = ["a red circle", "a blue square to the left of a green triangle", "a big yellow star"]
+    context = cfg.model.text.context_length
+    if kind == "openai":
+        tokenizer = BPETokenizer.openai(open_clip.tokenizer.default_bpe(), context)
+    else:
+        tokenizer = BPETokenizer.train(texts * 20, 300, context)
+    objective = build_objective(cfg, tokenizer.vocab_size, tokenizer.pad_id)
+    out = str(export_objective(objective, tokenizer, cfg, tmp_path / "export"))
+    model, tokenizer, _ = vislang.load(out)
+    tokens = tokenizer(texts)
+    for to in ("open_clip", "hf"):
+        code = main(["convert", "--to", to, "--weights", out, "--out", str(tmp_path / to)])
+        err = capsys.readouterr().err
+        if kind == "trained":
+            assert code == 2 and err.count("\n") == 1 and "ends texts with token id 2" in err
+            continue
+        assert code == 0, err
+        if to == "open_clip":
+            peer = open_clip.create_model(f"local-dir:{tmp_path / to}").eval()
+            theirs = peer.encode_text(tokens)
+        else:
+            peer = transformers.CLIPModel.from_pretrained(tmp_path / to).eval()
+            theirs = _features(peer.get_text_features(input_ids=tokens))
+        with torch.no_grad():
+            assert (model.encode_text(tokens, normalize=False) - theirs).abs().max() <= 1e-5

@@ -112,3 +112,59 @@ def test_a_run_saved_in_the_earlier_config_layout_still_opens(tmp_path, tiny_ove
     assert loaded.objective.kind == "cappa" and loaded.objective.parallel_prob == 0.5
     assert [t.type for t in loaded.eval.tasks] == ["zeroshot", "compositional"]
     assert loaded.eval.tasks[0].n == 40 and objective.parallel_prob == 0.5
+
+
+def test_embed_texts_skips_blank_lines(tmp_path, tiny_config, capsys):
+    from conftest import export_untrained
+    from vislang.cli import main
+
+    out = export_untrained(tiny_config, ["a red circle", "a blue square"] * 20, tmp_path / "clip")
+    (tmp_path / "texts.txt").write_text("a red circle\n\n   \na blue square\n\n")
+    args = ["embed", out, "--texts", str(tmp_path / "texts.txt"), "--out", str(tmp_path / "t.npy"), "--quiet"]
+    assert main(args) == 0
+    assert capsys.readouterr().err.strip().splitlines() == [f"skipped 3 blank lines of {tmp_path / 'texts.txt'}"]
+    assert (tmp_path / "t.ids.txt").read_text().split() == ["0", "3"]
+    model, tokenizer, _ = vislang.load(out)
+    with torch.no_grad():
+        expected = model.encode_text(tokenizer(["a red circle", "a blue square"])).numpy()
+    np.testing.assert_allclose(np.load(tmp_path / "t.npy"), expected, atol=1e-6)
+    (tmp_path / "blank.txt").write_text("\n  \n")
+    assert main([*args[:3], str(tmp_path / "blank.txt"), *args[4:]]) == 2
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_embed_with_a_model_that_cannot_embed_is_one_line(tmp_path, tiny_overrides, capsys):
+    from conftest import export_untrained
+    from vislang.cli import main
+
+    cap = export_untrained(build_config({}, tiny_overrides + ["objective=cap"]), ["a red circle"] * 20, tmp_path / "c")
+    (tmp_path / "texts.txt").write_text("a red circle\n")
+    Image.new("RGB", (32, 32)).save(tmp_path / "0.png")
+    for what in (["--texts", str(tmp_path / "texts.txt")], ["--images", str(tmp_path)]):
+        assert main(["embed", cap, *what, "--out", str(tmp_path / "x.npy"), "--quiet"]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "cap model has no encode_" in err[0], err
+
+
+def test_exported_and_converted_files_have_a_normal_files_mode(tmp_path, tiny_config):
+    """Every file of an export and of a conversion (both ways) gets ``0o666 & ~umask``, as a newly
+    created file does (safetensors alone writes 0600)."""
+    import os
+    from pathlib import Path
+
+    from conftest import export_untrained
+    from test_faults_files import tiny_hf_clip
+    from vislang import convert
+
+    open_clip = pytest.importorskip("open_clip")
+    hf = tiny_hf_clip(tmp_path / "hf")
+    previous = os.umask(0o027)
+    try:
+        export = export_untrained(tiny_config, ["a red circle", "a blue square"] * 20, tmp_path / "export")
+        imported = convert.import_hf(hf, tmp_path / "imported", tokenizer=open_clip.tokenizer.default_bpe())
+        folders = [export, imported, convert.export_hf(imported, tmp_path / "back")]
+        folders.append(convert.export_open_clip(imported, tmp_path / "oc"))
+    finally:
+        os.umask(previous)
+    modes = {str(p): oct(p.stat().st_mode & 0o777) for folder in folders for p in Path(folder).iterdir()}
+    assert len(modes) == 10 and modes == dict.fromkeys(modes, oct(0o640))

@@ -195,3 +195,39 @@ def test_tar_member_index_equals_tarfiles(tmp_path, fmt):
     cut.write_bytes(bytes(broken))
     with pytest.raises(tarfile.ReadError):
         list(tar_members(cut))
+
+
+def test_make_shards_strips_the_caption_files_whitespace(tmp_path, capsys):
+    from vislang.cli import main
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    (folder / "0.png").write_bytes(png())
+    (folder / "0.txt").write_text("a red square\n")
+    (folder / "1.png").write_bytes(png())
+    (folder / "1.json").write_text(json.dumps({"captions": ["  a red thing \n", "   "]}))
+    assert main(["data", "make-shards", "folder", str(folder), "--out", str(tmp_path / "shards")]) == 0
+    with tarfile.open(tmp_path / "shards" / "00000.tar") as tar:
+        members = {m.name: tar.extractfile(m).read() for m in tar}
+    assert members["000000000.txt"] == b"a red square"
+    assert json.loads(members["000000000.json"])["captions"] == ["a red square"]
+    assert json.loads(members["000000001.json"])["captions"] == ["a red thing"]
+    assert capsys.readouterr().err == ""
+
+
+def test_make_shards_from_a_table_counts_missing_images_and_refuses_when_none_is_left(tmp_path, capsys):
+    from vislang.cli import main
+
+    (tmp_path / "there.png").write_bytes(png())
+    (tmp_path / "some.csv").write_text("image,caption\nthere.png,a red square\ngone.png,lost\nalso_gone.png,lost\n")
+    assert main(["data", "make-shards", "table", str(tmp_path / "some.csv"), "--out", str(tmp_path / "a")]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "skipped 2" in err[0] and "missing_file" in err[0], err
+    assert str(tmp_path / "gone.png") in err[0]
+    assert json.loads((tmp_path / "a" / "sizes.json").read_text()) == {"00000.tar": 1}
+
+    (tmp_path / "none.csv").write_text("image,caption\ngone.png,lost\nalso_gone.png,lost\n")
+    assert main(["data", "make-shards", "table", str(tmp_path / "none.csv"), "--out", str(tmp_path / "b")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no sample could be written" in err[0] and str(tmp_path / "gone.png") in err[0], err
+    assert not list((tmp_path / "b").glob("*.tar")) and not (tmp_path / "b" / "sizes.json").exists()

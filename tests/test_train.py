@@ -188,10 +188,10 @@ def test_a_malicious_checkpoint_is_refused_without_running_its_code(tmp_path):
     path = tmp_path / "checkpoints" / "step_00000001.pt"
     path.parent.mkdir()
     torch.save({"step": 1, "model": _Payload(str(marker))}, path)
-    with pytest.raises(CheckpointError, match="cannot read checkpoint"):
+    with pytest.raises(CheckpointError, match="refused"):
         load_checkpoint(path)
     result = subprocess.run(_cli("eval", str(tmp_path)), capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0 and "cannot read checkpoint" in result.stderr
+    assert result.returncode != 0 and "refused" in result.stderr and "weights_only=False" not in result.stderr
     assert "Traceback" not in result.stderr
     with pytest.raises(CheckpointError):
         load(tmp_path)

@@ -2,7 +2,10 @@
 
 Embeddings of a folder of images or of a text file (one text per line) are written as ``.npy``
 (float32 [N, D], with the ids in ``NAME.ids.txt`` beside it) or ``.parquet`` (columns ``id`` and
-``embedding``), computed in batches with a progress bar.
+``embedding``), computed in batches with a progress bar. Images are read as training reads them
+(:func:`vislang.data.decode.open_image`): one that is corrupt, truncated or larger than the
+decompression-bomb guard is skipped and counted by reason, and the others are still embedded.
+Blank lines of a text file are skipped; the ids stay the line numbers of the kept lines.
 """
 
 from __future__ import annotations
@@ -14,11 +17,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
-from PIL import Image, UnidentifiedImageError
 from tqdm import tqdm
 
+from vislang.config.data import DataConfig
+from vislang.data.decode import BadSample, open_image
 from vislang.data.samples import IMAGE_SUFFIXES
-from vislang.errors import DataError
+from vislang.errors import DataError, first_line
+from vislang.files import skip_summary
+
+MAX_PIXELS = DataConfig.model_fields["max_image_pixels"].default  # training's decompression-bomb guard
 
 
 def image_items(folder: str | Path) -> list[Path]:
@@ -31,15 +38,20 @@ def image_items(folder: str | Path) -> list[Path]:
     return items
 
 
-def text_items(path: str | Path) -> list[str]:
+def text_items(path: str | Path) -> tuple[list[int], list[str], int]:
+    """(line numbers from 0, texts) of the non-blank lines of a UTF-8 text file, and the number
+    of blank lines left out."""
     path = Path(path)
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DataError(f"text file not found: {path}") from None
     except (OSError, UnicodeDecodeError) as error:
-        raise DataError(f"cannot read texts from {path}: {error}") from None
-    if not lines:
-        raise DataError(f"{path}: no texts")
-    return lines
+        raise DataError(f"cannot read texts from {path}: {first_line(error)}") from None
+    kept = [(i, line) for i, line in enumerate(lines) if line.strip()]
+    if not kept:
+        raise DataError(f"{path}: no texts (every line is blank)" if lines else f"{path}: no texts")
+    return [i for i, _ in kept], [line for _, line in kept], len(lines) - len(kept)
 
 
 def _batches(items: list, size: int) -> Iterator[list]:
@@ -48,43 +60,46 @@ def _batches(items: list, size: int) -> Iterator[list]:
 
 
 @torch.no_grad()
-def embed_images(model, preprocess, folder: str | Path, batch_size: int, quiet: bool = False):
-    """(ids, embeddings [N, D]) of every image under ``folder``; unreadable images are skipped and
-    reported in the returned ``skipped`` list."""
+def embed_images(model, preprocess, folder: str | Path, batch_size: int, quiet: bool = False,
+                 max_pixels: int = MAX_PIXELS):  # fmt: skip
+    """(ids, embeddings [N, D], skipped) of every image under ``folder``. An image that cannot be
+    used (corrupt, truncated, more than ``max_pixels`` pixels: read as training reads images) is
+    left out; ``skipped`` maps each reason to the ids skipped for it."""
     folder = Path(folder)
-    ids, chunks, skipped = [], [], []
+    ids, chunks, skipped = [], [], {}
     device = next(model.parameters()).device
     items = image_items(folder)
     with tqdm(total=len(items), disable=quiet, unit="image") as bar:
         for batch in _batches(items, batch_size):
             images, names = [], []
             for path in batch:
+                name = str(path.relative_to(folder))
                 try:
-                    with Image.open(path) as image:
-                        images.append(image.convert("RGB"))
-                    names.append(str(path.relative_to(folder)))
-                except (OSError, UnidentifiedImageError):
-                    skipped.append(str(path.relative_to(folder)))
+                    images.append(open_image(path, max_pixels))
+                    names.append(name)
+                except BadSample as bad:
+                    skipped.setdefault(bad.reason, []).append(name)
             if images:
                 chunks.append(model.encode_image(preprocess(images).to(device)).float().cpu())
                 ids += names
             bar.update(len(batch))
     if not chunks:
-        raise DataError(f"{folder}: none of the images could be read")
+        raise DataError(f"{folder}: none of the images could be read ({skip_summary(skipped, len(items))})")
     return ids, torch.cat(chunks).numpy(), skipped
 
 
 @torch.no_grad()
 def embed_texts(model, tokenizer, path: str | Path, batch_size: int, quiet: bool = False):
-    """(ids = line numbers from 0, embeddings [N, D]) of every line of ``path``."""
-    texts = text_items(path)
+    """(ids, embeddings [N, D], blank) of the non-blank lines of ``path``: ids are their line
+    numbers from 0, ``blank`` the number of blank lines left out."""
+    numbers, texts, blank = text_items(path)
     device = next(model.parameters()).device
     chunks = []
     with tqdm(total=len(texts), disable=quiet, unit="text") as bar:
         for batch in _batches(texts, batch_size):
             chunks.append(model.encode_text(tokenizer(batch).to(device)).float().cpu())
             bar.update(len(batch))
-    return [str(i) for i in range(len(texts))], torch.cat(chunks).numpy(), []
+    return [str(i) for i in numbers], torch.cat(chunks).numpy(), blank
 
 
 def write_embeddings(ids: list[str], embeddings: np.ndarray, out: str | Path) -> list[Path]:

@@ -60,7 +60,7 @@ def _pick(registry: dict[str, type[Section]], key: str, what: str, value: Any) -
     if isinstance(value, Section) or not isinstance(value, dict):
         return value
     name = value.get(key)
-    if name not in registry:
+    if not isinstance(name, str) or name not in registry:
         raise ValueError(f"unknown {what} {name!r}; choose from {', '.join(sorted(registry))}")
     return registry[name].model_validate(value)
 
@@ -112,7 +112,7 @@ class RunConfig(Section):
             value = {"kind": value}
         if isinstance(value, dict) and "kind" not in value:  # fields without a kind: the default objective's
             value = {"kind": "clip", **value}
-        return _pick(OBJECTIVES, "kind", "objective", value)
+        return _pick(OBJECTIVES, "kind", "objective kind", value)
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
@@ -146,13 +146,13 @@ def _moved_key(raw: dict[str, Any]) -> str | None:
     return None
 
 
-def _expand_preset(raw: dict[str, Any]) -> dict[str, Any]:
+def _expand_preset(raw: dict[str, Any], source: str) -> dict[str, Any]:
     model = raw.get("model")
     if not isinstance(model, dict) or not model.get("preset"):
         return raw
     name = model["preset"]
-    if name not in PRESETS:
-        raise ConfigError(f"model.preset: unknown preset {name!r}; choose from {', '.join(PRESETS)}")
+    if not isinstance(name, str) or name not in PRESETS:
+        raise ConfigError(f"{source}: model.preset: unknown preset {name!r}; choose from {', '.join(PRESETS)}")
     return {**raw, "model": deep_merge(PRESETS[name], model)}
 
 
@@ -178,7 +178,7 @@ def build_config(raw: dict[str, Any], overrides: list[str] = (), source: str = "
     if moved is not None:
         where = MOVED[moved]
         raise ConfigError(f"{source}: {moved}: " + (where if "moved" in where else f"has moved to {where}"))
-    raw = _expand_preset(raw)
+    raw = _expand_preset(raw, source)
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as error:
@@ -189,6 +189,16 @@ def load_config(path: str | Path | None = None, overrides: list[str] = ()) -> Ru
     """Read a YAML file (with its ``base:`` chain) or start from the defaults; apply ``--set`` overrides."""
     raw = read_config_file(path) if path is not None else {}
     return build_config(raw, overrides, str(path) if path is not None else "config")
+
+
+def with_eval_overrides(cfg: RunConfig, overrides: list[str], source: str) -> RunConfig:
+    """A trained run's config with ``eval.*`` overrides (``vislang eval --set``). Any other field
+    describes the trained model or its training, so changing it is refused rather than ignored."""
+    for text in overrides:
+        key = parse_override(text)[0]
+        if key != "eval" and not key.startswith("eval."):
+            raise ConfigError(f"--set {key}: only eval.* fields can change when evaluating a trained model")
+    return build_config(cfg.model_dump(mode="json"), overrides, source)
 
 
 def to_yaml(config: RunConfig) -> str:

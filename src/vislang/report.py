@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from vislang.files import read_jsonl
 from vislang.objectives import OBJECTIVES
 
 PROBE_CHANCE = {"relation": 0.5, "attribute": 0.5, "order": 0.2}
@@ -20,17 +21,7 @@ PROBE_WHAT = {
 
 def read_metrics(path: Path) -> list[dict]:
     """The records of a ``metrics.jsonl``; a torn last line (a run killed mid-write) is left out."""
-    if not path.exists():
-        return []
-    lines = [line for line in path.read_text().splitlines() if line.strip()]
-    records = []
-    for i, line in enumerate(lines):
-        try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
-            if i < len(lines) - 1:
-                raise
-    return records
+    return read_jsonl(path)
 
 
 def _plot(records: list[dict], keys: list[str], path: Path, ylabel: str, title: str) -> bool:

@@ -13,35 +13,45 @@ from pathlib import Path
 import torch
 from pydantic import ValidationError
 
-from vislang.checkpoint import read_model
+from vislang.checkpoint import CONFIG, TOKENIZER, is_export, read_model
 from vislang.config import legacy
 from vislang.config.base import format_error
-from vislang.errors import CheckpointError, first_line
+from vislang.errors import CheckpointError, ConfigError, first_line
 from vislang.experiment import RunConfig, build_objective
 from vislang.objectives import Objective
 from vislang.tokenizers import BPETokenizer
 
 
 def objective_from_checkpoint(
-    checkpoint: dict, source: str | Path = "checkpoint"
+    checkpoint: dict, source: str | Path = "checkpoint", export: bool = False
 ) -> tuple[Objective, BPETokenizer, RunConfig]:
-    """(objective in eval mode, tokenizer, config) of a checkpoint-shaped dict."""
+    """(objective in eval mode, tokenizer, config) of a checkpoint-shaped dict; every way the
+    dict can be wrong (config, tokenizer, weights) is one :class:`CheckpointError` naming
+    ``source``, or the export's own file when ``source`` is an export directory."""
     try:
         cfg = RunConfig.model_validate(legacy.upgrade(checkpoint["config"]))
     except ValidationError as error:
-        raise CheckpointError(f"{format_error(error, str(source))} (in the saved config)") from None
+        where = Path(source) / CONFIG if export else source
+        raise CheckpointError(f"{format_error(error, str(where))} (in the saved config)") from None
     except KeyError as error:
         raise CheckpointError(f"{source}: not a vislang checkpoint (no {error})") from None
+    except (TypeError, AttributeError, ValueError) as error:
+        raise CheckpointError(f"{source}: not a vislang checkpoint (its config: {first_line(error)})") from None
     try:
         tokenizer = BPETokenizer.from_json(checkpoint["tokenizer"], cfg.model.text.context_length)
+    except KeyError as error:
+        raise CheckpointError(f"{source}: not a vislang checkpoint (no {error})") from None
+    except ConfigError as error:
+        raise CheckpointError(f"{Path(source) / TOKENIZER if export else source}: {error}") from None
+    try:
         objective = build_objective(cfg, tokenizer.vocab_size, tokenizer.pad_id)
         objective.load_state_dict(checkpoint["model"])
-    except (KeyError, ValueError, RuntimeError) as error:
+    except (KeyError, ValueError, RuntimeError, TypeError) as error:
         raise CheckpointError(f"{source}: not a vislang checkpoint ({first_line(error)})") from None
     return objective.eval(), tokenizer, cfg
 
 
 def load_objective(path: str | Path, device: str | torch.device = "cpu") -> tuple[Objective, BPETokenizer, RunConfig]:
     """The objective of a vislang checkpoint file, run directory (latest checkpoint) or export."""
-    objective, tokenizer, cfg = objective_from_checkpoint(read_model(path), path)
+    objective, tokenizer, cfg = objective_from_checkpoint(read_model(path), path, is_export(path))
     return objective.to(device), tokenizer, cfg

@@ -19,6 +19,7 @@ import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
 
 from vislang.errors import ConfigError, first_line
+from vislang.files import read_json
 
 PAD, SOT, EOT = "<pad>", "<sot>", "<eot>"
 OPENAI_SOT, OPENAI_EOT = "<|startoftext|>", "<|endoftext|>"
@@ -45,6 +46,15 @@ def openai_clean(text: str) -> str:
 
     text = html.unescape(html.unescape(ftfy.fix_text(text)))
     return " ".join(text.split()).lower()
+
+
+def _hf_tokenizer(path: Path) -> Tokenizer:
+    """A Hugging Face ``tokenizer.json``; missing, empty or broken is one line naming it."""
+    read_json(path, "tokenizer file", ConfigError)
+    try:
+        return Tokenizer.from_file(str(path))
+    except Exception as error:  # tokenizers raises plain Exceptions
+        raise ConfigError(f"{path}: not a Hugging Face tokenizer ({first_line(error)})") from None
 
 
 class BPETokenizer:
@@ -79,17 +89,17 @@ class BPETokenizer:
         directory = Path(directory)
         if not directory.is_dir():
             raise ConfigError(f"pretrained model directory not found: {directory}")
-        try:
-            tokenizer = Tokenizer.from_file(str(directory / "tokenizer.json"))
-            names = json.loads((directory / "special_tokens_map.json").read_text())
-        except Exception as error:  # tokenizers raises plain Exceptions
-            raise ConfigError(f"cannot read the tokenizer of {directory}: {first_line(error)}") from None
+        tokenizer = _hf_tokenizer(directory / "tokenizer.json")
+        names = read_json(directory / "special_tokens_map.json", "special-tokens file", ConfigError)
+        if not isinstance(names, dict):
+            raise ConfigError(f"{directory / 'special_tokens_map.json'}: not a JSON object of special tokens")
 
         def name(*keys: str, required: bool = True) -> str | None:
             for key in keys:
                 value = names.get(key)
-                if value:
-                    return value["content"] if isinstance(value, dict) else value
+                value = value.get("content") if isinstance(value, dict) else value
+                if value and isinstance(value, str):
+                    return value
             if not required:
                 return None
             raise ConfigError(f"{directory / 'special_tokens_map.json'} names no {' or '.join(keys)}")
@@ -100,7 +110,10 @@ class BPETokenizer:
         start = name("cls_token", "bos_token", required=False)
         if start is not None:
             specials["sot"] = start
-        return cls(tokenizer, context_length, kind="pretrained", specials=specials)
+        try:
+            return cls(tokenizer, context_length, kind="pretrained", specials=specials)
+        except ConfigError as error:
+            raise ConfigError(f"{directory / 'tokenizer.json'}: {error}") from None
 
     @classmethod
     def openai(cls, merges_path: str | Path, context_length: int = 77) -> BPETokenizer:
@@ -148,16 +161,17 @@ class BPETokenizer:
 
     @classmethod
     def load(cls, path: str | Path, context_length: int) -> BPETokenizer:
-        """A ``tokenizer.json`` written by :meth:`save`."""
+        """A ``tokenizer.json`` written by :meth:`save`; a missing or broken file is one line naming it."""
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"tokenizer file not found: {path}")
         try:
-            return cls.from_json(path.read_text(), context_length)
-        except (ConfigError, UnicodeDecodeError):
-            raise
-        except Exception as error:  # tokenizers raises plain Exceptions on bad JSON
-            raise ConfigError(f"cannot read tokenizer {path}: {error}") from None
+            text = path.read_text(encoding="utf-8")
+            if not text.strip():
+                raise ConfigError("the file is empty")
+            return cls.from_json(text, context_length)
+        except (OSError, UnicodeDecodeError, ConfigError) as error:
+            raise ConfigError(f"cannot read tokenizer {path}: {first_line(error)}") from None
 
     def save(self, path: str | Path) -> None:
         Path(path).write_text(self.to_json())
@@ -165,10 +179,22 @@ class BPETokenizer:
     @classmethod
     def from_json(cls, text: str, context_length: int) -> BPETokenizer:
         """The tokenizer serialised by :meth:`to_json` (as stored inside checkpoints): the Hugging
-        Face tokenizer JSON, with vislang's ``kind`` beside its keys."""
-        data = json.loads(text)
+        Face tokenizer JSON, with vislang's ``kind`` beside its keys. Text that is not one is a
+        :class:`ConfigError` (one line)."""
+        try:
+            data = json.loads(text)
+        except (json.JSONDecodeError, TypeError) as error:
+            raise ConfigError(f"not a tokenizer: not valid JSON ({first_line(error)})") from None
+        if not isinstance(data, dict):
+            raise ConfigError("not a tokenizer: the JSON is not an object")
         kind, specials = data.pop("vislang_kind", "trained"), data.pop("vislang_specials", None)
-        return cls(Tokenizer.from_str(json.dumps(data)), context_length, kind, specials)
+        if kind not in ("trained", "openai", "pretrained") or not isinstance(specials, (dict, type(None))):
+            raise ConfigError(f"not a tokenizer: unknown vislang_kind {kind!r} or vislang_specials")
+        try:
+            tokenizer = Tokenizer.from_str(json.dumps(data))
+        except Exception as error:  # tokenizers raises plain Exceptions
+            raise ConfigError(f"not a tokenizer ({first_line(error)})") from None
+        return cls(tokenizer, context_length, kind, specials)
 
     def to_json(self) -> str:
         extra = {"vislang_kind": self.kind, "vislang_specials": self.specials}

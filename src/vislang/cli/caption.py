@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from vislang.cli.common import non_negative_int, positive_int
@@ -14,7 +15,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         "caption",
         help="write captions for images with a captioner or CoCa checkpoint",
         description="Generate a caption for each image (greedy, beam search or sampling, with a "
-        "key-value cache). Prints PATH<TAB>CAPTION lines, or writes them to --out.",
+        "key-value cache). Prints PATH<TAB>CAPTION lines, or writes them to --out. An image that cannot be "
+        "used (corrupt, truncated, more than data.max_image_pixels pixels) is skipped and counted on stderr; "
+        "a path that does not exist stops the command before any work.",
     )
     p.add_argument("checkpoint", help="checkpoint file (.pt) or run directory of a cap, cappa or coca run")
     p.add_argument("images", nargs="+", help="image files")
@@ -34,9 +37,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from vislang.api import load_objective, make_preprocess
-    from vislang.caption import caption_files
+    from vislang.caption import caption_files, check_images
+    from vislang.files import skip_summary
     from vislang.generation import GenerationConfig
 
+    check_images(args.images)
     objective, tokenizer, cfg = load_objective(args.checkpoint)
     if not hasattr(objective.model, "image_context"):
         raise VislangError(
@@ -54,11 +59,14 @@ def run(args: argparse.Namespace) -> int:
         )
     except ValueError as error:
         raise VislangError(str(error)) from None
-    captions = caption_files(objective.model, tokenizer, make_preprocess(cfg), args.images, settings, args.batch_size)
+    captions, skipped = caption_files(objective.model, tokenizer, make_preprocess(cfg), args.images, settings,
+                                      args.batch_size, cfg.data.max_image_pixels)  # fmt: skip
     text = "".join(f"{path}\t{caption}\n" for path, caption in captions)
     if args.out:
         Path(args.out).write_text(text)
         print(f"wrote {len(captions)} captions to {args.out}")
     else:
         print(text, end="")
+    if skipped:
+        print(skip_summary(skipped, len(args.images)), file=sys.stderr)
     return 0

@@ -25,10 +25,10 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from vislang.api import load_objective
     from vislang.eval import build_evaluators, evaluate
-    from vislang.experiment import build_config, eval_context
+    from vislang.experiment import eval_context, with_eval_overrides
 
     objective, tokenizer, cfg = load_objective(args.checkpoint)
-    cfg = build_config(cfg.model_dump(mode="json"), args.set, source=str(args.checkpoint))
+    cfg = with_eval_overrides(cfg, args.set, source=str(args.checkpoint))
     metrics = evaluate(objective, build_evaluators(cfg.eval.tasks, eval_context(cfg, tokenizer)))
     for key, value in metrics.items():
         print(f"{key:40s} {value:.4f}")

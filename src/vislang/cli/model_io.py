@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from vislang.cli.common import add_quiet_option, positive_int
+from vislang.errors import VislangError
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -21,7 +22,11 @@ def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
         help="export a checkpoint as safetensors + config + tokenizer",
         description="Write a checkpoint (or a run directory's latest) as a directory of plain files: "
         "model.safetensors, config.json, tokenizer.json. vislang.load and every command that takes a "
-        "checkpoint open it; loading it never unpickles anything.",
+        "checkpoint open it. Loading reads those three files and unpickles none of them. The export is "
+        "self-contained except where its config names local files outside it: model.text.pretrained (a "
+        "Hugging Face model directory, read by transformers) and model.vision.timm_pretrained (a weights "
+        "file, read by timm); those are read when the export is loaded (torch files among them with "
+        "weights_only), so they must still be there and be the same files.",
     )
     p.add_argument("checkpoint", help="checkpoint file (.pt) or run directory")
     p.add_argument("--out", required=True, help="directory to write")
@@ -64,8 +69,9 @@ def add_embed_parser(subparsers: argparse._SubParsersAction) -> None:
         "embed",
         help="embed a folder of images or a file of texts",
         description="Compute L2-normalised embeddings in batches and write them to a .npy file (ids in "
-        "NAME.ids.txt beside it: image paths relative to the folder, or line numbers) or a .parquet "
-        "file (columns id, embedding).",
+        "NAME.ids.txt beside it: image paths relative to the folder, or line numbers from 0) or a .parquet "
+        "file (columns id, embedding). Images that cannot be used (corrupt, truncated, more than "
+        "data.max_image_pixels pixels) and blank lines are skipped and counted on stderr.",
     )
     p.add_argument("checkpoint", help="checkpoint file, run directory or exported directory")
     what = p.add_mutually_exclusive_group(required=True)
@@ -106,16 +112,26 @@ def run_convert(args: argparse.Namespace) -> int:
 
 
 def run_embed(args: argparse.Namespace) -> int:
-    from vislang.api import load
+    from vislang.api import load_objective, make_preprocess
     from vislang.embed import embed_images, embed_texts, write_embeddings
+    from vislang.files import skip_summary
 
-    model, tokenizer, preprocess = load(args.checkpoint, args.device)
+    objective, tokenizer, cfg = load_objective(args.checkpoint, args.device)
+    model = objective.model
+    needed = "encode_image" if args.images else "encode_text"
+    if not hasattr(model, needed):
+        raise VislangError(
+            f"{args.checkpoint}: a {cfg.objective.kind} model has no {needed}: embed with a clip, siglip or coca model"
+        )
     if args.images:
-        ids, embeddings, skipped = embed_images(model, preprocess, args.images, args.batch_size, args.quiet)
+        ids, embeddings, skipped = embed_images(model, make_preprocess(cfg), args.images, args.batch_size,
+                                                args.quiet, cfg.data.max_image_pixels)  # fmt: skip
     else:
-        ids, embeddings, skipped = embed_texts(model, tokenizer, args.texts, args.batch_size, args.quiet)
+        ids, embeddings, blank = embed_texts(model, tokenizer, args.texts, args.batch_size, args.quiet)
     files = write_embeddings(ids, embeddings, args.out)
     print(f"{len(ids)} embeddings of dimension {embeddings.shape[1]} -> {', '.join(map(str, files))}")
-    if skipped:
-        print(f"skipped {len(skipped)} unreadable images, e.g. {skipped[0]}", file=sys.stderr)
+    if args.images and skipped:
+        print(skip_summary(skipped, len(ids) + sum(map(len, skipped.values()))), file=sys.stderr)
+    elif not args.images and blank:
+        print(f"skipped {blank} blank line{'' if blank == 1 else 's'} of {args.texts}", file=sys.stderr)
     return 0

@@ -30,6 +30,8 @@ def run(args: argparse.Namespace) -> int:
     from vislang.experiment import load_config
     from vislang.train.loop import train
 
+    if args.resume and not args.out:
+        raise ConfigError("--resume needs --out: the run directory to continue")
     cfg = load_config(args.config, args.set)
     if not args.out and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("under torchrun pass --out, so that every rank uses the same run directory")

@@ -143,6 +143,14 @@ def format_error(error: ValidationError, source: str, moved: dict[str, str] | No
     bound = _BOUNDS.get(first["type"])
     if bound is not None:
         message = f"must be {bound[0]} {first['ctx'][bound[1]]}"
+        if first["type"] == "too_short":
+            message += " item" if first["ctx"]["min_length"] == 1 else " items"
+    elif first["type"] == "finite_number":
+        message = "must be a finite number"
+    elif first["type"] == "string_pattern_mismatch":
+        message = f"must match {first['ctx']['pattern']}"
+    elif first["type"] == "missing" and len(first["loc"]) > 1 and isinstance(first["loc"][-1], int):
+        key, message = key.rpartition(".")[0], f"too few items (item {first['loc'][-1]} is missing)"
     if first["type"] == "value_error" or "input" not in first:
         return f"{source}: {key}: {message}"
     return f"{source}: {key}: {message} (got {first['input']!r})"

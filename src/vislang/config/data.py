@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from vislang.config.base import Section
 
@@ -12,9 +12,11 @@ NegativeRule = Literal["relation", "attribute", "noun", "shuffle", "verb"]
 
 
 class WorldConfig(Section):
-    seed: int = Field(0, description="seed of the procedural world (scenes, captions)")
-    two_object_prob: float = Field(0.5, ge=0, le=1, description="share of scenes with two objects")
-    partial_caption_prob: float = Field(0.3, ge=0, le=1, description="share of captions that omit attributes")
+    seed: int = Field(0, ge=0, lt=2**63, description="seed of the procedural world (scenes, captions)")
+    two_object_prob: float = Field(0.5, ge=0, le=1, allow_inf_nan=False, description="share of scenes with two objects")
+    partial_caption_prob: float = Field(
+        0.3, ge=0, le=1, allow_inf_nan=False, description="share of captions that omit attributes"
+    )
     distinct_colors: bool = Field(False, description="two objects always differ in colour (the compositional study)")
     reading_order: bool = Field(
         False,
@@ -33,7 +35,9 @@ class SourceConfig(Section):
     )
     path: str | None = Field(None, description="the table file, image folder or shard pattern")
     name: str | None = Field(None, description="name in the per-source counts of the logs (default: kind, index)")
-    weight: float = Field(1.0, gt=0, description="with several sources: this one's share of each batch")
+    weight: float = Field(
+        1.0, gt=0, allow_inf_nan=False, description="with several sources: this one's share of each batch"
+    )
     image_column: str = Field("image", description="tables: a path (relative to the table) or encoded bytes")
     caption_columns: list[str] = Field(["caption"], min_length=1, description="tables: the caption columns")
     caption_pick: Literal["random", "first"] = Field(
@@ -75,7 +79,9 @@ class CitConfig(Section):
     class_names: list[str] = Field([], description="the target task's class names")
     classes_file: str | None = Field(None, description="one class name per line, added to class_names")
     templates: list[str] = Field(["a photo of a {}."], description="prompt templates, each with {} for the class")
-    keep: float = Field(0.5, gt=0, le=1, description="the share of the drawn samples that is trained on")
+    keep: float = Field(
+        0.5, gt=0, le=1, allow_inf_nan=False, description="the share of the drawn samples that is trained on"
+    )
 
     @model_validator(mode="after")
     def _check(self) -> CitConfig:
@@ -96,7 +102,9 @@ class DataConfig(Section):
     )
     interpolation: Literal["bicubic", "bilinear"] = Field("bicubic", description="of every resize")
     random_crop: bool = Field(False, description="training adds a random-resized crop")
-    crop_scale: tuple[float, float] = Field((0.9, 1.0), description="random crop: the kept area's range")
+    crop_scale: tuple[float, float] = Field(
+        (0.9, 1.0), description="random crop: the kept area's range (low, high), 0 < low <= high <= 1"
+    )
     max_image_pixels: int = Field(
         100_000_000, gt=0, description="larger images are skipped unread (decompression-bomb guard)"
     )
@@ -108,9 +116,10 @@ class DataConfig(Section):
     world: WorldConfig = Field(WorldConfig(), description="the built-in world")
     cit: CitConfig | None = Field(None, description="curation in training (objectives that accept CiT only)")
 
-    @model_validator(mode="after")
-    def _check(self) -> DataConfig:
-        low, high = self.crop_scale
-        if not 0 < low <= high <= 1:
-            raise ValueError(f"crop_scale must satisfy 0 < low <= high <= 1, got {list(self.crop_scale)}")
-        return self
+    @field_validator("crop_scale")
+    @classmethod
+    def _ordered(cls, value: tuple[float, float]) -> tuple[float, float]:
+        low, high = value
+        if not 0 < low <= high <= 1:  # nan fails every comparison
+            raise ValueError(f"must satisfy 0 < low <= high <= 1, got {list(value)}")
+        return value

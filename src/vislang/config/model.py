@@ -6,9 +6,10 @@ see :mod:`vislang.objectives`.
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from vislang.config.base import Section
 
@@ -36,7 +37,9 @@ class VisionConfig(Section):
     width: int = Field(64, gt=0, description="ViT token width")
     depth: int = Field(3, ge=0, description="ViT transformer blocks")
     heads: int = Field(2, gt=0, description="attention heads per block (must divide width)")
-    mlp_ratio: float = Field(2.0, gt=0, description="MLP hidden width / token width (the demo's 2; CLIP presets 4)")
+    mlp_ratio: float = Field(
+        2.0, gt=0, allow_inf_nan=False, description="MLP hidden width / token width (the demo's 2; CLIP presets 4)"
+    )
     stem: Literal["patch", "conv"] = Field(
         "conv",
         description="patch: one strided convolution; conv: log2(patch_size) stride-2 3x3 convolutions "
@@ -55,7 +58,7 @@ class VisionConfig(Section):
         description="MLP activation: gelu (exact), gelu_tanh (SigLIP) or quick_gelu (x * sigmoid(1.702x), "
         "OpenAI's original CLIP weights)",
     )
-    norm_eps: float = Field(1e-5, gt=0, description="LayerNorm epsilon (SigLIP: 1e-6)")
+    norm_eps: float = Field(1e-5, gt=0, allow_inf_nan=False, description="LayerNorm epsilon (SigLIP: 1e-6)")
     pos_embed: Literal["learned", "sincos2d"] = Field(
         "learned",
         description="learned (CLIP: trained from 0.02-scale noise) or sincos2d (fixed 2D sine-cosine, MAE and "
@@ -65,11 +68,12 @@ class VisionConfig(Section):
         0.0,
         ge=0.0,
         lt=1.0,
+        allow_inf_nan=False,
         description="FLIP: share of image patch tokens dropped at random while training (0 = off); never in eval",
     )
     image_mean: tuple[float, float, float] = Field((0.5, 0.5, 0.5), description="per-channel normalisation mean")
     image_std: tuple[float, float, float] = Field(
-        (0.25, 0.25, 0.25), description="per-channel normalisation standard deviation"
+        (0.25, 0.25, 0.25), description="per-channel normalisation standard deviation (each greater than 0)"
     )
     grad_checkpointing: bool = Field(False, description="recompute block activations in the backward pass")
     lock: bool = Field(False, description=LOCK)
@@ -79,6 +83,20 @@ class VisionConfig(Section):
         description="start this tower from another run's image tower: a vislang checkpoint file or run directory "
         "(e.g. a Cap run for CapPa's LiT evaluation); tensors the source lacks start fresh",
     )
+
+    @field_validator("image_mean")
+    @classmethod
+    def _finite(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if not all(math.isfinite(v) for v in value):
+            raise ValueError(f"must be finite numbers, got {list(value)}")
+        return value
+
+    @field_validator("image_std")
+    @classmethod
+    def _positive(cls, value: tuple[float, float, float]) -> tuple[float, float, float]:
+        if not all(0 < v < math.inf for v in value):
+            raise ValueError(f"must each be a finite number greater than 0, got {list(value)}")
+        return value
 
     @model_validator(mode="after")
     def _check(self) -> VisionConfig:
@@ -106,7 +124,9 @@ class TextConfig(Section):
     width: int = Field(64, gt=0, description="text transformer width")
     depth: int = Field(2, ge=0, description="text transformer blocks (CoCa: the unimodal blocks)")
     heads: int = Field(2, gt=0, description="attention heads per block (must divide width)")
-    mlp_ratio: float = Field(2.0, gt=0, description="MLP hidden width / width (the demo's 2; CLIP presets 4)")
+    mlp_ratio: float = Field(
+        2.0, gt=0, allow_inf_nan=False, description="MLP hidden width / width (the demo's 2; CLIP presets 4)"
+    )
     causal: bool = Field(True, description="causal (CLIP) or bidirectional (SigLIP-style) self-attention")
     pool: Literal["eot", "last", "mean", "cls", "end"] = Field(
         "eot",
@@ -118,7 +138,7 @@ class TextConfig(Section):
     )
     proj_bias: bool = Field(False, description="bias of the linear projection (SigLIP's text head has one)")
     act: Activation = Field("gelu", description="MLP activation, as model.vision.act")
-    norm_eps: float = Field(1e-5, gt=0, description="LayerNorm epsilon")
+    norm_eps: float = Field(1e-5, gt=0, allow_inf_nan=False, description="LayerNorm epsilon")
     grad_checkpointing: bool = Field(False, description="recompute block activations in the backward pass")
     pretrained: str | None = Field(
         None,
@@ -151,10 +171,16 @@ class ModelConfig(Section):
         "auto",
         description="auto: plain attention on CPUs except emulated bf16/fp16, the fused kernel elsewhere",
     )
-    init_logit_scale: float = Field(1 / 0.07, gt=0, description="initial multiplicative logit scale (CLIP: 1/0.07)")
-    max_logit_scale: float = Field(100.0, gt=0, description="the logit scale is clamped at this value")
+    init_logit_scale: float = Field(
+        1 / 0.07, gt=0, allow_inf_nan=False, description="initial multiplicative logit scale (CLIP: 1/0.07)"
+    )
+    max_logit_scale: float = Field(
+        100.0, gt=0, allow_inf_nan=False, description="the logit scale is clamped at this value"
+    )
     init_logit_bias: float | None = Field(
-        None, description="None: no learnable bias (CLIP); a number: a learnable bias with that start (SigLIP: -10)"
+        None,
+        allow_inf_nan=False,
+        description="None: no learnable bias (CLIP); a number: a learnable bias with that start (SigLIP: -10)",
     )
     vision: VisionConfig = Field(VisionConfig(), description="the image tower")
     text: TextConfig = Field(TextConfig(), description="the text tower")

@@ -17,8 +17,10 @@ class ParamRule(Section):
 
     match: str = Field(description="regular expression searched in each parameter name")
     freeze: bool | None = Field(None, description="true: no gradient, no update (LiT); false: trainable again")
-    lr_scale: float | None = Field(None, ge=0, description="multiplies train.lr (and its schedule)")
-    weight_decay: float | None = Field(None, ge=0, description="replaces train.weight_decay")
+    lr_scale: float | None = Field(
+        None, ge=0, allow_inf_nan=False, description="multiplies train.lr (and its schedule)"
+    )
+    weight_decay: float | None = Field(None, ge=0, allow_inf_nan=False, description="replaces train.weight_decay")
 
     @field_validator("match")
     @classmethod
@@ -34,13 +36,17 @@ class TrainConfig(Section):
     steps: int = Field(1250, ge=1, description="optimizer steps")
     batch_size: int = Field(128, ge=1, description="samples per step and rank (the global batch is ranks x this)")
     lr: float = Field(2e-3, gt=0, description="peak learning rate (AdamW)")
-    weight_decay: float = Field(0.1, ge=0, description="AdamW weight decay (not on gains, biases, logit scale)")
+    weight_decay: float = Field(
+        0.1, ge=0, allow_inf_nan=False, description="AdamW weight decay (not on gains, biases, logit scale)"
+    )
     betas: tuple[float, float] = Field((0.9, 0.98), description="AdamW betas, each in [0, 1)")
-    eps: float = Field(1e-6, gt=0, description="AdamW epsilon")
+    eps: float = Field(1e-6, gt=0, allow_inf_nan=False, description="AdamW epsilon")
     warmup_steps: int = Field(50, ge=0, description="linear warmup steps before the cosine decay")
-    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="cosine decays to lr * min_lr_ratio")
-    grad_clip: float = Field(1.0, ge=0, description="max global gradient norm; 0 disables clipping")
-    seed: int = Field(0, description="seed of the weights, the data order and every random draw")
+    min_lr_ratio: float = Field(0.0, ge=0, le=1, allow_inf_nan=False, description="cosine decays to lr * min_lr_ratio")
+    grad_clip: float = Field(
+        1.0, ge=0, allow_inf_nan=False, description="max global gradient norm; 0 disables clipping"
+    )
+    seed: int = Field(0, ge=0, lt=2**63, description="seed of the weights, the data order and every random draw")
     precision: Literal["fp32", "bf16", "fp16"] = Field(
         "fp32",
         description="autocast precision; weights, optimizer state, logit scale and losses stay fp32; fp16 (CUDA "
@@ -57,7 +63,11 @@ class TrainConfig(Section):
         False, description="under torchrun: shard every transformer block with FSDP2 instead of replicating (DDP)"
     )
     unmasked_tuning: float = Field(
-        0.0, ge=0, le=1, description="FLIP: the last fraction of the steps trains with model.vision.mask_ratio 0"
+        0.0,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="FLIP: the last fraction of the steps trains with model.vision.mask_ratio 0",
     )
     device: str = Field(
         "auto",
@@ -82,10 +92,15 @@ class TrainConfig(Section):
             raise ValueError(f"must be a finite number, got {value}")
         return value
 
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, value: tuple[float, float]) -> tuple[float, float]:
+        if not all(0 <= b < 1 for b in value):  # nan fails every comparison
+            raise ValueError(f"must each be in [0, 1), got {list(value)}")
+        return value
+
     @model_validator(mode="after")
     def _check(self) -> TrainConfig:
-        if not all(0 <= b < 1 for b in self.betas):
-            raise ValueError(f"train.betas must each be in [0, 1), got {list(self.betas)}")
         if self.accum_steps > self.batch_size:
             raise ValueError(f"train.accum_steps ({self.accum_steps}) exceeds train.batch_size")
         return self

@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file, save_file
 
-from vislang.checkpoint import write_export
+from vislang.checkpoint import read_safetensors, read_torch_file, write_export
+from vislang.checkpoint import save_safetensors as save_file  # a normal file's mode, not safetensors' 0600
 from vislang.config import PRESETS
 from vislang.convert import hf as hf_format
 from vislang.convert import open_clip as oc_format
 from vislang.errors import CheckpointError, ConfigError, first_line
 from vislang.experiment import RunConfig, build_objective
+from vislang.files import read_json
 from vislang.restore import load_objective
 from vislang.tokenizers import BPETokenizer
 
@@ -34,17 +35,13 @@ HF_CONFIG, HF_WEIGHTS = "config.json", "model.safetensors"
 
 def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from ``.safetensors`` or a torch file (``weights_only``: no code runs); a
-    training checkpoint's ``state_dict`` is taken and DDP's ``module.`` prefixes dropped."""
+    training checkpoint's ``state_dict`` is taken and DDP's ``module.`` prefixes dropped. Every
+    broken file (missing, empty, truncated, another format, pickled objects) is one line."""
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"weights file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            state: Any = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # safetensors and the unpickler raise various types
-        raise CheckpointError(f"{path}: cannot read weights ({first_line(error)})") from None
+    if path.suffix == ".safetensors":
+        state: Any = read_safetensors(path, "weights file")
+    else:
+        state = read_torch_file(path, "weights file")
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -143,10 +140,13 @@ def read_open_clip(
         oc_cfg = _read_json(arch_config)
     elif (folder / OPEN_CLIP_CONFIG).is_file():
         hub = _read_json(folder / OPEN_CLIP_CONFIG)
+        if not isinstance(hub.get("model_cfg", {}), dict):
+            raise ConfigError(f"{folder / OPEN_CLIP_CONFIG}: its model_cfg is not a JSON object")
         oc_cfg = {**hub.get("model_cfg", {}), "preprocess_cfg": hub.get("preprocess_cfg")}
     elif arch is None:
         raise ConfigError("name the architecture: --arch NAME or --arch-config FILE")
-    model_cfg = oc_format.model_config_from_open_clip(oc_cfg) if oc_cfg else _arch_config(arch)
+    where = arch_config if arch_config is not None else folder / OPEN_CLIP_CONFIG
+    model_cfg = _peer_config(oc_format.model_config_from_open_clip, oc_cfg, where) if oc_cfg else _arch_config(arch)
     if weights.is_dir():
         found = [p for p in (folder / OPEN_CLIP_WEIGHTS, folder / "open_clip_pytorch_model.bin") if p.is_file()]
         if not found:
@@ -163,7 +163,7 @@ def read_open_clip(
         )
     else:
         tok, tok_cfg = _openai_tokenizer(tokenizer, context)
-    preprocess = oc_format.preprocess_from_open_clip(oc_cfg.get("preprocess_cfg"))
+    preprocess = _peer_config(oc_format.preprocess_from_open_clip, oc_cfg.get("preprocess_cfg"), where)
     return _checkpoint(model_cfg, preprocess, tok, tok_cfg, state, str(weights))
 
 
@@ -181,13 +181,19 @@ def _arch_config(arch: str) -> dict:
 
 
 def _read_json(path: str | Path) -> dict:
-    try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, ValueError) as error:
-        raise ConfigError(f"cannot read {path}: {error}") from None
+    data = read_json(path, "JSON file", ConfigError)
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: not a JSON object")
     return data
+
+
+def _peer_config(read, raw: dict | None, path: str | Path):
+    """``read(raw)`` (a peer's model config mapped to vislang's), where a config of the wrong
+    shape is one line naming its file."""
+    try:
+        return read(raw)
+    except (KeyError, TypeError, AttributeError, ValueError) as error:
+        raise ConfigError(f"{path}: not a model config this converter reads ({first_line(error)})") from None
 
 
 def import_hf(directory: str | Path, out: str | Path, tokenizer: str | Path | None = None) -> Path:
@@ -202,7 +208,8 @@ def read_hf(directory: str | Path, tokenizer: str | Path | None = None) -> dict[
     token ids equal OpenAI's; SigLIP's from the directory's ``tokenizer.json``.
     """
     directory = Path(directory)
-    kind, model_cfg = hf_format.model_config_from_hf(_read_json(directory / HF_CONFIG))
+    kind, model_cfg = _peer_config(hf_format.model_config_from_hf, _read_json(directory / HF_CONFIG),
+                                   directory / HF_CONFIG)  # fmt: skip
     state = hf_format.state_from_hf(read_weights(directory / HF_WEIGHTS), kind)
     context = model_cfg["text"]["context_length"]
     if kind == "clip":
@@ -225,10 +232,28 @@ def _load_two_tower(source: str | Path):
     return objective.model, tokenizer, cfg
 
 
+def _check_end_token(source, tokenizer: BPETokenizer, cfg: RunConfig, peer: str, pools_at: int | None) -> None:
+    """Refuse a conversion whose peer would pool the text tower at another token than vislang's
+    end-of-text token (``pools_at``: the id the peer's argmax pooling finds; None: it looks for
+    the end token itself)."""
+    t = cfg.model.text
+    if t.causal and t.pool == "eot" and pools_at is not None and tokenizer.eot_id != pools_at:
+        raise ConfigError(
+            f"{source}: its tokenizer ends texts with token id {tokenizer.eot_id}, but {peer} would pool the text at "
+            f"the highest id of each text, so the converted model would embed texts differently; train with "
+            "tokenizer.kind: openai (OpenAI's vocabulary ends texts with its highest id) or share it as a vislang export"
+        )
+
+
 def export_open_clip(source: str | Path, out: str | Path) -> Path:
     """A vislang checkpoint or export -> ``open_clip_config.json`` + ``open_clip_model.safetensors``
-    (OpenCLIP opens it with ``create_model('local-dir:OUT')``)."""
+    (OpenCLIP opens it with ``create_model('local-dir:OUT')``).
+
+    OpenCLIP's text tower pools at the highest token id of each text (``argmax``), which is the
+    end-of-text token only in OpenAI's vocabulary; a model whose end token is another id (a BPE
+    trained per run) would embed texts differently there, so it is refused instead."""
     model, tokenizer, cfg = _load_two_tower(source)
+    _check_end_token(source, tokenizer, cfg, "OpenCLIP", pools_at=tokenizer.vocab_size - 1)
     model_dump = cfg.model.model_dump(mode="json")
     oc_cfg = oc_format.open_clip_model_config(model_dump, tokenizer.vocab_size)
     state = oc_format.state_to_open_clip(model.state_dict(), oc_cfg.get("custom_text", False))
@@ -250,9 +275,15 @@ def export_open_clip(source: str | Path, out: str | Path) -> Path:
 
 def export_hf(source: str | Path, out: str | Path) -> Path:
     """A vislang checkpoint or export -> a HF ``CLIPModel`` (class-token pooling) or ``SiglipModel``
-    (attention pooling) directory: ``config.json`` + ``model.safetensors``."""
+    (attention pooling) directory: ``config.json`` + ``model.safetensors``. As for OpenCLIP, a
+    model whose text pooling HF would read differently is refused."""
     model, tokenizer, cfg = _load_two_tower(source)
     kind = "siglip" if cfg.model.vision.pool == "map" else "clip"
+    # HF CLIP reads eos_token_id 2 as its legacy marker and then pools at the highest id (argmax)
+    if kind == "clip":
+        _check_end_token(
+            source, tokenizer, cfg, "Hugging Face CLIP", tokenizer.vocab_size - 1 if tokenizer.eot_id == 2 else None
+        )
     hf_cfg = hf_format.hf_config(cfg.model.model_dump(mode="json"), tokenizer.vocab_size, kind,
                                  tokenizer.eot_id, tokenizer.pad_id)  # fmt: skip
     state = hf_format.state_to_hf(model.state_dict(), kind)

@@ -25,7 +25,7 @@ import numpy as np
 from vislang.data.decode import BadSample, SampleDecoder, decode_caption
 from vislang.data.source import RandomAccessSource
 from vislang.data.world import World
-from vislang.errors import DataError
+from vislang.errors import DataError, first_line
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
@@ -138,7 +138,7 @@ def read_table(path: str | Path, image_column: str, caption_columns: list[str]):
         else:
             raise DataError(f"{path}: unknown table format {suffix!r} (use .parquet, .csv or .tsv)")
     except (pa.ArrowInvalid, OSError) as error:
-        raise DataError(f"cannot read table {path}: {str(error).splitlines()[0]}") from None
+        raise DataError(f"cannot read table {path}: {first_line(error)}") from None
     missing = [c for c in [image_column, *caption_columns] if c not in table.column_names]
     if missing:
         raise DataError(f"{path}: no column {missing[0]!r} (columns: {', '.join(table.column_names)})")

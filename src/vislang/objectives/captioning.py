@@ -48,6 +48,7 @@ class CappaConfig(CapConfig):
         0.75,
         ge=0,
         le=1,
+        allow_inf_nan=False,
         description="share of examples decoded in parallel from all-[MASK] inputs (big_vision's masked_pred_prob)",
     )
 

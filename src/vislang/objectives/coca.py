@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from vislang.config import ModelConfig
 from vislang.losses import clip_loss
@@ -33,12 +33,22 @@ class CocaConfig(ObjectiveConfig):
     """CoCa: contrastive loss on pooled embeddings plus captioning loss on the decoder."""
 
     kind: Literal["coca"] = Field("coca", description="the objective")
-    contrastive_weight: float = Field(1.0, ge=0, description="weight of the contrastive loss (paper: 1)")
-    caption_weight: float = Field(2.0, ge=0, description="weight of the captioning loss (paper: 2)")
+    contrastive_weight: float = Field(
+        1.0, ge=0, allow_inf_nan=False, description="weight of the contrastive loss (paper: 1)"
+    )
+    caption_weight: float = Field(
+        2.0, ge=0, allow_inf_nan=False, description="weight of the captioning loss (paper: 2)"
+    )
     decoder: CocaDecoderConfig = Field(CocaDecoderConfig(), description="the text decoder")
 
     contrastive: ClassVar[bool] = True
     accepts_cit: ClassVar[bool] = True
+
+    @model_validator(mode="after")
+    def _some_weight(self) -> CocaConfig:
+        if not self.contrastive_weight and not self.caption_weight:
+            raise ValueError("contrastive_weight and caption_weight are both 0: nothing would be learned")
+        return self
 
     def build(self, model: ModelConfig, vocab_size: int, pad_id: int) -> CocaObjective:
         coca = build_coca(model, self.decoder.depth, self.decoder.n_queries, vocab_size, pad_id)

@@ -41,7 +41,9 @@ class ClipConfig(TwoTowerConfig):
     """Softmax contrastive learning (CLIP, ALIGN)."""
 
     kind: Literal["clip"] = Field("clip", description="the objective")
-    label_smoothing: float = Field(0.0, ge=0, lt=1, description="label smoothing of the softmax (ALIGN uses 0.1)")
+    label_smoothing: float = Field(
+        0.0, ge=0, lt=1, allow_inf_nan=False, description="label smoothing of the softmax (ALIGN uses 0.1)"
+    )
 
     def build(self, model: ModelConfig, vocab_size: int, pad_id: int) -> ClipObjective:
         bank = image_bank(self.hard_negative_images, model)

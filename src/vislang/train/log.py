@@ -9,6 +9,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
+from vislang.files import read_jsonl
+
 
 class RunLogger:
     def __init__(
@@ -61,7 +63,9 @@ class RunLogger:
 
 
 def _truncate_after(path: Path, step: int) -> None:
+    """Keep the records up to ``step`` (a resumed run rewrites what came after; a torn last line
+    of a killed run is dropped)."""
     if not path.exists():
         return
-    kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    path.write_text("".join(line + "\n" for line in kept))
+    kept = [record for record in read_jsonl(path) if record.get("step", 0) <= step]
+    path.write_text("".join(json.dumps(record) + "\n" for record in kept))

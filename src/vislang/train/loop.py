@@ -24,7 +24,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
-from vislang.checkpoint import save_checkpoint
+from vislang.checkpoint import load_latest_readable, save_checkpoint
 from vislang.data import build_sources, train_loader
 from vislang.data.cit import CitCurator
 from vislang.errors import ConfigError, TrainingDiverged
@@ -38,7 +38,8 @@ from vislang.train.accumulate import all_reduce_gradients, backward
 from vislang.train.distributed import Ranks, gather_objects, init_distributed, local_device, sum_counts, training_state
 from vislang.train.log import RunLogger
 from vislang.train.optim import clip_gradients
-from vislang.train.setup import Trainable, autocast, build_trainable, prepare_run_dir, resolve_device
+from vislang.train.run_dir import RunDirLock, prepare_run_dir
+from vislang.train.setup import Trainable, autocast, build_trainable, resolve_device
 
 
 def all_ranks_have(batch: dict, world: int, device: torch.device) -> bool:
@@ -71,6 +72,7 @@ class Run:
     parts: Trainable
     logger: RunLogger
     evaluators: list[Scheduled]
+    lock: RunDirLock | None = None
     ddp: DistributedDataParallel | None = None
     curator: CitCurator | None = None
     history: dict[str, float] = field(default_factory=dict)
@@ -116,15 +118,28 @@ def start(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool) -> tuple[Run
     if t.precision == "fp16" and device.type != "cuda":
         raise ConfigError("train.precision: fp16 needs a CUDA device (use bf16 or fp32 on the CPU)")
     ranks = init_distributed(device)
-    if ranks.main:
-        prepare_run_dir(cfg, run_dir, resume)
+    lock, checkpoint = prepare_run_dir(cfg, run_dir, resume) if ranks.main else (None, None)
     if ranks.world > 1:
         dist.barrier()
+    if resume and not ranks.main:
+        checkpoint = load_latest_readable(run_dir / "checkpoints")
+    try:
+        return _start(cfg, run_dir, checkpoint, quiet, device, ranks, lock)
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+
+
+def _start(cfg: RunConfig, run_dir: Path, checkpoint: dict | None, quiet: bool, device: torch.device, ranks: Ranks,
+           lock: RunDirLock | None) -> tuple[Run, object]:  # fmt: skip
+    """The run's parts, with its directory prepared (and locked on rank 0)."""
+    t = cfg.train
     torch.set_num_threads(t.threads or os.cpu_count() or 1)
     torch.manual_seed(t.seed)  # the same initial weights on every rank
     # opened (tables read, shards indexed) once for the tokenizer and the loader
     sources = build_sources(cfg.data, cfg.model.vision.image_size, t.seed)
-    parts = build_trainable(cfg, run_dir, sources, resume, ranks, device)
+    parts = build_trainable(cfg, run_dir, sources, checkpoint, ranks, device)
     objective = parts.objective
     ddp = None
     if ranks.world > 1:
@@ -140,7 +155,7 @@ def start(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool) -> tuple[Run
         cfg.data, cfg.model.vision, t, parts.tokenizer, parts.step, device.type == "cuda", sources
     )
     logger = RunLogger(run_dir, t.steps, parts.step, quiet=quiet or not ranks.main, files=ranks.main)
-    run = Run(cfg, run_dir, ranks, device, parts, logger, evaluators, ddp, curator)
+    run = Run(cfg, run_dir, ranks, device, parts, logger, evaluators, lock, ddp, curator)
     for line in [header(run), description, *parts.notes, *cpu_notes(cfg, device)]:
         logger.write(line)
     return run, batches
@@ -267,11 +282,13 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
         if run.evaluators and not run.history:  # resumed a finished run: evaluate what it left
             run.history = evaluate(run.parts.objective, run.evaluators)
         run.parts.counts = Counter(sum_counts(run.parts.counts))
+        if not run.ranks.main:
+            return {}
+        final = {**run.history, **{f"data/{k}": float(v) for k, v in run.parts.counts.items()}}
+        (run.run_dir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
+        write_report(run.run_dir)
+        return final
     finally:
         run.logger.close()
-    if not run.ranks.main:
-        return {}
-    final = {**run.history, **{f"data/{k}": float(v) for k, v in run.parts.counts.items()}}
-    (run.run_dir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
-    write_report(run.run_dir)
-    return final
+        if run.lock is not None:
+            run.lock.release()

@@ -15,10 +15,9 @@ from pathlib import Path
 
 import torch
 
-from vislang.checkpoint import list_checkpoints, load_checkpoint
 from vislang.data import Source, tokenizer_corpus
 from vislang.errors import ConfigError
-from vislang.experiment import RunConfig, build_objective, to_yaml
+from vislang.experiment import RunConfig, build_objective
 from vislang.objectives import Objective
 from vislang.rng import set_rng_state
 from vislang.tokenizers import BPETokenizer
@@ -61,17 +60,6 @@ def build_tokenizer(cfg: RunConfig, sources: dict[str, Source]) -> BPETokenizer:
     return BPETokenizer.train(tokenizer_corpus(sources, t.train_texts), t.vocab_size, context, t.lowercase)
 
 
-def prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> None:
-    """Write config.yaml; refuse to overwrite a run's checkpoints or to resume under another config."""
-    config_file = run_dir / "config.yaml"
-    if resume and config_file.exists() and config_file.read_text() != to_yaml(cfg):
-        raise ConfigError(f"--resume: the config differs from {config_file}; resume with the same config")
-    if not resume and list_checkpoints(run_dir / "checkpoints"):
-        raise ConfigError(f"{run_dir} already holds checkpoints; pass --resume to continue it or choose another --out")
-    run_dir.mkdir(parents=True, exist_ok=True)
-    config_file.write_text(to_yaml(cfg))
-
-
 @dataclass
 class Trainable:
     """The objective and what updates it, at the step where training (re)starts."""
@@ -87,11 +75,15 @@ class Trainable:
 
 
 def build_trainable(
-    cfg: RunConfig, run_dir: Path, sources: dict[str, Source], resume: bool, ranks: Ranks, device: torch.device
+    cfg: RunConfig,
+    run_dir: Path,
+    sources: dict[str, Source],
+    checkpoint: dict | None,
+    ranks: Ranks,
+    device: torch.device,
 ) -> Trainable:
-    """A fresh objective (seeded by ``train.seed``) or, resuming, the run's latest checkpoint."""
+    """A fresh objective (seeded by ``train.seed``) or, given one, the state of a checkpoint."""
     t = cfg.train
-    checkpoint = load_checkpoint(run_dir) if resume and list_checkpoints(run_dir / "checkpoints") else None
     if checkpoint is not None:
         tokenizer = BPETokenizer.from_json(checkpoint["tokenizer"], cfg.model.text.context_length)
     else:

@@ -9,12 +9,14 @@ but the token ids.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
-from vislang.errors import ConfigError
+from vislang.errors import ConfigError, first_line
 from vislang.models.text.transformer import real_tokens
 
 
@@ -26,7 +28,14 @@ def load_pretrained_encoder(path: str | Path) -> nn.Module:
     path = Path(path)
     if not (path / "config.json").is_file():
         raise ConfigError(f"model.text.pretrained: no Hugging Face model (config.json) in {path}")
-    return AutoModel.from_pretrained(str(path), local_files_only=True, add_pooling_layer=False)
+    try:
+        return AutoModel.from_pretrained(str(path), local_files_only=True, add_pooling_layer=False)
+    except (OSError, ValueError, RuntimeError, KeyError, TypeError, AttributeError, EOFError,
+            pickle.UnpicklingError, SafetensorError) as error:  # fmt: skip
+        # what transformers raises for a broken config.json, weights file or model directory
+        raise ConfigError(
+            f"model.text.pretrained: cannot read the Hugging Face model in {path}: {first_line(error)}"
+        ) from None
 
 
 class PretrainedTextTower(nn.Module):

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vislang.errors import ConfigError
+from vislang.errors import ConfigError, first_line
 
 # vislang's pool names -> timm's global_pool values
 _POOL = {"cls": "token", "mean": "avg", "map": "map"}
@@ -61,7 +61,7 @@ class TimmTower(nn.Module):
                 **kwargs,
             )
         except (RuntimeError, TypeError, ValueError, KeyError, AssertionError) as error:
-            message = str(error).splitlines()[0] if str(error) else type(error).__name__
+            message = first_line(error)
             raise ConfigError(f"model.vision: timm cannot build {timm_model!r}: {message}") from None
         if grad_checkpointing:
             self.trunk.set_grad_checkpointing(True)

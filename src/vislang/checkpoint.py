@@ -33,7 +33,8 @@ WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.json", "tokenizer.json
 
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 CHECKPOINT_TEMP = ".step_*.pt.tmp-*"  # a write in progress, or left by a killed writer
-_UNSAFE_GLOBAL = re.compile(r"Unsupported (?:global: GLOBAL|class) (\S+)")  # torch >= 2.4 / older
+# how PyTorch names a global outside its allowlist (it words blocked modules differently)
+_UNSAFE_GLOBAL = re.compile(r"(?:Unsupported (?:global: GLOBAL|class)|unsupported GLOBAL) (\S+)")
 
 
 def checkpoint_path(directory: Path, step: int) -> Path:

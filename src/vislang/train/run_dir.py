@@ -1,14 +1,17 @@
 """The run directory: one run at a time, nothing of an earlier run overwritten, and a resume that
 continues exactly the run it names.
 
-A run holds an OS lock on ``RUN/.lock`` (``fcntl.flock``) from before its first write to its
-end. The kernel drops the lock when the process dies, however it dies, so a SIGKILLed run never
-leaves a stale lock; a second run on the same directory stops with one line. Holding the lock,
+A run holds an OS lock on ``RUN/.lock`` from before its first write to its end: a POSIX record
+lock (``fcntl.lockf``), which belongs to the process alone, so the data-loader workers it forks
+do not hold it after a SIGKILL of their parent (a ``flock`` would stay held by them). The kernel
+drops the lock when the process dies, however it dies, so a killed run never leaves a stale
+lock; a second run on the same directory stops with one line. Holding the lock,
 a starting run removes the temporary files that a killed writer left behind.
 """
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import os
 from pathlib import Path
@@ -28,8 +31,10 @@ class RunDirLock:
         self.path = run_dir / ".lock"
         self.handle = open(self.path, "a+")  # noqa: SIM115 - held open for the run's lifetime
         try:
-            fcntl.flock(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
+            fcntl.lockf(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as error:
+            if error.errno not in (errno.EACCES, errno.EAGAIN):
+                raise
             self.handle.seek(0)
             owner = self.handle.read().strip() or "another process"
             self.handle.close()
@@ -43,7 +48,7 @@ class RunDirLock:
 
     def release(self) -> None:
         if not self.handle.closed:
-            fcntl.flock(self.handle, fcntl.LOCK_UN)
+            fcntl.lockf(self.handle, fcntl.LOCK_UN)
             self.handle.close()
 
 

@@ -175,3 +175,14 @@ def test_a_full_disk_is_one_line_and_leaves_no_partial_file(tmp_path, monkeypatc
         checkpoint.save_checkpoint({"model": {}, "config": {}, "step": 2}, folder, 2, keep=2)
     assert "no space left on the device" in str(info.value) and "\n" not in str(info.value)
     assert [p.name for p in folder.iterdir()] == ["step_00000001.pt"]  # no .tmp file filling the disk
+
+
+def test_the_lock_also_holds_within_one_process_and_names_a_bad_directory(tmp_path):
+    held = RunDirLock(tmp_path / "run")
+    with pytest.raises(ConfigError, match="in use by another run of this process"):
+        RunDirLock(tmp_path / "run")
+    held.release()
+    RunDirLock(tmp_path / "run").release()
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(ConfigError, match="cannot be used as a run directory"):
+        RunDirLock(tmp_path / "file")

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 import torch
 from PIL import Image
 
-from vislang.data.decode import BadSample, open_image
+from vislang.data.decode import open_images
 from vislang.errors import DataError
 from vislang.files import skip_summary
 from vislang.generation import GenerationConfig, generate
@@ -28,18 +28,6 @@ def check_images(paths: Sequence[str | Path]) -> None:
     for path in paths:
         if not Path(path).is_file():
             raise DataError(f"image not found: {path}")
-
-
-def read_images(paths: Sequence[str | Path], max_pixels: int, skipped: dict[str, list[str]]) -> list[tuple]:
-    """(path, RGB image) of each of ``paths`` that reads, as training reads images; the others
-    are added to ``skipped`` under their reason (corrupt, truncated, too many pixels)."""
-    images = []
-    for path in paths:
-        try:
-            images.append((path, open_image(path, max_pixels)))
-        except BadSample as bad:
-            skipped.setdefault(bad.reason, []).append(str(path))
-    return images
 
 
 def caption_files(
@@ -62,7 +50,7 @@ def caption_files(
     captions: list[tuple[str, str]] = []
     skipped: dict[str, list[str]] = {}
     for start in range(0, len(paths), batch_size):
-        batch = read_images(paths[start : start + batch_size], max_pixels, skipped)
+        batch = open_images([(str(p), Path(p)) for p in paths[start : start + batch_size]], max_pixels, skipped)
         if not batch:
             continue
         pixels = preprocess([image for _, image in batch])

@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 from vislang.config.data import DataConfig
-from vislang.data.decode import BadSample, open_image
+from vislang.data.decode import open_images
 from vislang.data.samples import IMAGE_SUFFIXES
 from vislang.errors import DataError, first_line
 from vislang.files import skip_summary
@@ -71,17 +71,11 @@ def embed_images(model, preprocess, folder: str | Path, batch_size: int, quiet: 
     items = image_items(folder)
     with tqdm(total=len(items), disable=quiet, unit="image") as bar:
         for batch in _batches(items, batch_size):
-            images, names = [], []
-            for path in batch:
-                name = str(path.relative_to(folder))
-                try:
-                    images.append(open_image(path, max_pixels))
-                    names.append(name)
-                except BadSample as bad:
-                    skipped.setdefault(bad.reason, []).append(name)
-            if images:
-                chunks.append(model.encode_image(preprocess(images).to(device)).float().cpu())
-                ids += names
+            read = open_images([(str(path.relative_to(folder)), path) for path in batch], max_pixels, skipped)
+            if read:
+                pixels = preprocess([image for _, image in read]).to(device)
+                chunks.append(model.encode_image(pixels).float().cpu())
+                ids += [name for name, _ in read]
             bar.update(len(batch))
     if not chunks:
         raise DataError(f"{folder}: none of the images could be read ({skip_summary(skipped, len(items))})")

@@ -22,14 +22,11 @@ from vislang.objectives import Objective
 from vislang.tokenizers import BPETokenizer
 
 
-def objective_from_checkpoint(
-    checkpoint: dict, source: str | Path = "checkpoint", export: bool = False
-) -> tuple[Objective, BPETokenizer, RunConfig]:
-    """(objective in eval mode, tokenizer, config) of a checkpoint-shaped dict; every way the
-    dict can be wrong (config, tokenizer, weights) is one :class:`CheckpointError` naming
-    ``source``, or the export's own file when ``source`` is an export directory."""
+def saved_config(checkpoint: dict, source: str | Path = "checkpoint", export: bool = False) -> RunConfig:
+    """The run config a checkpoint (or export) carries, upgraded from an earlier layout; any
+    problem is one :class:`CheckpointError` naming ``source`` (or the export's config.json)."""
     try:
-        cfg = RunConfig.model_validate(legacy.upgrade(checkpoint["config"]))
+        return RunConfig.model_validate(legacy.upgrade(checkpoint["config"]))
     except ValidationError as error:
         where = Path(source) / CONFIG if export else source
         raise CheckpointError(f"{format_error(error, str(where))} (in the saved config)") from None
@@ -37,6 +34,15 @@ def objective_from_checkpoint(
         raise CheckpointError(f"{source}: not a vislang checkpoint (no {error})") from None
     except (TypeError, AttributeError, ValueError) as error:
         raise CheckpointError(f"{source}: not a vislang checkpoint (its config: {first_line(error)})") from None
+
+
+def objective_from_checkpoint(
+    checkpoint: dict, source: str | Path = "checkpoint", export: bool = False
+) -> tuple[Objective, BPETokenizer, RunConfig]:
+    """(objective in eval mode, tokenizer, config) of a checkpoint-shaped dict; every way the
+    dict can be wrong (config, tokenizer, weights) is one :class:`CheckpointError` naming
+    ``source``, or the export's own file when ``source`` is an export directory."""
+    cfg = saved_config(checkpoint, source, export)
     try:
         tokenizer = BPETokenizer.from_json(checkpoint["tokenizer"], cfg.model.text.context_length)
     except KeyError as error:

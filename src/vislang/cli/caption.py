@@ -45,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     objective, tokenizer, cfg = load_objective(args.checkpoint)
     if not hasattr(objective.model, "image_context"):
         raise VislangError(
-            f"{args.checkpoint}: a {cfg.objective!r} model cannot write captions; train cap, cappa or coca"
+            f"{args.checkpoint}: a {cfg.objective.kind!r} model cannot write captions; train cap, cappa or coca"
         )
     try:
         settings = GenerationConfig(

@@ -54,6 +54,20 @@ def open_image(source: bytes | str | Path, max_pixels: int) -> Image.Image:
             raise BadSample("bad_image") from None
 
 
+def open_images(
+    items: Sequence[tuple[str, Path]], max_pixels: int, skipped: dict[str, list[str]]
+) -> list[tuple[str, Image.Image]]:
+    """(name, RGB image) of each (name, path) that reads as training reads images; the names of
+    the others are added to ``skipped`` under their reason (corrupt, truncated, too many pixels)."""
+    images = []
+    for name, path in items:
+        try:
+            images.append((name, open_image(path, max_pixels)))
+        except BadSample as bad:
+            skipped.setdefault(bad.reason, []).append(name)
+    return images
+
+
 def decode_caption(value: bytes | str | None) -> str:
     """A caption as clean text; raises for missing, empty or non-UTF-8 captions."""
     if value is None:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 from torch import nn
 
-from vislang.checkpoint import load_checkpoint
+from vislang.checkpoint import read_model
 from vislang.errors import CheckpointError
 
 
@@ -15,7 +15,7 @@ def init_tower_from(tower: nn.Module, source: str | Path, prefix: str) -> tuple[
     ``tower``. Returns how many were copied and the names of the tower's tensors the source lacks
     (left as initialised). Differing shapes, or a source with nothing under ``prefix`` for this
     tower, are errors: a silently fresh tower would look like a failed experiment."""
-    state = load_checkpoint(source)
+    state = read_model(source)
     weights = {k[len(prefix) :]: v for k, v in state.get("model", {}).items() if k.startswith(prefix)}
     own = tower.state_dict()
     shared = [k for k in own if k in weights]

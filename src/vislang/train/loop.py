@@ -27,7 +27,7 @@ from torch.nn.parallel import DistributedDataParallel
 from vislang.checkpoint import load_latest_readable, save_checkpoint
 from vislang.data import build_sources, train_loader
 from vislang.data.cit import CitCurator
-from vislang.errors import ConfigError, TrainingDiverged
+from vislang.errors import ConfigError, TrainingDiverged, VislangError
 from vislang.eval import Scheduled, build_evaluators, evaluate
 from vislang.experiment import RunConfig, eval_context
 from vislang.hardware import cpu_has_bf16_units
@@ -118,12 +118,21 @@ def start(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool) -> tuple[Run
     if t.precision == "fp16" and device.type != "cuda":
         raise ConfigError("train.precision: fp16 needs a CUDA device (use bf16 or fp32 on the CPU)")
     ranks = init_distributed(device)
-    lock, checkpoint = prepare_run_dir(cfg, run_dir, resume) if ranks.main else (None, None)
-    if ranks.world > 1:
-        dist.barrier()
-    if resume and not ranks.main:
-        checkpoint = load_latest_readable(run_dir / "checkpoints")
+    lock, checkpoint, refusal = None, None, None
+    if ranks.main:
+        try:
+            lock, checkpoint = prepare_run_dir(cfg, run_dir, resume)
+        except VislangError as error:
+            refusal = error
     try:
+        if ranks.world > 1:  # every rank stops with rank 0's refusal, none waits for it
+            said = [str(refusal) if refusal else None]
+            dist.broadcast_object_list(said, src=0)
+            refusal = refusal or (ConfigError(said[0]) if said[0] else None)
+        if refusal is not None:
+            raise refusal
+        if resume and not ranks.main:
+            checkpoint = load_latest_readable(run_dir / "checkpoints")
         return _start(cfg, run_dir, checkpoint, quiet, device, ranks, lock)
     except BaseException:
         if lock is not None:
@@ -279,8 +288,9 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
     run, batches = start(cfg, Path(run_dir), resume, quiet)
     try:
         steps(run, batches)
-        if run.evaluators and not run.history:  # resumed a finished run: evaluate what it left
-            run.history = evaluate(run.parts.objective, run.evaluators)
+        if run.evaluators and not run.history:  # resumed a finished run: evaluate what it left (not logged again)
+            with autocast(cfg.train.precision, run.device):
+                run.history = evaluate(run.parts.objective, run.evaluators)
         run.parts.counts = Counter(sum_counts(run.parts.counts))
         if not run.ranks.main:
             return {}

@@ -18,23 +18,33 @@ from pathlib import Path
 from typing import Any
 
 from vislang.checkpoint import CHECKPOINT_TEMP, list_checkpoints, load_latest_readable
-from vislang.config import legacy
-from vislang.errors import ConfigError
+from vislang.errors import ConfigError, first_line
 from vislang.experiment import RunConfig, to_yaml
+from vislang.restore import saved_config
 
 
 class RunDirLock:
     """An exclusive lock on a run directory for as long as the run lives."""
 
+    # A POSIX lock does not stop a second lock in its own process, so the runs of this process are
+    # kept here too (the process's own state, as the kernel's locks are).
+    _held: set[Path] = set()
+
     def __init__(self, run_dir: Path) -> None:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        self.path = run_dir / ".lock"
-        self.handle = open(self.path, "a+")  # noqa: SIM115 - held open for the run's lifetime
+        self.path = (run_dir / ".lock").resolve()
+        if self.path in RunDirLock._held:
+            raise ConfigError(f"{run_dir} is in use by another run of this process; choose another --out")
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            self.handle = open(self.path, "a+")  # noqa: SIM115 - held open for the run's lifetime
+        except OSError as error:
+            raise ConfigError(f"{run_dir}: cannot be used as a run directory ({first_line(error)})") from None
         try:
             fcntl.lockf(self.handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError as error:
             if error.errno not in (errno.EACCES, errno.EAGAIN):
-                raise
+                self.handle.close()
+                raise ConfigError(f"{run_dir}: cannot lock the run directory ({first_line(error)})") from None
             self.handle.seek(0)
             owner = self.handle.read().strip() or "another process"
             self.handle.close()
@@ -45,20 +55,20 @@ class RunDirLock:
         self.handle.truncate()
         self.handle.write(f"pid {os.getpid()}\n")
         self.handle.flush()
+        RunDirLock._held.add(self.path)
 
     def release(self) -> None:
+        RunDirLock._held.discard(self.path)
         if not self.handle.closed:
             fcntl.lockf(self.handle, fcntl.LOCK_UN)
             self.handle.close()
 
 
-def remove_temp_files(run_dir: Path) -> list[Path]:
+def remove_temp_files(run_dir: Path) -> None:
     """Delete the partial checkpoints a killed writer left (``.step_N.pt.tmp-PID``)."""
     folder = run_dir / "checkpoints"
-    found = sorted(folder.glob(CHECKPOINT_TEMP)) if folder.is_dir() else []
-    for path in found:
+    for path in folder.glob(CHECKPOINT_TEMP) if folder.is_dir() else []:
         path.unlink(missing_ok=True)
-    return found
 
 
 def _first_difference(saved: Any, wanted: Any, key: str = "") -> str | None:
@@ -74,7 +84,8 @@ def _first_difference(saved: Any, wanted: Any, key: str = "") -> str | None:
 def prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> tuple[RunDirLock, dict | None]:
     """Lock the directory, clean up after a killed run and check the request against what is
     there; write ``config.yaml``. Returns the lock and, when resuming, the checkpoint to resume.
-    Nothing is written before every check has passed."""
+    Besides the lock file and the removal of a killed writer's temporary files, nothing is
+    written before every check has passed."""
     lock = RunDirLock(run_dir)
     try:
         remove_temp_files(run_dir)
@@ -84,7 +95,7 @@ def prepare_run_dir(cfg: RunConfig, run_dir: Path, resume: bool) -> tuple[RunDir
             if not checkpoints:
                 raise ConfigError(f"--resume: {run_dir} holds no checkpoint to continue; start it without --resume")
             checkpoint = load_latest_readable(run_dir / "checkpoints")
-            saved = RunConfig.model_validate(legacy.upgrade(checkpoint["config"])).model_dump(mode="json")
+            saved = saved_config(checkpoint, run_dir / "checkpoints").model_dump(mode="json")
             different = _first_difference(saved, cfg.model_dump(mode="json"))
             if different:
                 raise ConfigError(f"--resume: the config differs from the run's checkpoint at {different}")

@@ -1,4 +1,4 @@
-"""What the training loop sets up before its first step: device, run directory, tokenizer, and
+"""What the training loop sets up before its first step: device, tokenizer, and
 the objective with its optimizer, schedule and scaler, fresh or restored from a checkpoint.
 
 The order of the random draws here is part of a run's identity (the same seed gives the same

@@ -27,7 +27,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from vislang.errors import CheckpointError, first_line
-from vislang.files import give_normal_mode, read_json
+from vislang.files import give_normal_mode, parse_json, read_json, read_text
 
 WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.json", "tokenizer.json"
 
@@ -185,11 +185,12 @@ def read_export(path: str | Path) -> dict:
     config = read_json(path / CONFIG, "export config", CheckpointError)
     if not isinstance(config, dict):
         raise CheckpointError(f"{path / CONFIG}: not a vislang export config (a JSON object of config sections)")
-    if not isinstance(read_json(path / TOKENIZER, "tokenizer file", CheckpointError), dict):
+    tokenizer = read_text(path / TOKENIZER, "tokenizer file", CheckpointError)  # read once, parsed to check
+    if not isinstance(parse_json(tokenizer, path / TOKENIZER, "tokenizer file", CheckpointError), dict):
         raise CheckpointError(f"{path / TOKENIZER}: not a tokenizer (a JSON object)")
     return {
         "config": config,
-        "tokenizer": (path / TOKENIZER).read_text(encoding="utf-8"),
+        "tokenizer": tokenizer,
         "model": read_safetensors(path / WEIGHTS, "model weights file"),
     }
 

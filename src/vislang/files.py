@@ -15,15 +15,24 @@ from typing import Any
 from vislang.errors import DataError, first_line
 
 
-def read_json(path: str | Path, what: str = "JSON file", error: type[Exception] = DataError) -> Any:
-    """The parsed contents of a JSON file; any failure is one ``error`` naming the file."""
+def read_text(path: str | Path, what: str = "file", error: type[Exception] = DataError) -> str:
+    """A UTF-8 text file's contents; missing or unreadable is one ``error`` naming the file."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise error(f"{what} not found: {path}") from None
     except (OSError, UnicodeDecodeError) as problem:
         raise error(f"cannot read {what} {path}: {first_line(problem)}") from None
+
+
+def read_json(path: str | Path, what: str = "JSON file", error: type[Exception] = DataError) -> Any:
+    """The parsed contents of a JSON file; any failure is one ``error`` naming the file."""
+    return parse_json(read_text(path, what, error), path, what, error)
+
+
+def parse_json(text: str, path: str | Path, what: str = "JSON file", error: type[Exception] = DataError) -> Any:
+    """``text`` (read from ``path``) parsed as JSON; empty or invalid is one ``error`` naming the file."""
     if not text.strip():
         raise error(f"{path}: the {what} is empty (0 bytes of JSON)")
     try:

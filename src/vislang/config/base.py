@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from vislang.errors import ConfigError, first_line
+from vislang.files import read_text
 
 
 class Section(BaseModel):
@@ -62,13 +63,7 @@ def read_config_file(path: str | Path, chain: tuple[Path, ...] = ()) -> dict[str
     path = Path(path)
     if path.resolve() in chain:
         raise ConfigError(f"{path}: base: chain loops back to itself")
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise ConfigError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as error:
-        raise ConfigError(f"cannot read config {path}: {type(error).__name__}: {error}") from None
-    raw = read_yaml(text, str(path)) or {}
+    raw = read_yaml(read_text(path, "config file", ConfigError), str(path)) or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the config must be a mapping of sections, got {type(raw).__name__}")
     if isinstance(raw.get("objective"), str):  # objective: clip is short for objective: {kind: clip}

@@ -69,7 +69,7 @@ def test_train_then_eval_then_load(tmp_path, tiny_overrides):
     import vislang
 
     model, tokenizer, preprocess = vislang.load(tmp_path / "run")
-    image = model.encode_image(preprocess(Image.new("RGB", (50, 40), (200, 30, 30))))
+    image = model.encode_image(preprocess(Image.new("RGB", (50, 40), (200, 30, 30)))[None])
     text = model.encode_text(tokenizer(["a red circle", "a blue star"]))
     assert image.shape == (1, 32) and text.shape == (2, 32)
     assert torch.allclose(text.norm(dim=-1), torch.ones(2))

@@ -56,7 +56,7 @@ def test_open_clip_vit_converts_both_ways(arch, tmp_path):
     # the preprocessing travels with the weights: PIL bicubic, shortest side, centre crop, OpenAI mean/std
     for size in [(300, 200), (224, 224), (200, 310)]:
         image = _smooth_image(*size)
-        assert torch.equal(preprocess(image), peer_preprocess(image)[None])
+        assert torch.equal(preprocess(image), peer_preprocess(image))  # [3, H, W], as OpenCLIP's
 
     back = convert.export_open_clip(out, tmp_path / "back")
     restored = safetensors_torch.load_file(str(back / convert.OPEN_CLIP_WEIGHTS))
@@ -204,7 +204,7 @@ def test_hf_siglip_converts_both_ways(tmp_path):
     image = _smooth_image(64, 40)
     expected = torch.as_tensor(np.array(image.resize((32, 32), Image.BICUBIC)), dtype=torch.float32)
     expected = (expected.permute(2, 0, 1) / 255 - 0.5) / 0.5
-    assert torch.allclose(preprocess(image)[0], expected, atol=1e-6)
+    assert torch.allclose(preprocess(image), expected, atol=1e-6)
 
 
 def test_open_clip_siglip_style_timm_model_converts_both_ways(tmp_path):

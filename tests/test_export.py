@@ -48,7 +48,9 @@ def test_export_opens_like_the_checkpoint(run_dir, tmp_path):
     image = Image.new("RGB", (40, 30), (200, 20, 20))
     texts = ["a red circle", "a blue square above a green star"]
     with torch.no_grad():
-        assert torch.equal(model.encode_image(preprocess(image)), exported.encode_image(exported_preprocess(image)))
+        assert torch.equal(
+            model.encode_image(preprocess(image)[None]), exported.encode_image(exported_preprocess(image)[None])
+        )
         assert torch.equal(model.encode_text(tokenizer(texts)), exported.encode_text(exported_tokenizer(texts)))
 
 

@@ -27,7 +27,7 @@ class LogitScaleEvaluator:
     def __init__(self, offset: float, batch_size: int) -> None:
         self.offset, self.batch_size, self.calls = offset, batch_size, 0
 
-    def __call__(self, objective) -> dict[str, float]:
+    def __call__(self, objective, features) -> dict[str, float]:
         self.calls += 1
         assert not objective.training  # evaluators run in eval mode
         scale = objective.model.scale().item() + self.offset

@@ -34,7 +34,8 @@ def load_objective(path: str | Path, device: str | torch.device = "cpu") -> tupl
 
 
 def make_preprocess(cfg: RunConfig) -> Callable:
-    """PIL image(s) -> normalised [N, 3, S, S] tensor, resized as the run's data were
+    """A PIL image -> normalised [3, S, S] tensor (OpenCLIP's convention, so ``torch.stack`` over
+    a list works); a list of images -> [N, 3, S, S]. Resized as the run's data were
     (``data.resize_mode``, ``data.interpolation``), without training augmentation, with PIL's
     resampling as OpenCLIP's preprocessing (identical tensors for a converted OpenCLIP model)."""
     v = cfg.model.vision
@@ -43,7 +44,8 @@ def make_preprocess(cfg: RunConfig) -> Callable:
     )
 
     def preprocess(images) -> torch.Tensor:
-        images = images if isinstance(images, (list, tuple)) else [images]
+        if not isinstance(images, (list, tuple)):
+            return to_tensor(transform(images)[None], v.image_mean, v.image_std)[0]
         arrays = np.stack([transform(image) for image in images])
         return to_tensor(arrays, v.image_mean, v.image_std)
 

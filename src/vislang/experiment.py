@@ -23,7 +23,14 @@ import yaml
 from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
 from vislang.config import PRESETS, DataConfig, ModelConfig, Section, TokenizerConfig, TrainConfig
-from vislang.config.base import deep_merge, format_error, parse_override, read_config_file, set_dotted
+from vislang.config.base import (
+    deep_merge,
+    format_error,
+    parse_override,
+    pick_registered,
+    read_config_file,
+    set_dotted,
+)
 from vislang.data import build_source
 from vislang.errors import ConfigError
 from vislang.eval import TASKS, EvalContext, TaskConfig
@@ -55,26 +62,18 @@ MOVED = {
 }
 
 
-def _pick(registry: dict[str, type[Section]], key: str, what: str, value: Any) -> Any:
-    """Validate a raw mapping as the registry entry its ``key`` field names."""
-    if isinstance(value, Section) or not isinstance(value, dict):
-        return value
-    name = value.get(key)
-    if not isinstance(name, str) or name not in registry:
-        raise ValueError(f"unknown {what} {name!r}; choose from {', '.join(sorted(registry))}")
-    return registry[name].model_validate(value)
-
-
-def default_tasks() -> list[TaskConfig]:
+def world_tasks() -> list[TaskConfig]:
+    """The built-in world's tasks: what a run evaluates by default when it trains on the world."""
     return [ZeroShotTask(), RetrievalTask(), CompositionalTask()]
 
 
 class EvalConfig(Section):
     batch_size: int = Field(500, ge=1, description="images or texts encoded at a time")
     tasks: list[SerializeAsAny[TaskConfig]] = Field(
-        default_factory=default_tasks,
+        default_factory=list,
         description="evaluation tasks by type (see vislang.eval.TASKS): [{type: zeroshot, every: 250}, "
-        "{type: retrieval, source: {...}}, {type: aro, ...}]",
+        "{type: retrieval, source: {...}}, {type: aro, ...}]; unset: the world's zeroshot, retrieval and "
+        "compositional tasks when a training source is the world, else none",
     )
 
     @field_validator("tasks", mode="before")
@@ -82,7 +81,7 @@ class EvalConfig(Section):
     def _tasks(cls, value: Any) -> Any:
         if not isinstance(value, list):
             return value
-        return [_pick(TASKS, "type", "evaluation task type", item) for item in value]
+        return [pick_registered(TASKS, "type", "evaluation task type", item) for item in value]
 
     @model_validator(mode="after")
     def _distinct(self) -> EvalConfig:
@@ -112,7 +111,7 @@ class RunConfig(Section):
             value = {"kind": value}
         if isinstance(value, dict) and "kind" not in value:  # fields without a kind: the default objective's
             value = {"kind": "clip", **value}
-        return _pick(OBJECTIVES, "kind", "objective kind", value)
+        return pick_registered(OBJECTIVES, "kind", "objective kind", value)
 
     @model_validator(mode="after")
     def _check(self) -> RunConfig:
@@ -128,6 +127,10 @@ class RunConfig(Section):
                 f"data.hard_negatives needs an objective that accepts it ({accepting}), not {objective.kind!r}"
             )
         objective.check(self.model, self.train)
+        if "tasks" not in self.eval.model_fields_set and any(s.kind == "world" for s in data.sources):
+            # the world's evaluators describe a model of the world, not of a user's data
+            self.eval.tasks = world_tasks()
+            self.eval.model_fields_set.add("tasks")
         return self
 
 
@@ -213,20 +216,31 @@ def build_objective(cfg: RunConfig, vocab_size: int, pad_id: int) -> Objective:
     return cfg.objective.build(cfg.model, vocab_size, pad_id)
 
 
-def eval_context(cfg: RunConfig, tokenizer) -> EvalContext:
-    """What the run's evaluators need: its tokenizer, preprocessing, world and held-out sources."""
+def eval_context(
+    cfg: RunConfig,
+    tokenizer,
+    batch_size: int | None = None,
+    workers: int = 0,
+    progress: bool = False,
+    precision: str = "fp32",
+) -> EvalContext:
+    """What the run's evaluators need: its tokenizer, preprocessing, world and held-out sources
+    (``batch_size`` default: ``eval.batch_size``)."""
     v, d, seed = cfg.model.vision, cfg.data, cfg.train.seed
     return EvalContext(
         tokenizer=tokenizer,
         image_size=v.image_size,
         mean=v.image_mean,
         std=v.image_std,
-        batch_size=cfg.eval.batch_size,
+        batch_size=batch_size or cfg.eval.batch_size,
         seed=seed,
         world_config=d.world,
         open_source=lambda s: build_source(d, s, v.image_size, seed, train=False),
         resize_mode=d.resize_mode,
         interpolation=d.interpolation,
+        workers=workers,
+        progress=progress,
+        precision=precision,
     )
 
 

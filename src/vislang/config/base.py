@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -21,6 +21,9 @@ from vislang.files import read_text
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+S = TypeVar("S", bound=Section)
 
 
 class _StrictLoader(yaml.SafeLoader):
@@ -92,17 +95,40 @@ def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``tree[a][b][c] = value`` for ``key == "a.b.c"``, creating sections as needed."""
+    """Set ``tree[a][b][c] = value`` for ``key == "a.b.c"``, creating sections as needed; a number
+    picks an item of a list that is already there (``tasks.0.n``)."""
     *parents, leaf = key.split(".")
-    node = tree
+    node: Any = tree
     for i, part in enumerate(parents):
+        if isinstance(node, list):
+            node = _item(node, part, key, parents[:i])
+            continue
         child = node.setdefault(part, {})
         if isinstance(child, str) and i == 0 and part == "objective":  # objective: clip -> {kind: clip}
             child = node[part] = {"kind": child}
-        if not isinstance(child, dict):
+        if not isinstance(child, (dict, list)):
             raise ConfigError(f"--set {key}: {'.'.join(parents[: i + 1])} is not a section")
         node = child
-    node[leaf] = value
+    if isinstance(node, list):
+        index = _index(node, leaf, key, parents)
+        node[index] = value
+    elif isinstance(node, dict):
+        node[leaf] = value
+    else:
+        raise ConfigError(f"--set {key}: {'.'.join(parents)} is not a section")
+
+
+def _index(items: list, part: str, key: str, where: list[str]) -> int:
+    if not part.isdigit() or int(part) >= len(items):
+        raise ConfigError(f"--set {key}: {'.'.join(where)} has items 0..{len(items) - 1}, not {part!r}")
+    return int(part)
+
+
+def _item(items: list, part: str, key: str, where: list[str]) -> Any:
+    item = items[_index(items, part, key, where)]
+    if not isinstance(item, (dict, list)):
+        raise ConfigError(f"--set {key}: {'.'.join([*where, part])} is not a section")
+    return item
 
 
 def parse_override(text: str) -> tuple[str, Any]:
@@ -149,3 +175,26 @@ def format_error(error: ValidationError, source: str, moved: dict[str, str] | No
     if first["type"] == "value_error" or "input" not in first:
         return f"{source}: {key}: {message}"
     return f"{source}: {key}: {message} (got {first['input']!r})"
+
+
+def pick_registered(registry: dict[str, type[Section]], key: str, what: str, value: Any) -> Any:
+    """Validate a raw mapping as the registry entry its ``key`` field names (objective kinds, task
+    types, dataset formats): the plug-in lookup every registry shares."""
+    if isinstance(value, Section) or not isinstance(value, dict):
+        return value
+    name = value.get(key)
+    if not isinstance(name, str) or name not in registry:
+        raise ValueError(f"unknown {what} {name!r}; choose from {', '.join(sorted(registry))}")
+    return registry[name].model_validate(value)
+
+
+def build_section(cls: type[S], raw: dict[str, Any], overrides: list[str], source: str) -> S:
+    """A section validated from a raw mapping plus ``key=value`` overrides; errors are one line
+    naming ``source`` and the key."""
+    raw = copy.deepcopy(raw)
+    for text in overrides:
+        set_dotted(raw, *parse_override(text))
+    try:
+        return cls.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(format_error(error, source)) from None

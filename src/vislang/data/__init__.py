@@ -111,9 +111,9 @@ def first_pass(source: Source) -> Iterator[Callable[[np.random.Generator], tuple
             yield lambda rng, p=position: source.get(p, rng)
 
 
-def source_retrieval_set(source: Source, n: int, seed: int) -> RetrievalSet:
-    """The first ``n`` usable samples of a source (one pass) as a retrieval set: image i with its
-    caption i."""
+def source_retrieval_set(source: Source, n: int | None, seed: int) -> RetrievalSet:
+    """The first ``n`` usable samples of a source (one pass; ``None``: all of them) as a
+    retrieval set: image i with its caption i."""
     images, texts = [], []
     rng = np.random.default_rng(seed)
     for read in first_pass(source):
@@ -125,6 +125,8 @@ def source_retrieval_set(source: Source, n: int, seed: int) -> RetrievalSet:
         texts.append(caption)
         if len(images) == n:
             break
+    if not images:
+        raise DataError(f"{source.describe()}: no usable image-caption pair for retrieval")
     return RetrievalSet(np.stack(images), texts, np.arange(len(images)))
 
 

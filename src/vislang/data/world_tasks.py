@@ -44,28 +44,30 @@ class ProbeSet:
     candidates: list[list[str]] = field(default_factory=list)
 
 
-def _scenes(world: World, task: str, n: int, accept, n_objects: int | None) -> tuple[np.ndarray, list[Scene]]:
+def _scenes(
+    world: World, task: str, n: int, accept, n_objects: int | None, split: str = "test"
+) -> tuple[np.ndarray, list[Scene]]:
     images, scenes = [], []
     index = _OFFSETS[task] * _BLOCK
     while len(scenes) < n:
-        rng = world.rng("test", index)
+        rng = world.rng(split, index)
         index += 1
-        scene = world.sample_scene(rng, "test", n_objects)
+        scene = world.sample_scene(rng, split, n_objects)
         if accept(scene):
             images.append(world.render(scene, rng))
             scenes.append(scene)
     return np.stack(images), scenes
 
 
-def classification_sets(world: World, n: int) -> dict[str, ClassificationSet]:
-    """Zero-shot shape and colour on one-object test images; ``*_unseen`` only on the
-    colour–shape pairs held out of training."""
+def classification_sets(world: World, n: int, split: str = "test") -> dict[str, ClassificationSet]:
+    """Shape and colour on one-object images of a split; on the test split also ``*_unseen``,
+    only the colour–shape pairs held out of training (the train split has none of them)."""
     sets = {}
-    for suffix, accept in (
-        ("", lambda s: True),
-        ("_unseen", lambda s: (s.objects[0].color, s.objects[0].shape) in HOLDOUT),
-    ):
-        images, scenes = _scenes(world, "unseen" if suffix else "classify", n, accept, 1)
+    variants = [("", lambda s: True)]
+    if split == "test":
+        variants.append(("_unseen", lambda s: (s.objects[0].color, s.objects[0].shape) in HOLDOUT))
+    for suffix, accept in variants:
+        images, scenes = _scenes(world, "unseen" if suffix else "classify", n, accept, 1, split)
         sets[f"shape{suffix}"] = ClassificationSet(
             images, np.array([SHAPES.index(s.objects[0].shape) for s in scenes]), list(SHAPES), SHAPE_TEMPLATES
         )

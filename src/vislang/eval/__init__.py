@@ -1,7 +1,8 @@
 """Evaluation: task types by name, and running evaluators on an objective.
 
-Every evaluator follows one protocol, ``evaluator(objective) -> {metric_name: float}``, and the
-same objects run inside training and from ``vislang eval``. Metric names are slash-separated:
+Every evaluator follows one protocol, ``evaluator(objective, features) -> {metric_name: float}``
+(``features``: the :class:`~vislang.eval.encode.FeatureCache` every evaluator of one evaluation
+shares), and the same objects run inside training and from ``vislang eval`` (``--suite``). Metric names are slash-separated:
 ``zeroshot/<task>/top1``, ``retrieval/text_to_image/R@1``, ``compositional/<probe>/acc``.
 A new task type is a module with its :class:`~vislang.eval.tasks.TaskConfig` and one line in
 :data:`TASKS`.
@@ -12,9 +13,14 @@ from __future__ import annotations
 import torch
 
 from vislang.eval.aro import AroTask
+from vislang.eval.captioning import CaptioningTask
 from vislang.eval.compositional import CompositionalTask
+from vislang.eval.encode import FeatureCache
+from vislang.eval.probe import ProbeTask
 from vislang.eval.retrieval import RetrievalTask
+from vislang.eval.sugarcrepe import SugarCrepeTask
 from vislang.eval.tasks import EvalContext, Evaluator, Scheduled, TaskConfig, build_evaluators
+from vislang.eval.winoground import WinogroundTask
 from vislang.eval.zeroshot import ZeroShotTask
 from vislang.objectives import Objective
 
@@ -23,18 +29,35 @@ TASKS: dict[str, type[TaskConfig]] = {
     "retrieval": RetrievalTask,
     "compositional": CompositionalTask,
     "aro": AroTask,
+    "probe": ProbeTask,
+    "captioning": CaptioningTask,
+    "sugarcrepe": SugarCrepeTask,
+    "winoground": WinogroundTask,
 }
 
 
-def evaluate(objective: Objective, evaluators: list[Evaluator]) -> dict[str, float]:
-    """Run every evaluator in eval mode, restoring the objective's mode afterwards."""
+def evaluate(
+    objective: Objective, evaluators: list[Evaluator], features: FeatureCache | None = None
+) -> dict[str, float]:
+    """Run every evaluator in eval mode, restoring the objective's mode afterwards; evaluators
+    share one feature cache (``features``, or a fresh one), so images two tasks use are encoded once."""
     was_training = objective.training
     objective.eval()
+    features = FeatureCache() if features is None else features
     try:
         with torch.no_grad():
-            return {name: value for evaluator in evaluators for name, value in evaluator(objective).items()}
+            return {name: value for evaluator in evaluators for name, value in evaluator(objective, features).items()}
     finally:
         objective.train(was_training)
 
 
-__all__ = ["TASKS", "EvalContext", "Evaluator", "Scheduled", "TaskConfig", "build_evaluators", "evaluate"]
+__all__ = [
+    "TASKS",
+    "EvalContext",
+    "Evaluator",
+    "FeatureCache",
+    "Scheduled",
+    "TaskConfig",
+    "build_evaluators",
+    "evaluate",
+]

@@ -30,7 +30,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 import torch
@@ -226,7 +226,7 @@ class AroEvaluator:
             return self.transform(image)
 
     @torch.no_grad()
-    def __call__(self, objective: Objective) -> dict[str, float]:
+    def __call__(self, objective: Objective, features=None) -> dict[str, float]:
         device, correct = device_of(objective), []
         for start in range(0, len(self.items), self.batch_size):
             batch = self.items[start : start + self.batch_size]
@@ -252,6 +252,7 @@ class AroTask(TaskConfig):
     """One ARO set on local files: ``aro/<kind>/acc`` and its text-only baseline."""
 
     type: Literal["aro"] = Field("aro", description="the task type")
+    path_fields: ClassVar[tuple[str, ...]] = ("annotations", "images")
     kind: Literal["vg_relation", "vg_attribution", "coco_order", "flickr30k_order"] = Field(
         description="which ARO set the annotations file is"
     )

@@ -38,7 +38,7 @@ class ProbeEvaluator:
         self.tokens = tokenizer([text for row in data.candidates for text in row])  # [N * K, L]
 
     @torch.no_grad()
-    def __call__(self, objective: Objective) -> dict[str, float]:
+    def __call__(self, objective: Objective, features=None) -> dict[str, float]:
         images = image_features(objective, self.data.images, self.mean, self.std, self.batch_size)
         texts = text_features(objective, self.tokens, self.batch_size)
         scores = objective.pair_scores(images, texts.view(len(images), self.k, *texts.shape[1:]))

@@ -1,28 +1,33 @@
 """The evaluation-task protocol: a task type is a config section that builds evaluators.
 
-``eval.tasks`` lists tasks by ``type``; each type is one module declaring a :class:`TaskConfig`
-subclass whose :meth:`~TaskConfig.build` returns evaluators, and one line in
-:data:`vislang.eval.TASKS`. An evaluator is any callable ``evaluator(objective) -> {name: float}``;
-the same evaluators run inside training (every ``every`` steps, default ``train.eval_every``)
-and from ``vislang eval``. What a task needs from the run (tokenizer, image preprocessing, the
-built-in world, a way to open a held-out source) comes in an :class:`EvalContext`.
+``eval.tasks`` (and a suite file's ``tasks``) lists tasks by ``type``; each type is one module
+declaring a :class:`TaskConfig` subclass whose :meth:`~TaskConfig.build` returns evaluators, and
+one line in :data:`vislang.eval.TASKS`. An evaluator is any callable
+``evaluator(objective, features) -> {name: float}``, where ``features`` is the
+:class:`~vislang.eval.encode.FeatureCache` shared by every evaluator of one evaluation; the same
+evaluators run inside training (every ``every`` steps, default ``train.eval_every``) and from
+``vislang eval``. What a task needs from the run (tokenizer, image preprocessing, the built-in
+world, a way to open a held-out source) comes in an :class:`EvalContext`.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, ClassVar
 
 from pydantic import Field
 
 from vislang.config import Section, SourceConfig, WorldConfig
 from vislang.data import build_world
 from vislang.data.source import Source
+from vislang.data.transforms import ImageTransform
 from vislang.data.world import World
+from vislang.eval.encode import FeatureCache, ImagePipeline
 from vislang.objectives import Objective
 
-Evaluator = Callable[[Objective], dict[str, float]]
+Evaluator = Callable[[Objective, FeatureCache], dict[str, float]]
 
 
 @dataclass
@@ -39,6 +44,9 @@ class EvalContext:
     open_source: Callable[[SourceConfig], Source]  # a held-out source, decoded as evaluation decodes
     resize_mode: str = "shortest"
     interpolation: str = "bicubic"
+    workers: int = 0  # image-decoding loader workers
+    progress: bool = False  # progress bars while encoding
+    precision: str = "fp32"  # autocast precision: fp32, bf16, fp16
     _world: World | None = field(default=None, repr=False)
 
     def world(self) -> World:
@@ -46,6 +54,13 @@ class EvalContext:
         if self._world is None:
             self._world = build_world(self.world_config, self.image_size)
         return self._world
+
+    def pipeline(self) -> ImagePipeline:
+        """The model's evaluation preprocessing (PIL resampling, as OpenCLIP's), batched."""
+        transform = ImageTransform(self.image_size, self.resize_mode, interpolation=self.interpolation, pil_resize=True)
+        return ImagePipeline(
+            transform, tuple(self.mean), tuple(self.std), self.batch_size, self.workers, self.progress, self.precision
+        )
 
     def common(self) -> dict[str, Any]:
         """The keyword arguments every image-text evaluator takes."""
@@ -60,12 +75,28 @@ class TaskConfig(Section):
         None, ge=1, description="steps between evaluations in training (default train.eval_every)"
     )
 
+    path_fields: ClassVar[tuple[str, ...]] = ()  # fields holding file paths (made absolute by resolve)
+
     def build(self, context: EvalContext) -> list[Evaluator]:
         raise NotImplementedError
 
     def metric_prefix(self) -> str:
         """The first part of this task's metric names (two tasks may not share one)."""
         return self.type
+
+    def resolve(self, base: Path) -> TaskConfig:
+        """A copy whose relative paths are relative to ``base`` (a suite file's folder), nested
+        dataset sections included."""
+        update: dict[str, Any] = {}
+        for name in self.path_fields:
+            value = getattr(self, name)
+            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                update[name] = str(base / value)
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, Section) and hasattr(value, "resolve"):
+                update[name] = value.resolve(base)
+        return self.model_copy(update=update)
 
 
 @dataclass
@@ -75,8 +106,8 @@ class Scheduled:
     evaluator: Evaluator
     every: int | None
 
-    def __call__(self, objective: Objective) -> dict[str, float]:
-        return self.evaluator(objective)
+    def __call__(self, objective: Objective, features: FeatureCache) -> dict[str, float]:
+        return self.evaluator(objective, features)
 
     def due(self, step: int, default_every: int, last: bool) -> bool:
         return last or step % (self.every or default_every) == 0

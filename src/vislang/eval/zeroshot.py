@@ -1,47 +1,136 @@
-"""Zero-shot classification: each class is represented by its prompt templates, ensembled by
-the objective (for embedding models: the normalised mean of normalised template embeddings)."""
+"""Zero-shot classification, computed as CLIP_benchmark computes it: each class's prompts
+(templates filled with its name, its own descriptions, or both) are encoded and normalised, the
+class prototype is their normalised mean, and an image's logits are 100 × its cosine with every
+prototype. Metrics: top-1, top-5 (five classes or more) and mean per-class recall.
+
+A captioner runs through the same evaluator: its "prototype" is the class's prompt tokens, and
+a class scores by the mean log-likelihood of its prompts given the image.
+"""
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
+import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, SerializeAsAny, field_validator
 
-from vislang.data.world_tasks import ClassificationSet, classification_sets
-from vislang.eval.encode import image_features, text_features
-from vislang.eval.metrics import topk_accuracy
+from vislang.data.benchmark import ArrayImages, Classification, DatasetConfig, dataset_config
+from vislang.data.world_tasks import classification_sets
+from vislang.eval.metrics import TIES, classification_metrics
 from vislang.eval.tasks import EvalContext, Evaluator, TaskConfig
 from vislang.objectives import Objective
+from vislang.objectives.contrastive import EmbeddingObjective
+
+Ties = Literal["clip_benchmark", "expected"]
+TIES_DESCRIPTION = (
+    "how tied scores rank: clip_benchmark (torch.topk's order, CLIP_benchmark's numbers exactly) or expected "
+    "(a tie shares the credit, the expected value of a random tie-break)"
+)
 
 
 class ZeroShotTask(TaskConfig):
-    """Zero-shot classification by prompt ensembles: ``zeroshot/<task>/top1`` (and top5)."""
+    """Zero-shot classification: the built-in world's tasks (``zeroshot/<task>/top1``) or a
+    labelled dataset in any reader's format (``zeroshot/<name>/top1``, ``.../mean_per_class_recall``)."""
 
     type: Literal["zeroshot"] = Field("zeroshot", description="the task type")
-    dataset: Literal["world"] = Field(
-        "world", description="world: the built-in world's tasks (shape, colour, size, ...) on its test split"
+    dataset: Literal["world"] | SerializeAsAny[DatasetConfig] = Field(
+        "world",
+        description="world: the built-in world's tasks (shape, colour, ...) on its test split; or a dataset "
+        "{format: imagefolder | manifest | clip_benchmark | cifar, path: ..., split: ...}",
     )
-    n: int = Field(1000, ge=1, description="test images per classification task")
+    n: int | None = Field(
+        None, ge=1, description="test images per task (the world: default 1000; a dataset: default all of it)"
+    )
+    ties: Ties = Field("clip_benchmark", description=TIES_DESCRIPTION)
+
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset(cls, value: Any) -> Any:
+        return dataset_config(value) if isinstance(value, dict) else value
+
+    def metric_prefix(self) -> str:
+        return "zeroshot" if self.dataset == "world" else f"zeroshot/{self.dataset.label()}"
 
     def build(self, context: EvalContext) -> list[Evaluator]:
-        sets = classification_sets(context.world(), self.n)
-        return [ZeroShotEvaluator(task, data, **context.common()) for task, data in sets.items()]
+        if self.dataset == "world":
+            sets = classification_sets(context.world(), self.n or 1000)
+            return [
+                ZeroShotEvaluator(
+                    f"zeroshot/{task}",
+                    Classification(
+                        ArrayImages(data.images, "world/classify"),
+                        data.labels,
+                        data.classnames,
+                        list(data.templates),
+                        task,
+                    ),
+                    context,
+                    self.ties,
+                )
+                for task, data in sets.items()
+            ]
+        data = self.dataset.read_classification()
+        if self.n is not None:
+            data = first_images(data, self.n)
+        return [ZeroShotEvaluator(self.metric_prefix(), data, context, self.ties)]
+
+
+def first_images(data: Classification, n: int) -> Classification:
+    """The first ``n`` images of a labelled set (a quick run), everything else unchanged."""
+    if n >= len(data.labels):
+        return data
+    images = data.images.subset(range(n))
+    return Classification(
+        images, data.labels[:n], data.classnames, data.templates, data.name, data.descriptions, data.prompts
+    )
 
 
 class ZeroShotEvaluator:
-    def __init__(self, task: str, data: ClassificationSet, tokenizer, mean, std, batch_size: int = 500) -> None:
-        self.name, self.data, self.mean, self.std, self.batch_size = f"zeroshot/{task}", data, mean, std, batch_size
-        prompts = [template.format(c) for template in data.templates for c in data.classnames]
-        self.tokens = tokenizer(prompts)  # [T * C, L], template-major
-        self.labels = torch.as_tensor(data.labels)
+    """One labelled set scored by the objective's prompt ensemble; keeps the last predictions
+    (for the suite's per-class and confusion plots)."""
+
+    def __init__(self, name: str, data: Classification, context: EvalContext, ties: str = "clip_benchmark") -> None:
+        if ties not in TIES:
+            raise ValueError(f"ties must be one of {TIES}")
+        self.name, self.data, self.ties = name, data, ties
+        self.tokenizer, self.batch_size = context.tokenizer, context.batch_size
+        self.precision, self.pipeline = context.precision, context.pipeline()
+        prompts = data.class_prompts()
+        self.texts = [text for texts in prompts for text in texts]
+        self.counts = [len(texts) for texts in prompts]
+        self.labels = torch.as_tensor(np.asarray(data.labels), dtype=torch.long)
+        self.predictions: torch.Tensor | None = None
 
     @torch.no_grad()
-    def __call__(self, objective: Objective) -> dict[str, float]:
-        n_templates, n_classes = len(self.data.templates), len(self.data.classnames)
-        texts = text_features(objective, self.tokens, self.batch_size)
-        classes = objective.ensemble_texts(texts.view(n_templates, n_classes, *texts.shape[1:]))
-        images = image_features(objective, self.data.images, self.mean, self.std, self.batch_size)
-        scores = objective.scores(images, classes).cpu()
-        ks = (1, 5) if n_classes > 5 else (1,)
-        return {f"{self.name}/{key}": value for key, value in topk_accuracy(scores, self.labels, ks).items()}
+    def __call__(self, objective: Objective, features) -> dict[str, float]:
+        texts = features.texts(objective, self.texts, self.tokenizer, self.batch_size, self.precision)
+        images = features.images(objective, self.data.images, self.pipeline, what=self.name)
+        scores = class_scores(objective, images, texts, self.counts).float().cpu()
+        if isinstance(objective, EmbeddingObjective):
+            scores = 100.0 * scores
+        self.predictions = scores.argmax(dim=1)
+        ks = (1, 5) if len(self.counts) >= 5 else (1,)
+        metrics = classification_metrics(scores, self.labels, ks, self.ties)
+        return {f"{self.name}/{key}": value for key, value in metrics.items()}
+
+    def details(self) -> dict[str, Any]:
+        """What the suite's report draws: class names, labels and the last predictions."""
+        return {
+            "kind": "classification",
+            "classnames": self.data.classnames,
+            "labels": self.labels.tolist(),
+            "predictions": None if self.predictions is None else self.predictions.tolist(),
+            "ties": self.ties,
+        }
+
+
+def class_scores(objective: Objective, images: torch.Tensor, texts: torch.Tensor, counts: list[int]) -> torch.Tensor:
+    """[N, C] scores of every image against every class's prompt ensemble (``counts[c]`` prompts
+    for class c, in order): one prototype per class, scored in one call where their shapes agree
+    (embeddings always; a captioner's when every class has as many prompts)."""
+    parts = torch.split(texts, counts)
+    classes = [objective.ensemble_texts(part.unsqueeze(1)) for part in parts]  # each [1, ...]
+    if len({tuple(c.shape) for c in classes}) == 1:
+        return objective.scores(images, torch.cat(classes))
+    return torch.cat([objective.scores(images, c) for c in classes], dim=1)

@@ -106,9 +106,19 @@ class Run:
             results = evaluate(self.parts.objective, due)
         self.history |= results
         self.logger.log(step, results)
-        shown = [f"{k} {v:.3f}" for k, v in results.items() if k.endswith(("top1", "acc"))]
+        shown = headline(results)
         if shown:
-            self.logger.write(f"step {step}: " + ", ".join(shown))
+            self.logger.write(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items()))
+
+
+HEADLINE_ENDINGS = ("top1", "acc", "mean_R@1", "/group", "CIDEr")
+
+
+def headline(results: dict[str, float], most: int = 8) -> dict[str, float]:
+    """The metrics a console line shows: each task's main ones (top-1, accuracy, mean R@1, group
+    score, CIDEr); where a run's tasks have none of those, its first ``most`` metrics."""
+    main = {k: v for k, v in results.items() if k.endswith(HEADLINE_ENDINGS)}
+    return main or dict(list(results.items())[:most])
 
 
 def start(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool) -> tuple[Run, object]:

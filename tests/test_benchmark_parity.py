@@ -109,6 +109,9 @@ def _open_clip_folder(path) -> torch.nn.Module:
     """A randomly initialised OpenCLIP model saved as OpenCLIP's local folder (config + safetensors)."""
     torch.manual_seed(0)
     peer = open_clip.CLIP(**SMALL).eval()
+    with torch.no_grad():  # larger weights than the initialisation's: image features that differ between images
+        for parameter in peer.visual.transformer.parameters():
+            parameter.mul_(3)
     path.mkdir()
     config = {"model_cfg": SMALL, "preprocess_cfg": {"mean": [0.5] * 3, "std": [0.5] * 3, "interpolation": "bicubic"}}
     (path / "open_clip_config.json").write_text(json.dumps(config))
@@ -119,8 +122,11 @@ def _open_clip_folder(path) -> torch.nn.Module:
 
 
 def _image(colour, seed: int, size=(45, 38)) -> Image.Image:
-    noise = np.random.default_rng(seed).integers(-60, 60, (size[1], size[0], 3))
-    return Image.fromarray(np.clip(np.array(colour) + noise, 0, 255).astype(np.uint8))
+    """A coarse random texture tinted by ``colour``: varied enough that even a random model's
+    predictions differ between images (so a comparison of predictions can fail)."""
+    pattern = np.random.default_rng(seed).integers(0, 256, (6, 8, 3))
+    mixed = np.clip(0.85 * pattern + 0.15 * np.array(colour), 0, 255).astype(np.uint8)
+    return Image.fromarray(mixed).resize(size, Image.NEAREST)
 
 
 def _peer_transform(peer):
@@ -165,6 +171,11 @@ def test_zeroshot_on_an_imagefolder_equals_clip_benchmark(tmp_path, shimmed_accu
     assert result.metrics["top5"] == pytest.approx(theirs["acc5"], abs=1e-6)
     assert result.metrics["mean_per_class_recall"] == pytest.approx(theirs["mean_per_class_recall"], abs=1e-6)
     assert result.details["ties"] == "clip_benchmark"
+    # not only the same metrics: the same prediction for every image, from their own classifier
+    classifier = zsc.zero_shot_classifier(peer, tokenizer, CLASSES, TEMPLATES, "cpu", amp=False)
+    logits, _ = zsc.run_classification(peer, classifier, loader, "cpu", amp=False)
+    assert result.details["predictions"] == logits.argmax(dim=1).tolist()
+    assert len(set(result.details["predictions"])) > 1  # a model that is not constant: the check can fail
 
 
 def test_retrieval_on_a_karpathy_split_equals_clip_benchmark(tmp_path):
@@ -205,3 +216,62 @@ def test_retrieval_on_a_karpathy_split_equals_clip_benchmark(tmp_path):
     for k in (1, 5, 10):
         assert result.metrics[f"text_to_image/R@{k}"] == pytest.approx(theirs[f"image_retrieval_recall@{k}"], abs=1e-6)
         assert result.metrics[f"image_to_text/R@{k}"] == pytest.approx(theirs[f"text_retrieval_recall@{k}"], abs=1e-6)
+
+
+class _HFForClipBenchmark(torch.nn.Module):
+    """A Hugging Face CLIPModel with the encode_image / encode_text CLIP_benchmark calls."""
+
+    def __init__(self, model) -> None:
+        super().__init__()
+        self.model = model
+
+    def encode_image(self, images):
+        return _features(self.model.get_image_features(pixel_values=images))
+
+    def encode_text(self, tokens):
+        return _features(self.model.get_text_features(input_ids=tokens))
+
+
+def _features(output):
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def test_zeroshot_of_a_hugging_face_folder_equals_clip_benchmark(tmp_path, shimmed_accuracy):
+    """vislang.load of a Hugging Face CLIPModel folder, against the HF model itself in
+    CLIP_benchmark's evaluate, with vislang's preprocessing as the loader's transform on both sides."""
+    import torchvision
+
+    import vislang
+    from vislang.api import load_objective
+    from vislang.eval.suite import SuiteConfig, run_suite
+    from vislang.experiment import eval_context
+
+    transformers = pytest.importorskip("transformers")
+    torch.manual_seed(0)
+    small = {"hidden_size": 32, "intermediate_size": 64, "num_attention_heads": 2, "num_hidden_layers": 1}
+    config = transformers.CLIPConfig(
+        text_config={**small, "max_position_embeddings": 77},
+        vision_config={**small, "image_size": 32, "patch_size": 8},
+        projection_dim=24,
+    )
+    peer = transformers.CLIPModel(config).eval()
+    peer.save_pretrained(tmp_path / "hf")
+    for c, (name, colour) in enumerate(zip(CLASSES, COLOURS)):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(5):
+            _image(colour, 10 * c + i).save(tmp_path / "data" / name / f"{i}.png")
+    _, _, preprocess = vislang.load(tmp_path / "hf")
+    loader = torch.utils.data.DataLoader(
+        torchvision.datasets.ImageFolder(str(tmp_path / "data"), transform=preprocess), batch_size=8
+    )
+    theirs = zsc.evaluate(
+        _HFForClipBenchmark(peer), loader, open_clip.get_tokenizer("ViT-B-32"), CLASSES, TEMPLATES, "cpu", amp=False
+    )
+
+    objective, tokenizer, cfg = load_objective(tmp_path / "hf")
+    suite = SuiteConfig(tasks=[{"type": "zeroshot", "dataset": {"format": "imagefolder", "path": str(tmp_path / "data"),
+                                                                "classnames": CLASSES, "templates": TEMPLATES}}])  # fmt: skip
+    [result] = run_suite(objective, suite.tasks, eval_context(cfg, tokenizer, batch_size=4))
+    assert result.metrics["top1"] == pytest.approx(theirs["acc1"], abs=1e-6)
+    assert result.metrics["top5"] == pytest.approx(theirs["acc5"], abs=1e-6)
+    assert result.metrics["mean_per_class_recall"] == pytest.approx(theirs["mean_per_class_recall"], abs=1e-6)

@@ -154,3 +154,24 @@ def test_preprocess_returns_one_image_as_3_h_w(model_dir):
     stacked = torch.stack([preprocess(im) for im in images])
     assert torch.equal(stacked, preprocess(images))
     assert model.encode_image(stacked).shape == (2, 32)
+
+
+def test_dataset_tasks_run_in_training_on_their_schedule_and_are_logged(tiny_overrides, tmp_path):
+    """The suite's task types in a run config's eval.tasks: a zero-shot task on an ImageFolder
+    every 6 steps and world retrieval at the end only; every logged evaluation shows a line."""
+    from vislang.files import read_jsonl
+    from vislang.train.loop import train
+
+    _folder(tmp_path / "colours")
+    tasks = (
+        f"eval.tasks=[{{type: zeroshot, every: 6, dataset: {{format: imagefolder, path: {tmp_path / 'colours'}, "
+        "templates: ['a {c} thing']}}, {type: retrieval, n: 20, every: 100}]"
+    )
+    overrides = [o for o in tiny_overrides if not o.startswith("eval.tasks")] + [tasks]
+    train(build_config({}, overrides), tmp_path / "run", quiet=True)
+    records = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if "zeroshot/colours/top1" in r]
+    assert [r["step"] for r in records] == [6, 12]
+    last = next(r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if "retrieval/mean_R@1" in r)
+    assert last["step"] == 12
+    lines = [line for line in (tmp_path / "run" / "log.txt").read_text().splitlines() if line.startswith("step ")]
+    assert lines and all(line.split(":", 1)[1].strip() for line in lines)

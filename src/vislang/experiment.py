@@ -32,8 +32,9 @@ from vislang.config.base import (
     set_dotted,
 )
 from vislang.data import build_source
+from vislang.data.benchmark import DATASET_FORMATS, DatasetConfig
 from vislang.errors import ConfigError
-from vislang.eval import TASKS, EvalContext, TaskConfig
+from vislang.eval import TASKS, EvalContext, TaskConfig, TaskEntry
 from vislang.eval.compositional import CompositionalTask
 from vislang.eval.retrieval import RetrievalTask
 from vislang.eval.zeroshot import ZeroShotTask
@@ -69,19 +70,12 @@ def world_tasks() -> list[TaskConfig]:
 
 class EvalConfig(Section):
     batch_size: int = Field(500, ge=1, description="images or texts encoded at a time")
-    tasks: list[SerializeAsAny[TaskConfig]] = Field(
+    tasks: list[TaskEntry] = Field(
         default_factory=list,
         description="evaluation tasks by type (see vislang.eval.TASKS): [{type: zeroshot, every: 250}, "
         "{type: retrieval, source: {...}}, {type: aro, ...}]; unset: the world's zeroshot, retrieval and "
         "compositional tasks when a training source is the world, else none",
     )
-
-    @field_validator("tasks", mode="before")
-    @classmethod
-    def _tasks(cls, value: Any) -> Any:
-        if not isinstance(value, list):
-            return value
-        return [pick_registered(TASKS, "type", "evaluation task type", item) for item in value]
 
     @model_validator(mode="after")
     def _distinct(self) -> EvalConfig:
@@ -284,10 +278,16 @@ def schema_fields(
                 yield from schema_fields(task, f"{key}[].", kind)
             continue
         nested, many = _sections(info.annotation), _is_list(info.annotation)
-        if nested and (many or info.default is None):
-            yield key, variant, info  # a list or optional section: the field itself, then its fields
+        if nested and (many or info.default is None or len(typing.get_args(info.annotation)) > 1):
+            yield key, variant, info  # a list, optional or alternative section: the field itself, then its fields
+        seen: set[str] = set()
         for section in nested:
-            yield from schema_fields(section, f"{key}[]." if many else f"{key}.", variant)
+            # a dataset section is one of several formats: every format's fields, each name once
+            for cls in DATASET_FORMATS.values() if section is DatasetConfig else [section]:
+                for field in schema_fields(cls, f"{key}[]." if many else f"{key}.", variant):
+                    if field[0] not in seen:
+                        seen.add(field[0])
+                        yield field
         if not nested:
             yield key, variant, info
 

@@ -152,10 +152,16 @@ _BOUNDS = {
 }
 
 
+def _union_tag(part: Any) -> bool:
+    """Whether a location part is pydantic's name for a member of a union type (``str``,
+    ``list[str]``, ``literal['world']``, ``function-after[...]``) rather than a config key."""
+    return isinstance(part, str) and (part in ("str", "int", "float", "bool", "none") or "[" in part)
+
+
 def format_error(error: ValidationError, source: str, moved: dict[str, str] | None = None) -> str:
     """The first validation problem as one line naming the dotted key."""
     first = error.errors()[0]
-    key = ".".join(str(part) for part in first["loc"]) or "<root>"
+    key = ".".join(str(part) for part in first["loc"] if not _union_tag(part)) or "<root>"
     if first["type"] == "extra_forbidden":
         if moved and key in moved:
             return f"{source}: '{key}' has moved: {moved[key]}"

@@ -10,8 +10,12 @@ A new task type is a module with its :class:`~vislang.eval.tasks.TaskConfig` and
 
 from __future__ import annotations
 
-import torch
+from typing import Annotated, Any
 
+import torch
+from pydantic import BeforeValidator, SerializeAsAny
+
+from vislang.config.base import pick_registered
 from vislang.eval.aro import AroTask
 from vislang.eval.captioning import CaptioningTask
 from vislang.eval.compositional import CompositionalTask
@@ -34,6 +38,15 @@ TASKS: dict[str, type[TaskConfig]] = {
     "sugarcrepe": SugarCrepeTask,
     "winoground": WinogroundTask,
 }
+
+
+def _registered(value: Any) -> Any:
+    return pick_registered(TASKS, "type", "evaluation task type", value)
+
+
+# One entry of a task list (eval.tasks, a suite file's tasks): validated as the registered type
+# its ``type`` names, item by item, so an error's key holds the item's index.
+TaskEntry = Annotated[SerializeAsAny[TaskConfig], BeforeValidator(_registered)]
 
 
 def evaluate(

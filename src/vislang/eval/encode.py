@@ -195,6 +195,12 @@ class FeatureCache:
         digest = hashlib.sha1("\0".join(texts).encode()).hexdigest()
         key = ("texts", id(objective), id(tokenizer), len(texts), digest, precision)
         if key not in self._store:
+            # each distinct text once: real caption sets repeat captions, and a repeated caption
+            # must get bit-identical features (its ties with itself are what ranking conventions decide)
+            distinct = list(dict.fromkeys(texts))
+            where = {text: i for i, text in enumerate(distinct)}
             pad_id = getattr(tokenizer, "pad_id", None)  # a plain callable tokenizer: encoded in order
-            self._store[key] = text_features(objective, tokenizer(list(texts)), batch_size, precision, pad_id)
+            features = text_features(objective, tokenizer(distinct), batch_size, precision, pad_id)
+            index = torch.tensor([where[text] for text in texts], dtype=torch.long, device=features.device)
+            self._store[key] = features[index]
         return self._store[key]

@@ -11,9 +11,9 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, SerializeAsAny, field_validator
+from pydantic import Field, PositiveInt, SerializeAsAny, field_validator
 
-from vislang.data.benchmark import ArrayImages, Classification, DatasetConfig, dataset_config
+from vislang.data.benchmark import ArrayImages, Classification, DatasetConfig, dataset_section
 from vislang.data.world_tasks import classification_sets
 from vislang.eval.probes import knn_accuracy, linear_probe, ridge_fewshot
 from vislang.eval.tasks import EvalContext, Evaluator, TaskConfig
@@ -39,16 +39,18 @@ class ProbeTask(TaskConfig):
     )
     n_train: int | None = Field(None, ge=1, description="training images (the world: default 2000; a dataset: all)")
     n: int | None = Field(None, ge=1, description="test images (the world: default 1000; a dataset: all)")
-    shots: list[int] = Field([1, 5, 10, 25], min_length=1, description="few-shot: examples per class")
+    shots: list[PositiveInt] = Field([1, 5, 10, 25], min_length=1, description="few-shot: examples per class")
     repeats: int = Field(3, ge=1, description="few-shot: seeded draws of the shots per shot count")
     k: int = Field(20, ge=1, description="k-NN: neighbours that vote")
-    temperature: float = Field(0.07, gt=0, description="k-NN: votes weigh exp(similarity / temperature)")
-    seed: int = Field(0, description="the validation split and the few-shot draws")
+    temperature: float = Field(
+        0.07, gt=0, allow_inf_nan=False, description="k-NN: votes weigh exp(similarity / temperature)"
+    )
+    seed: int = Field(0, ge=0, description="the validation split and the few-shot draws")
 
     @field_validator("dataset", mode="before")
     @classmethod
     def _dataset(cls, value: Any) -> Any:
-        return dataset_config(value) if isinstance(value, dict) else value
+        return dataset_section(value, "probes", "classifies")
 
     def metric_prefix(self) -> str:
         return "probe" if self.dataset == "world" else f"probe/{self.dataset.label()}"

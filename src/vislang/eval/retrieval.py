@@ -8,11 +8,11 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, SerializeAsAny, field_validator, model_validator
+from pydantic import Field, PositiveInt, SerializeAsAny, field_validator, model_validator
 
 from vislang.config import SourceConfig
 from vislang.data import source_retrieval_set
-from vislang.data.benchmark import ArrayImages, DatasetConfig, Retrieval, dataset_config
+from vislang.data.benchmark import ArrayImages, DatasetConfig, Retrieval, dataset_section
 from vislang.data.world_tasks import retrieval_set
 from vislang.eval.metrics import TIES, retrieval_recall, retrieval_recall_topk
 from vislang.eval.tasks import EvalContext, Evaluator, TaskConfig
@@ -39,7 +39,7 @@ class RetrievalTask(TaskConfig):
         None, ge=1, description="images scored (the world: default 1000; a source or dataset: default the whole set)"
     )
     name: str | None = Field(None, description="metric prefix retrieval_<name> (default: the source's or dataset's)")
-    ks: list[int] = Field([1, 5, 10], min_length=1, description="the k of each Recall@k")
+    ks: list[PositiveInt] = Field([1, 5, 10], min_length=1, description="the k of each Recall@k")
     ties: Ties = Field("clip_benchmark", description=TIES_DESCRIPTION)
 
     @field_validator("source")
@@ -52,13 +52,11 @@ class RetrievalTask(TaskConfig):
     @field_validator("dataset", mode="before")
     @classmethod
     def _dataset(cls, value: Any) -> Any:
-        return dataset_config(value) if isinstance(value, dict) else value
+        return dataset_section(value, "retrieval", "captioned")
 
     @field_validator("ks")
     @classmethod
     def _ks(cls, value: list[int]) -> list[int]:
-        if any(k < 1 for k in value):
-            raise ValueError("every k must be at least 1")
         return sorted(set(value))
 
     @model_validator(mode="after")

@@ -21,12 +21,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SerializeAsAny, field_validator, model_validator
+from pydantic import Field, model_validator
 from tqdm import tqdm
 
-from vislang.config.base import Section, build_section, pick_registered, read_config_file
+from vislang.config.base import Section, build_section, read_config_file
 from vislang.errors import ConfigError
-from vislang.eval import TASKS, evaluate
+from vislang.eval import TaskEntry, evaluate
 from vislang.eval.encode import FeatureCache
 from vislang.eval.tasks import EvalContext, TaskConfig
 from vislang.objectives import Objective
@@ -41,16 +41,9 @@ class SuiteConfig(Section):
 
     batch_size: int = Field(256, ge=1, description="images or texts encoded at a time")
     workers: int = Field(2, ge=0, description="image-decoding loader workers")
-    tasks: list[SerializeAsAny[TaskConfig]] = Field(
+    tasks: list[TaskEntry] = Field(
         min_length=1, description="the tasks, by type (see vislang.eval.TASKS); the same entries as eval.tasks"
     )
-
-    @field_validator("tasks", mode="before")
-    @classmethod
-    def _tasks(cls, value: Any) -> Any:
-        if not isinstance(value, list):
-            return value
-        return [pick_registered(TASKS, "type", "evaluation task type", item) for item in value]
 
     @model_validator(mode="after")
     def _distinct(self) -> SuiteConfig:

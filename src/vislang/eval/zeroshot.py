@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from pydantic import Field, SerializeAsAny, field_validator
 
-from vislang.data.benchmark import ArrayImages, Classification, DatasetConfig, dataset_config
+from vislang.data.benchmark import ArrayImages, Classification, DatasetConfig, dataset_section
 from vislang.data.world_tasks import classification_sets
 from vislang.eval.metrics import TIES, classification_metrics
 from vislang.eval.tasks import EvalContext, Evaluator, TaskConfig
@@ -47,7 +47,7 @@ class ZeroShotTask(TaskConfig):
     @field_validator("dataset", mode="before")
     @classmethod
     def _dataset(cls, value: Any) -> Any:
-        return dataset_config(value) if isinstance(value, dict) else value
+        return dataset_section(value, "zero-shot classification", "classifies")
 
     def metric_prefix(self) -> str:
         return "zeroshot" if self.dataset == "world" else f"zeroshot/{self.dataset.label()}"

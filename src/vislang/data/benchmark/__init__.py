@@ -21,6 +21,7 @@ from vislang.data.benchmark.config import (
     KarpathyConfig,
     ManifestConfig,
     dataset_config,
+    dataset_section,
 )
 from vislang.data.benchmark.wds import ShardImages
 
@@ -42,5 +43,6 @@ __all__ = [
     "Retrieval",
     "ShardImages",
     "dataset_config",
+    "dataset_section",
     "decode_or_fail",
 ]

@@ -10,10 +10,12 @@ not pixels.
 from __future__ import annotations
 
 import hashlib
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 from PIL import Image
@@ -179,3 +181,22 @@ class Counts:
 
     def skip(self, reason: str) -> None:
         self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+
+T = TypeVar("T")
+
+
+def take(items: Sequence[T], n: int | None) -> list[T]:
+    """The first ``n`` items (all when ``n`` is None): quick runs read a prefix in file order."""
+    return list(items if n is None else items[:n])
+
+
+def require_files(paths: Sequence[Path], where: str, names: Sequence[str] | None = None) -> None:
+    """Stop before any encoding when image files are missing: one line naming the first missing
+    file (``names[i]`` says where it was listed, e.g. a manifest row) and how many are missing."""
+    missing = [i for i, path in enumerate(paths) if not os.path.isfile(path)]
+    if not missing:
+        return
+    first = missing[0]
+    at = f" ({names[first]})" if names is not None else ""
+    raise DataError(f"{where}: image not found{at}: {paths[first]} ({len(missing)} of {len(paths)} images missing)")

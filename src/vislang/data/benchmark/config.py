@@ -20,7 +20,7 @@ import numpy as np
 from pydantic import Field, ValidationError, field_validator, model_validator
 
 from vislang.config import Section
-from vislang.config.base import format_error
+from vislang.config.base import format_error, pick_registered
 from vislang.data.benchmark.base import Classification, ImageSet, Retrieval
 from vislang.data.benchmark.cifar import read_cifar
 from vislang.data.benchmark.imagefolder import classnames_file, read_imagefolder
@@ -30,10 +30,12 @@ from vislang.data.benchmark.wds import read_wds_classification, read_wds_retriev
 from vislang.data.prompts import (
     check_template,
     classname_set,
+    classname_sets,
     read_classnames,
     read_descriptions,
     read_templates,
     template_set,
+    template_sets,
 )
 from vislang.errors import ConfigError, DataError
 
@@ -79,10 +81,18 @@ class DatasetConfig(Section):
 
     path_fields: ClassVar[tuple[str, ...]] = ("path", "descriptions")
     default_templates: ClassVar[str] = "openai_imagenet"
+    classifies: ClassVar[bool] = False  # read_classification works (zeroshot, probe)
+    captioned: ClassVar[bool] = False  # read_retrieval works (retrieval)
+    classname_words: ClassVar[tuple[str, ...]] = ()  # words classnames may be besides sets and files
 
     @field_validator("classnames", "templates")
     @classmethod
     def _inline_list(cls, value: NameList, info: Any) -> NameList:
+        if isinstance(value, str) and not file_like(value):  # a shipped set: known now, not at evaluation
+            if info.field_name == "templates" and value not in template_sets():
+                raise ValueError(f"unknown template set {value!r}; shipped sets: {', '.join(template_sets())}")
+            if info.field_name == "classnames" and value not in (*classname_sets(), *cls.classname_words):
+                raise ValueError(f"unknown class-name set {value!r}; shipped sets: {', '.join(classname_sets())}")
         if not isinstance(value, list):
             return value
         if not value or not all(isinstance(v, str) and v.strip() for v in value):
@@ -186,6 +196,7 @@ class ImageFolderConfig(DatasetConfig):
     """A folder per class (torchvision's ImageFolder); ``path/<split>`` when that folder exists."""
 
     format: Literal["imagefolder"] = Field(description="a folder of class folders")
+    classifies: ClassVar[bool] = True
 
     def read_classification(self, split: str | None = None) -> Classification:
         folder = read_imagefolder(Path(self.path).expanduser(), split or self.split, self.split, self.n)
@@ -210,6 +221,8 @@ class ManifestConfig(DatasetConfig):
     )
 
     path_fields: ClassVar[tuple[str, ...]] = ("path", "descriptions", "images")
+    classifies: ClassVar[bool] = True
+    captioned: ClassVar[bool] = True
 
     def manifest(self, split: str | None) -> Path:
         """The table of ``split``: ``path`` with ``{split}`` filled in, or ``path`` for its own split."""
@@ -241,6 +254,8 @@ class ClipBenchmarkConfig(DatasetConfig):
     """CLIP_benchmark's webdataset export (``clip_benchmark_export_wds``), read from local shards."""
 
     format: Literal["clip_benchmark"] = Field(description="CLIP_benchmark's webdataset layout")
+    classifies: ClassVar[bool] = True  # which one, its dataset_type.txt says
+    captioned: ClassVar[bool] = True
 
     def read_classification(self, split: str | None = None) -> Classification:
         root = Path(self.path).expanduser()
@@ -263,6 +278,8 @@ class CifarConfig(DatasetConfig):
 
     format: Literal["cifar"] = Field(description="CIFAR-10 / CIFAR-100 python batches")
     labels: Literal["fine", "coarse"] = Field("fine", description="CIFAR-100's 100 fine or 20 coarse classes")
+    classifies: ClassVar[bool] = True
+    classname_words: ClassVar[tuple[str, ...]] = ("file",)
     classnames: NameList = Field(
         None,
         description="as for every dataset, plus 'file' for the pickles' own label names; default: the shipped "
@@ -292,6 +309,7 @@ class KarpathyConfig(DatasetConfig):
     )
 
     path_fields: ClassVar[tuple[str, ...]] = ("path", "descriptions", "images")
+    captioned: ClassVar[bool] = True
 
     def read_retrieval(self, split: str | None = None) -> Retrieval:
         root = Path(self.images).expanduser() if self.images else None
@@ -308,6 +326,20 @@ DATASET_FORMATS: dict[str, type[DatasetConfig]] = {
 }
 
 
+def dataset_section(value: Any, task: str, needs: str) -> Any:
+    """A task field's dataset: a mapping validated as its format's section (errors raised as
+    ValueError, so the config error names the task's key), able to do what the task ``needs``
+    (``classifies`` or ``captioned``)."""
+    value = pick_registered(DATASET_FORMATS, "format", "dataset format", value)
+    if isinstance(value, DatasetConfig) and not getattr(type(value), needs):
+        able = [name for name, cls in DATASET_FORMATS.items() if getattr(cls, needs)]
+        what = "class labels" if needs == "classifies" else "captions"
+        raise ValueError(
+            f"{value.format} datasets have no {what} for {task}; formats that have them: {', '.join(able)}"
+        )
+    return value
+
+
 def dataset_config(raw: Mapping[str, Any] | DatasetConfig, source: str = "dataset") -> DatasetConfig:
     """The section of ``raw``'s format, validated; problems are one line naming ``source``."""
     if isinstance(raw, DatasetConfig):
@@ -316,6 +348,8 @@ def dataset_config(raw: Mapping[str, Any] | DatasetConfig, source: str = "datase
         raise ConfigError(f"{source}: a dataset is a mapping with format and path, got {type(raw).__name__}")
     formats = ", ".join(DATASET_FORMATS)
     kind = raw.get("format")
+    if not isinstance(kind, (str, type(None))):
+        raise ConfigError(f"{source}: format: a format name is a string (one of {formats}), got {kind!r}")
     if kind is None:
         raise ConfigError(f"{source}: format: missing (one of {formats})")
     if kind not in DATASET_FORMATS:

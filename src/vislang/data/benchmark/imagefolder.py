@@ -2,43 +2,21 @@
 and there is the same list of (image, label) in the same order: class folders sorted by name,
 each walked recursively in sorted order, files kept by torchvision's image extensions (others
 ignored). ``path/<split>`` is read when it exists; otherwise ``path`` itself is the one split.
-
-Also the checks every reader shares: the first ``n`` items, and image files that exist.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import numpy as np
 
-from vislang.data.benchmark.base import FileImages
+from vislang.data.benchmark.base import FileImages, take
 from vislang.errors import DataError
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")  # torchvision's
 SPLIT_NAMES = ("train", "val", "valid", "validation", "test")
-
-T = TypeVar("T")
-
-
-def take(items: Sequence[T], n: int | None) -> list[T]:
-    """The first ``n`` items (all when ``n`` is None): quick runs read a prefix in file order."""
-    return list(items if n is None else items[:n])
-
-
-def require_files(paths: Sequence[Path], where: str, names: Sequence[str] | None = None) -> None:
-    """Stop before any encoding when image files are missing: one line naming the first missing
-    file (``names[i]`` says where it was listed, e.g. a manifest row) and how many are missing."""
-    missing = [i for i, path in enumerate(paths) if not os.path.isfile(path)]
-    if not missing:
-        return
-    first = missing[0]
-    at = f" ({names[first]})" if names is not None else ""
-    raise DataError(f"{where}: image not found{at}: {paths[first]} ({len(missing)} of {len(paths)} images missing)")
 
 
 def split_folder(path: Path, split: str, own_split: str) -> Path:

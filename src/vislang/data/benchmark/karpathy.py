@@ -11,8 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from vislang.data.benchmark.base import FileImages
-from vislang.data.benchmark.imagefolder import require_files, take
+from vislang.data.benchmark.base import FileImages, require_files, take
 from vislang.errors import DataError
 from vislang.files import read_json
 

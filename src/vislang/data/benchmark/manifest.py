@@ -20,8 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from vislang.data.benchmark.base import BytesImages, FileImages, ImageSet
-from vislang.data.benchmark.imagefolder import require_files, take
+from vislang.data.benchmark.base import BytesImages, FileImages, ImageSet, require_files, take
 from vislang.errors import DataError, first_line
 from vislang.files import read_text
 

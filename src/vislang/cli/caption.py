@@ -43,7 +43,7 @@ def run(args: argparse.Namespace) -> int:
 
     check_images(args.images)
     objective, tokenizer, cfg = load_objective(args.checkpoint)
-    if not hasattr(objective.model, "image_context"):
+    if objective.captioner() is None:
         raise VislangError(
             f"{args.checkpoint}: a {cfg.objective.kind!r} model cannot write captions; train cap, cappa or coca"
         )

@@ -28,7 +28,7 @@ def captioner(checkpoint: str) -> tuple:
     """(model, tokenizer, preprocess) of a cap, cappa or coca checkpoint, once per process."""
     if ("captioner", checkpoint) not in _LOADED:
         objective, tokenizer, cfg = load_objective(checkpoint)
-        if not hasattr(objective.model, "image_context"):
+        if objective.captioner() is None:
             raise ConfigError(
                 f"{checkpoint}: a {cfg.objective.kind!r} model writes no captions (use cap, cappa or coca)"
             )

@@ -190,8 +190,7 @@ class Plausibility:
 
 
 def _decodes(objective: Objective) -> bool:
-    model = getattr(objective, "model", None)
-    return hasattr(model, "image_context") and hasattr(model, "decoder") and hasattr(objective, "pad_id")
+    return objective.captioner() is not None
 
 
 @torch.no_grad()

@@ -66,8 +66,8 @@ class CaptioningTask(TaskConfig):
 
 def captioner_of(objective: Objective, task: str) -> torch.nn.Module:
     """The objective's caption-writing model (it has ``image_context`` and a ``decoder``)."""
-    model = getattr(objective, "model", None)
-    if not (hasattr(model, "image_context") and hasattr(model, "decoder")):
+    model = objective.captioner()
+    if model is None:
         raise ConfigError(
             f"{task}: captioning needs a generative objective (cap, cappa or coca); "
             f"{type(objective).__name__} does not write captions"

@@ -58,6 +58,9 @@ def blind_credit(scores: np.ndarray | torch.Tensor) -> np.ndarray:
 class SugarCrepeEvaluator:
     """The SugarCrepe metrics of one objective (see the module docstring)."""
 
+    def details(self) -> dict[str, str]:
+        return {"kind": "candidates", "ties": "expected"}  # ties between captions share credit
+
     name, main = "sugarcrepe", "mean/acc"  # metric prefix; the metric a suite summary shows
 
     def __init__(

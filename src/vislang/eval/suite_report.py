@@ -227,6 +227,11 @@ def _confusion(plt, r: TaskResult, path: Path, most: int = 30) -> str:
         matrix = matrix[np.ix_(shown, shown)]
     fig, ax = plt.subplots(figsize=(0.3 * len(shown) + 3, 0.3 * len(shown) + 2.5))
     image = ax.imshow(matrix, cmap="Blues", vmin=0, vmax=1)
+    if len(shown) <= 12:  # small enough to read every cell
+        for (row, col), value in np.ndenumerate(matrix):
+            if value >= 0.005:
+                ax.text(col, row, f"{value:.2f}", ha="center", va="center", fontsize=7,
+                        color="white" if value > 0.6 else "black")  # fmt: skip
     ticks = [names[i] for i in shown]
     ax.set_xticks(range(len(shown)), ticks, rotation=90, fontsize=7)
     ax.set_yticks(range(len(shown)), ticks, fontsize=7)

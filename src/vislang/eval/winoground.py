@@ -93,6 +93,9 @@ def prior_agreement(scores: torch.Tensor, caption_scores: torch.Tensor) -> torch
 class WinogroundEvaluator:
     """The Winoground metrics of one objective (see the module docstring)."""
 
+    def details(self) -> dict[str, str]:
+        return {"kind": "candidates", "ties": "expected"}  # ties between captions share credit
+
     name, main = "winoground", "group"  # metric prefix; the metric a suite summary shows
 
     def __init__(

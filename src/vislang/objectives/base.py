@@ -102,3 +102,8 @@ class Objective(nn.Module, ABC):
     def ensemble_texts(self, text_features: torch.Tensor) -> torch.Tensor:
         """Combine [T, C, ...] features of T prompt templates for C classes into [C, ...]."""
         return text_features.mean(dim=0)
+
+    def captioner(self) -> nn.Module | None:
+        """The model that writes captions (it has ``image_context`` and ``decoder``), or None
+        for an objective that only embeds (captioning, blank-image baselines, ``vislang caption``)."""
+        return None

@@ -15,6 +15,7 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from pydantic import Field
+from torch import nn
 
 from vislang.config import ModelConfig, Section
 from vislang.losses import full_precision
@@ -83,6 +84,9 @@ class GenerativeScoring(Objective):
 
     pad_id: int
     score_chunk: int = 4096
+
+    def captioner(self) -> nn.Module:
+        return self.model
 
     def image_features(self, images: torch.Tensor) -> torch.Tensor:
         return self.model.image_context(images)

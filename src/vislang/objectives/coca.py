@@ -8,6 +8,7 @@ from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field, model_validator
+from torch import nn
 
 from vislang.config import ModelConfig
 from vislang.losses import clip_loss
@@ -59,6 +60,9 @@ class CocaObjective(EmbeddingObjective):
     def __init__(self, model: CoCa, pad_id: int, contrastive_weight: float = 1.0, caption_weight: float = 2.0) -> None:
         super().__init__(model)
         self.pad_id, self.contrastive_weight, self.caption_weight = pad_id, contrastive_weight, caption_weight
+
+    def captioner(self) -> nn.Module:
+        return self.model
 
     def loss(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         tokens = batch["text"]

@@ -135,7 +135,7 @@ def test_an_empty_newest_checkpoint_falls_back_to_the_one_before(tiny_overrides,
 def test_a_failing_evaluation_keeps_the_checkpoint_of_its_step(tiny_overrides, tmp_path, monkeypatch):
     from vislang.eval import zeroshot
 
-    def broken(self, objective):
+    def broken(self, objective, features):
         raise RuntimeError("evaluator failed")
 
     monkeypatch.setattr(zeroshot.ZeroShotEvaluator, "__call__", broken)

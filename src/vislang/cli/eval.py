@@ -70,6 +70,7 @@ def _own_tasks(args: argparse.Namespace) -> int:
     for key, value in metrics.items():
         print(f"{key:40s} {value:.4f}")
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(json.dumps(metrics, indent=2) + "\n")
     return 0
 
@@ -106,5 +107,6 @@ def _compare(args: argparse.Namespace) -> int:
     table = compare_markdown([Path(d) for d in args.compare])
     print(table, end="")
     if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
         Path(args.out).write_text(table)
     return 0

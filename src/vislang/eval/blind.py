@@ -200,14 +200,14 @@ def _blank_image_likelihood(
     device = device_of(objective)
     blank = torch.zeros(1, 3, image_size, image_size, device=device)  # the mean colour, normalised
     with autocast(objective, precision):
-        context = objective.model.image_context(blank)
+        context = objective.captioner().image_context(blank)
     tokens = tokenizer(list(texts))
     out = []
     for start in range(0, len(tokens), batch_size):
         chunk = tokens[start : start + batch_size].to(device).long()
         with autocast(objective, precision):
             ll = sequence_log_likelihood(
-                objective.model.decoder, context.expand(len(chunk), *context.shape[1:]), chunk, objective.pad_id
+                objective.captioner().decoder, context.expand(len(chunk), *context.shape[1:]), chunk, objective.pad_id
             )
         out.append(ll.float().cpu())
     return torch.cat(out)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -24,6 +25,7 @@ from tqdm import tqdm
 
 from vislang.data.benchmark.base import ArrayImages, ImageSet
 from vislang.data.transforms import ImageTransform, to_tensor
+from vislang.errors import DataError, VislangError
 from vislang.objectives.base import Objective
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
@@ -44,7 +46,7 @@ class ImagePipeline:
 
     def key(self) -> str:
         t = self.transform
-        return f"{t.size}:{t.resize_mode}:{t.interpolation}:{t.pil_resize}:{self.mean}:{self.std}:{self.precision}"
+        return f"{t.size}:{t.resize_mode}:{t.interpolation}:{t.pil_resize}:{t.fill}:{self.mean}:{self.std}:{self.precision}"
 
 
 def device_of(objective: Objective) -> torch.device:
@@ -66,7 +68,15 @@ def sharded(n: int, encode: Callable[[int, int], torch.Tensor]) -> torch.Tensor:
         return encode(0, n)
     bounds = [n * r // world for r in range(world + 1)]
     rank = dist.get_rank()
-    mine = encode(bounds[rank], bounds[rank + 1])
+    failure: VislangError | None = None
+    try:
+        mine = encode(bounds[rank], bounds[rank + 1])
+    except VislangError as error:  # every rank must learn of it, or the others wait in all_gather
+        failure, mine = error, None
+    failed = torch.tensor([0 if failure is None else 1], device=_collective_device())
+    dist.all_reduce(failed, op=dist.ReduceOp.MAX)
+    if failed.item():
+        raise failure if failure is not None else DataError("evaluation stopped: another rank's data failed")
     longest = max(b - a for a, b in zip(bounds[:-1], bounds[1:]))
     padded = torch.cat([mine, mine.new_zeros(longest - len(mine), *mine.shape[1:])])
     gathered = [torch.empty_like(padded) for _ in range(world)]
@@ -74,8 +84,17 @@ def sharded(n: int, encode: Callable[[int, int], torch.Tensor]) -> torch.Tensor:
     return torch.cat([g[: b - a] for g, a, b in zip(gathered, bounds[:-1], bounds[1:])])
 
 
+def _collective_device() -> torch.device:
+    """Where a collective's tensors live: the current CUDA device under NCCL, else the CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
 class _Decoded(torch.utils.data.Dataset):
-    """Rows ``start..stop`` of an image set, decoded and resized (in a loader worker)."""
+    """Rows ``start..stop`` of an image set, decoded and resized (in a loader worker). A bad
+    image comes back as its error message, raised in the main process as one line (an error
+    raised inside a worker would reach the user as the worker's traceback)."""
 
     def __init__(self, images: ImageSet, transform: ImageTransform, start: int, stop: int) -> None:
         self.images, self.transform, self.start, self.stop = images, transform, start, stop
@@ -83,9 +102,18 @@ class _Decoded(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return self.stop - self.start
 
-    def __getitem__(self, i: int) -> np.ndarray:
-        image = self.images.read(self.start + i)
+    def __getitem__(self, i: int) -> np.ndarray | str:
+        try:
+            image = self.images.read(self.start + i)
+        except VislangError as error:
+            return str(error)
         return image if isinstance(image, np.ndarray) else self.transform(image)
+
+
+def _stack(rows: list[np.ndarray | str]) -> torch.Tensor | str:
+    """A batch of decoded images, or the first row's error message."""
+    failed = next((row for row in rows if isinstance(row, str)), None)
+    return failed if failed is not None else torch.from_numpy(np.stack(rows))
 
 
 def image_batches(
@@ -102,10 +130,12 @@ def image_batches(
         _Decoded(images, pipeline.transform, start, stop),
         batch_size=size,
         num_workers=pipeline.workers,
-        collate_fn=lambda rows: torch.from_numpy(np.stack(rows)),
+        collate_fn=_stack,
         persistent_workers=False,
     )
     for batch in loader:
+        if isinstance(batch, str):
+            raise DataError(batch)
         yield to_tensor(batch, pipeline.mean, pipeline.std)
 
 
@@ -178,12 +208,21 @@ class FeatureCache:
 
     def __init__(self) -> None:
         self._store: dict[tuple, torch.Tensor] = {}
+        self._owner: weakref.ref | None = None
         self.encoded_images = 0  # images actually encoded (not served from the cache)
+
+    def _for(self, objective: Objective) -> None:
+        """Features belong to one objective: another one (or a new object at a reused address)
+        starts the cache afresh."""
+        if self._owner is None or self._owner() is not objective:
+            self._store.clear()
+            self._owner = weakref.ref(objective)
 
     def images(
         self, objective: Objective, images: ImageSet, pipeline: ImagePipeline, what: str = "images"
     ) -> torch.Tensor:
-        key = ("images", id(objective), images.key(), pipeline.key())
+        self._for(objective)
+        key = ("images", images.key(), pipeline.key())
         if key not in self._store:
             self._store[key] = encode_images(objective, images, pipeline, what)
             self.encoded_images += len(images)
@@ -192,8 +231,9 @@ class FeatureCache:
     def texts(
         self, objective: Objective, texts: Sequence[str], tokenizer: Callable, batch_size: int, precision: str = "fp32"
     ) -> torch.Tensor:
+        self._for(objective)
         digest = hashlib.sha1("\0".join(texts).encode()).hexdigest()
-        key = ("texts", id(objective), id(tokenizer), len(texts), digest, precision)
+        key = ("texts", id(tokenizer), len(texts), digest, precision)
         if key not in self._store:
             # each distinct text once: real caption sets repeat captions, and a repeated caption
             # must get bit-identical features (its ties with itself are what ranking conventions decide)

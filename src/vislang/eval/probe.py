@@ -7,6 +7,7 @@ test split) encode each image once. The math lives in :mod:`vislang.eval.probes`
 
 from __future__ import annotations
 
+import warnings
 from typing import Any, Literal
 
 import numpy as np
@@ -15,6 +16,7 @@ from pydantic import Field, PositiveInt, SerializeAsAny, field_validator
 
 from vislang.data.benchmark import ArrayImages, Classification, DatasetConfig, dataset_section
 from vislang.data.world_tasks import classification_sets
+from vislang.errors import DataError
 from vislang.eval.probes import knn_accuracy, linear_probe, ridge_fewshot
 from vislang.eval.tasks import EvalContext, Evaluator, TaskConfig
 from vislang.eval.zeroshot import first_images
@@ -85,11 +87,16 @@ class ProbeEvaluator:
     def __init__(
         self, name: str, train: Classification, test: Classification, task: ProbeTask, context: EvalContext
     ) -> None:
-        if len(train.classnames) != len(test.classnames):
-            raise ValueError(f"{name}: train has {len(train.classnames)} classes, test {len(test.classnames)}")
+        if list(train.classnames) != list(test.classnames):
+            differ = next((f"{a!r} / {b!r}" for a, b in zip(train.classnames, test.classnames) if a != b), "")
+            raise DataError(
+                f"{name}: the train and test splits name different classes ({len(train.classnames)} / "
+                f"{len(test.classnames)} classes{'; first difference ' + differ if differ else ''}); give classnames"
+            )
         self.name, self.train, self.test, self.task = name, train, test, task
         self.pipeline = context.pipeline()
         self.curve: list = []
+        self.skipped_shots: list[int] = []
 
     @torch.no_grad()
     def __call__(self, objective: Objective, features) -> dict[str, float]:
@@ -103,7 +110,15 @@ class ProbeEvaluator:
             self.curve = result.pop("val_curve")
             out |= {f"linear/{key}": float(value) for key, value in result.items()}
         if "fewshot" in t.methods:
-            usable = [s for s in t.shots if s <= int(torch.bincount(train_y, minlength=n_classes).min())]
+            smallest = int(torch.bincount(train_y, minlength=n_classes).min())
+            usable = [s for s in t.shots if s <= smallest]
+            self.skipped_shots = [s for s in t.shots if s > smallest]
+            if self.skipped_shots:
+                warnings.warn(
+                    f"{self.name}: the smallest class has {smallest} training images; "
+                    f"few-shot at {self.skipped_shots} shots left out",
+                    stacklevel=2,
+                )
             for shots, result in ridge_fewshot(
                 train_x, train_y, test_x, test_y, n_classes, usable, t.repeats, t.seed
             ).items():
@@ -114,7 +129,7 @@ class ProbeEvaluator:
         return {f"{self.name}/{key}": value for key, value in out.items()}
 
     def details(self) -> dict[str, Any]:
-        return {"kind": "probe", "val_curve": self.curve}
+        return {"kind": "probe", "val_curve": self.curve, "skipped_shots": self.skipped_shots}
 
 
 def _pooled(x: torch.Tensor) -> torch.Tensor:

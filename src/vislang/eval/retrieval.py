@@ -4,6 +4,7 @@ memory is O(chunk × N), and the mean of the two R@1 (DataComp's retrieval score
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
@@ -13,6 +14,7 @@ from pydantic import Field, PositiveInt, SerializeAsAny, field_validator, model_
 from vislang.config import SourceConfig
 from vislang.data import source_retrieval_set
 from vislang.data.benchmark import ArrayImages, DatasetConfig, Retrieval, dataset_section
+from vislang.data.shards import is_remote
 from vislang.data.world_tasks import retrieval_set
 from vislang.eval.metrics import TIES, retrieval_recall, retrieval_recall_topk
 from vislang.eval.tasks import EvalContext, Evaluator, TaskConfig
@@ -65,6 +67,15 @@ class RetrievalTask(TaskConfig):
             raise ValueError("give a source or a dataset, not both")
         return self
 
+    def resolve(self, base) -> RetrievalTask:
+        """As every task, plus a held-out source's local paths (each ``::`` part; URLs and
+        ``pipe:`` commands as they are)."""
+        task = super().resolve(base)
+        if task.source is None or not task.source.path:
+            return task
+        parts = [p if is_remote(p) else _absolute(p, base) for p in task.source.path.split("::")]
+        return task.model_copy(update={"source": task.source.model_copy(update={"path": "::".join(parts)})})
+
     def metric_prefix(self) -> str:
         if self.dataset is not None:
             return f"retrieval_{self.name or self.dataset.label()}"
@@ -89,6 +100,11 @@ class RetrievalTask(TaskConfig):
         return [RetrievalEvaluator(self.metric_prefix(), data, context, self.ties, tuple(self.ks))]
 
 
+def _absolute(path: str, base) -> str:
+    local = Path(path).expanduser()
+    return str(local if local.is_absolute() else Path(base) / local)
+
+
 class RetrievalEvaluator:
     """One image-caption set, ranked both ways; keeps the last recall curve for the suite's plot."""
 
@@ -109,6 +125,7 @@ class RetrievalEvaluator:
         self.text_image = torch.as_tensor(np.asarray(owner), dtype=torch.long)
         self.ties_used: str | None = None
         self.last: dict[str, float] = {}
+        self.main, self.dataset = f"mean_R@{min(ks)}", data.name  # the summary's metric; the JSON's dataset
 
     @torch.no_grad()
     def __call__(self, objective: Objective, features) -> dict[str, float]:

@@ -34,6 +34,8 @@ from vislang.objectives import Objective
 # The metric that stands for an evaluator in a summary: the first of these names (the last part
 # of a metric's name, matched exactly) that the evaluator reports.
 MAIN_METRICS = ("top1", "mean_R@1", "acc1", "mean_acc", "group", "acc", "CIDEr", "macro_acc")
+# Main metrics that are not fractions in [0, 1]: shown, but left out of the suite's average.
+UNBOUNDED_METRICS = ("CIDEr",)
 
 
 class SuiteConfig(Section):
@@ -89,6 +91,7 @@ class TaskResult:
     seconds: float = 0.0
     images_encoded: int = 0
     main: str | None = None  # the metric the evaluator names as its main one
+    dataset: str = ""  # the dataset's own name (CLIP_benchmark's "dataset" field); default: name
 
     def main_metric(self) -> str | None:
         if self.main in self.metrics:
@@ -118,6 +121,7 @@ def run_suite(objective: Objective, tasks: list[TaskConfig], context: EvalContex
                 time.perf_counter() - start,
                 features.encoded_images - encoded,
                 getattr(evaluator, "main", None),
+                getattr(evaluator, "dataset", name),
             )
         )
     return results

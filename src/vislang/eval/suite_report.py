@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from vislang.errors import DataError
-from vislang.eval.suite import TaskResult
+from vislang.eval.suite import UNBOUNDED_METRICS, TaskResult
 from vislang.files import read_text
 
 # CLIP_benchmark's task names and metric keys, for the per-result JSON files
@@ -55,7 +55,8 @@ def write_results(results: list[TaskResult], out: Path, model: str, suite: str) 
     out.mkdir(parents=True, exist_ok=True)
     for result in results:
         record = {
-            "dataset": result.name,
+            "dataset": result.dataset or result.name,
+            "result": result.name,
             "model": model,
             "pretrained": model,
             "task": BENCHMARK_TASKS.get(result.type, result.type),
@@ -85,7 +86,12 @@ def _finite(value: Any) -> Any:
 
 
 def datacomp_average(results: list[TaskResult]) -> float | None:
-    values = [r.metrics[k] for r in results if (k := r.main_metric()) and math.isfinite(r.metrics[k])]
+    """The plain mean of the main metrics that are fractions (CIDEr and the like are left out)."""
+    values = [
+        r.metrics[k]
+        for r in results
+        if (k := r.main_metric()) and k.rsplit("/", 1)[-1] not in UNBOUNDED_METRICS and math.isfinite(r.metrics[k])
+    ]
     return float(np.mean(values)) if values else None
 
 
@@ -129,7 +135,8 @@ def summary_markdown(results: list[TaskResult], model: str, suite: str, plots: d
         f"# Evaluation of `{model}`",
         "",
         f"Suite: `{suite}`. One row per result; *main* is the metric that stands for it, and the",
-        "average is the plain mean of the main metrics (DataComp's average). Zero-shot and retrieval",
+        "average is the plain mean of the main metrics that are fractions (DataComp's average; CIDEr",
+        "is left out). Zero-shot and retrieval",
         "rank ties as the *ties* column says: `clip_benchmark` is torch.topk's order (CLIP_benchmark's",
         "numbers exactly), `expected` shares a tie's credit.",
         "",
@@ -276,7 +283,7 @@ def read_summary(directory: Path) -> dict[str, tuple[str, float]]:
     out = {}
     for line, row in enumerate(csv.DictReader(io.StringIO(read_text(path))), start=2):
         try:
-            out[row["task"]] = (row["main_metric"], float(row["value"]))
+            out[row["task"]] = (row["main_metric"], float(row["value"]) if row["value"] else math.nan)
         except (KeyError, TypeError, ValueError):
             raise DataError(f"{path}:{line}: not a summary row (task, main_metric, value)") from None
     return out
@@ -290,6 +297,6 @@ def compare_markdown(directories: list[Path]) -> str:
     lines = [head, "|---|---|" + "---:|" * len(directories)]
     for task in tasks:
         metric = next((s[task][0] for s in summaries if task in s), "")
-        cells = [f"{s[task][1]:.4f}" if task in s else "–" for s in summaries]
+        cells = [f"{s[task][1]:.4f}" if task in s and math.isfinite(s[task][1]) else "–" for s in summaries]
         lines.append(f"| {task} | {metric} | " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"

@@ -90,8 +90,9 @@ class TaskConfig(Section):
         update: dict[str, Any] = {}
         for name in self.path_fields:
             value = getattr(self, name)
-            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
-                update[name] = str(base / value)
+            if isinstance(value, str) and value:
+                path = Path(value).expanduser()
+                update[name] = str(path if path.is_absolute() else base / path)
         for name in type(self).model_fields:
             value = getattr(self, name)
             if isinstance(value, Section) and hasattr(value, "resolve"):

@@ -4,6 +4,12 @@ A checkpoint (or export) carries its resolved config and its tokenizer, so the o
 rebuilt from them alone (a config saved in an earlier layout is upgraded first); the weights
 are then loaded strictly. Peer formats (OpenCLIP, Hugging
 Face) are converted into the same checkpoint shape by :mod:`vislang.convert`.
+
+A checkpoint of a run that kept a moving average of its weights (``train.ema_decay``) holds the
+raw weights under ``model`` (training continues from them) and the averaged trainable
+parameters under ``ema``; loaded for use, it gives the average (:func:`weights_for_use`), so
+``vislang.load``, evaluation and ``vislang export`` (which then writes plain averaged weights)
+all see the weights the run evaluated.
 """
 
 from __future__ import annotations
@@ -36,6 +42,14 @@ def saved_config(checkpoint: dict, source: str | Path = "checkpoint", export: bo
         raise CheckpointError(f"{source}: not a vislang checkpoint (its config: {first_line(error)})") from None
 
 
+def weights_for_use(checkpoint: dict) -> dict:
+    """The model state a checkpoint is used with: ``model``, with the moving average of the
+    trainable parameters (``ema``, where the run kept one) laid over it; frozen parameters and
+    buffers are the same in both."""
+    average = checkpoint.get("ema")
+    return {**checkpoint["model"], **average} if isinstance(average, dict) else checkpoint["model"]
+
+
 def objective_from_checkpoint(
     checkpoint: dict, source: str | Path = "checkpoint", export: bool = False
 ) -> tuple[Objective, BPETokenizer, RunConfig]:
@@ -51,7 +65,7 @@ def objective_from_checkpoint(
         raise CheckpointError(f"{Path(source) / TOKENIZER if export else source}: {error}") from None
     try:
         objective = build_objective(cfg, tokenizer.vocab_size, tokenizer.pad_id)
-        objective.load_state_dict(checkpoint["model"])
+        objective.load_state_dict(weights_for_use(checkpoint))
     except (KeyError, ValueError, RuntimeError, TypeError) as error:
         raise CheckpointError(f"{source}: not a vislang checkpoint ({first_line(error)})") from None
     return objective.eval(), tokenizer, cfg

@@ -84,6 +84,32 @@ class TrainConfig(Section):
         description="freezing, learning-rate and weight-decay multipliers by parameter name (after the towers' "
         'lock shorthands): [{match: "^model\\\\.text\\\\.", lr_scale: 0.1}, ...]',
     )
+    layer_decay: float | None = Field(
+        None,
+        gt=0,
+        le=1,
+        allow_inf_nan=False,
+        description="layer-wise learning-rate decay (BEiT): block i of a tower of depth D gets lr x decay^(D-i), "
+        "its embeddings decay^(D+1), heads, final norms and the logit scale 1; multiplies the rules' lr_scale",
+    )
+    ema_decay: float | None = Field(
+        None,
+        gt=0,
+        lt=1,
+        allow_inf_nan=False,
+        description="an exponential moving average of the trainable weights (e.g. 0.999), updated after every "
+        "optimizer step; evaluation, vislang.load and export use it in place of the raw weights",
+    )
+    ema_start: int = Field(
+        0, ge=0, description="with ema_decay: up to this step the average copies the weights, then it averages"
+    )
+    l2_sp: float = Field(
+        0.0,
+        ge=0,
+        allow_inf_nan=False,
+        description="L2-SP: adds l2_sp/2 x the squared distance of the trainable weights to their values at the "
+        "start of training to the loss; 0 disables (weight_decay 0 makes it replace decay toward zero)",
+    )
 
     @field_validator("lr")
     @classmethod
@@ -103,6 +129,8 @@ class TrainConfig(Section):
     def _check(self) -> TrainConfig:
         if self.accum_steps > self.batch_size:
             raise ValueError(f"train.accum_steps ({self.accum_steps}) exceeds train.batch_size")
+        if self.ema_start and self.ema_decay is None:
+            raise ValueError("train.ema_start is set but train.ema_decay is not: no average would be kept")
         return self
 
 

@@ -8,6 +8,7 @@ from torch import nn
 
 from vislang.checkpoint import read_model
 from vislang.errors import CheckpointError
+from vislang.restore import weights_for_use
 
 
 def init_tower_from(tower: nn.Module, source: str | Path, prefix: str) -> tuple[int, list[str]]:
@@ -16,7 +17,8 @@ def init_tower_from(tower: nn.Module, source: str | Path, prefix: str) -> tuple[
     (left as initialised). Differing shapes, or a source with nothing under ``prefix`` for this
     tower, are errors: a silently fresh tower would look like a failed experiment."""
     state = read_model(source)
-    weights = {k[len(prefix) :]: v for k, v in state.get("model", {}).items() if k.startswith(prefix)}
+    model = weights_for_use(state) if "model" in state else {}  # an EMA run gives its average
+    weights = {k[len(prefix) :]: v for k, v in model.items() if k.startswith(prefix)}
     own = tower.state_dict()
     shared = [k for k in own if k in weights]
     if not shared:

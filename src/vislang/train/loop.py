@@ -6,7 +6,9 @@ torchrun), the sources, and the objective with its optimizer (:mod:`vislang.trai
 restored from the latest checkpoint when resuming); then it steps, logs, checkpoints and
 evaluates (a checkpoint is written before an evaluation of the same step, so a failing
 evaluation never costs training); it ends with a final evaluation, ``metrics.json`` and
-``report.md``. Under torchrun every rank trains on its own part of each batch
+``report.md``. Fine-tuning options reach it only through the trainable parts' generic hooks
+(penalties on the weights, what follows a step, the weights evaluation sees; see
+:mod:`vislang.train.setup`), never through a branch of their own. Under torchrun every rank trains on its own part of each batch
 (``train.batch_size`` per rank), the contrastive losses see every rank's samples, all ranks
 evaluate (each encoding its share of the evaluation data), and rank 0 logs and writes.
 """
@@ -84,6 +86,7 @@ class Run:
         every_rng = gather_objects(rng_state())
         total_counts = sum_counts(p.counts)
         model_state, optimizer_state = training_state(p.objective, p.optimizer, t.fsdp)
+        extra = p.extra_state()  # the weight average, the regularizers' anchors
         if not self.ranks.main:
             return
         state = {
@@ -97,12 +100,12 @@ class Run:
             "data": {"next_batch": step, "counts": total_counts},
             "config": self.cfg.model_dump(mode="json"),
             "tokenizer": p.tokenizer.to_json(),
-        }
+        } | extra
         save_checkpoint(state, self.run_dir / "checkpoints", step, t.keep_checkpoints)
 
     def evaluate(self, step: int, due: list[Scheduled]) -> None:
         """Run the evaluators due at ``step``; log their metrics (the latest of each is kept)."""
-        with autocast(self.cfg.train.precision, self.device):
+        with self.parts.evaluation_weights(), autocast(self.cfg.train.precision, self.device):
             results = evaluate(self.parts.objective, due)
         self.history |= results
         self.logger.log(step, results)
@@ -216,6 +219,11 @@ def optimizer_step(run: Run, batch: dict, step: int) -> tuple[dict, torch.Tensor
                      run.ddp)  # fmt: skip
     if t.fsdp and run.ranks.world > 1:  # blocks reduce-scatter their own gradients; the rest here
         all_reduce_gradients(p.objective)
+    for name, penalty in p.regularizers.items():  # terms on the weights alone, the same on every rank
+        value = penalty()
+        p.scaler.scale(value).backward()
+        parts[name] = value.detach()
+        parts["loss"] = parts["loss"] + parts[name]
     loss = parts["loss"]
     if not torch.isfinite(loss) and not p.scaler.is_enabled():
         raise TrainingDiverged(f"loss is {loss.item()} at step {step + 1}; lower train.lr or check the data")
@@ -224,6 +232,7 @@ def optimizer_step(run: Run, batch: dict, step: int) -> tuple[dict, torch.Tensor
     p.scaler.step(p.optimizer)
     p.scaler.update()
     p.scheduler.step()
+    p.after_step(step + 1)  # the weight average
     return parts, grad_norm
 
 
@@ -233,7 +242,8 @@ def log_step(run: Run, step: int, parts: dict, grad_norm: torch.Tensor, mask: fl
     values = {f"train/{k}": v.item() for k, v in parts.items()}
     values |= {f"train/{k}": v for k, v in p.objective.log_values().items()}
     values |= {
-        "train/lr": p.scheduler.get_last_lr()[0],
+        # train.lr on its schedule; groups scaled by rules or layer decay run at multiples of it
+        "train/lr": run.cfg.train.lr * p.scheduler.lr_lambdas[0](p.scheduler.last_epoch),
         "train/grad_norm": grad_norm.item(),
         "train/samples_per_s": w.samples / w.time,
         "train/data_wait_s": w.wait / w.steps,
@@ -299,7 +309,7 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
     try:
         steps(run, batches)
         if run.evaluators and not run.history:  # resumed a finished run: evaluate what it left (not logged again)
-            with autocast(cfg.train.precision, run.device):
+            with run.parts.evaluation_weights(), autocast(cfg.train.precision, run.device):
                 run.history = evaluate(run.parts.objective, run.evaluators)
         run.parts.counts = Counter(sum_counts(run.parts.counts))
         if not run.ranks.main:

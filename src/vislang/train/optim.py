@@ -1,5 +1,6 @@
 """AdamW with parameter groups from rules over parameter names (freezing, learning-rate scale,
-weight decay: LiT is one rule), and the warmup + cosine learning-rate schedule."""
+weight decay: LiT is one rule), layer-wise learning-rate decay by block depth, and the warmup +
+cosine learning-rate schedule."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ from torch import nn
 
 from vislang.config import ModelConfig, ParamRule, TrainConfig
 from vislang.errors import ConfigError
+from vislang.models.layers import Transformer
 
 
 def param_rules(model: ModelConfig, train: TrainConfig) -> list[ParamRule]:
@@ -48,6 +50,51 @@ def apply_param_rules(model: nn.Module, rules: list[ParamRule]) -> dict[str, dic
     if not settings:
         raise ConfigError("train.param_rules: every parameter is frozen; nothing would train")
     return settings
+
+
+def layer_decay_scales(module: nn.Module, decay: float) -> tuple[dict[str, float], list[str]]:
+    """Each parameter's learning-rate multiplier under layer-wise decay, BEiT's convention (as in
+    timm): in a tower whose ``transformer.blocks`` hold ``D`` blocks, block ``i`` (from 0 at the
+    input) gets ``decay ** (D - i)``, and the tower's embedding layers ``decay ** (D + 1)``, so the
+    layers nearest the input, which hold the most general features, move least. Everything else
+    (final norms, pooling, projections, the logit scale, decoders, towers without vislang blocks
+    such as timm or Hugging Face ones) keeps 1 and is left out of the map.
+
+    The block index comes from the module structure, not from names: a tower is any module whose
+    ``transformer`` child is a :class:`~vislang.models.layers.Transformer`; its embedding layers
+    are its own parameters (class token, position embedding) and the children registered before
+    the transformer (stem, token embedding, pre-norm); the children after it are its heads.
+    Returns the multipliers by parameter name and a description of the towers found."""
+    scales: dict[str, float] = {}
+    towers = []
+    for prefix, tower in module.named_modules():
+        transformer = getattr(tower, "transformer", None)
+        if not isinstance(transformer, Transformer):
+            continue
+        depth, base = len(transformer.blocks), f"{prefix}." if prefix else ""
+        towers.append(f"{base}transformer ({depth} blocks)")
+        for name, _ in tower.named_parameters(recurse=False):
+            scales[base + name] = decay ** (depth + 1)
+        for child_name, child in tower.named_children():
+            if child is transformer:
+                break
+            for name, _ in child.named_parameters():
+                scales[f"{base}{child_name}.{name}"] = decay ** (depth + 1)
+        for i, block in enumerate(transformer.blocks):
+            for name, _ in block.named_parameters():
+                scales[f"{base}transformer.blocks.{i}.{name}"] = decay ** (depth - i)
+    return scales, towers
+
+
+def apply_layer_decay(module: nn.Module, settings: dict[str, dict], decay: float) -> str:
+    """Multiply the trainable parameters' ``lr_scale`` (from the rules) by their layer-decay
+    multiplier, in place; returns the run-log note naming the towers it scaled."""
+    scales, towers = layer_decay_scales(module, decay)
+    if not towers:
+        raise ConfigError("train.layer_decay: no tower of this model has vislang transformer blocks to scale")
+    for name, setting in settings.items():
+        setting["lr_scale"] = setting["lr_scale"] * scales.get(name, 1.0)
+    return f"layer decay {decay}: " + ", ".join(towers) + " (block i of D: lr x decay^(D-i), embeddings D+1)"
 
 
 def param_groups(model: nn.Module, weight_decay: float, settings: dict[str, dict] | None = None) -> list[dict]:

@@ -10,26 +10,30 @@ from __future__ import annotations
 
 import contextlib
 from collections import Counter
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from vislang.data import Source, tokenizer_corpus
-from vislang.errors import ConfigError
+from vislang.errors import CheckpointError, ConfigError
 from vislang.experiment import RunConfig, build_objective
 from vislang.objectives import Objective
 from vislang.rng import set_rng_state
 from vislang.tokenizers import BPETokenizer
 from vislang.train.distributed import Ranks, load_training_state, shard_blocks
+from vislang.train.ema import ParameterCopy, WeightEMA
 from vislang.train.init_from import init_tower_from
 from vislang.train.optim import (
+    apply_layer_decay,
     apply_param_rules,
     build_optimizer,
     build_scheduler,
     freeze_norm_statistics,
     param_rules,
 )
+from vislang.train.regularizers import L2SP
 
 
 def resolve_device(name: str) -> torch.device:
@@ -72,6 +76,37 @@ class Trainable:
     step: int
     counts: Counter
     notes: list[str]
+    # penalties on the weights added to the loss, by the name they are logged under (L2-SP)
+    regularizers: dict[str, Callable[[], torch.Tensor]] = field(default_factory=dict)
+    ema: WeightEMA | None = None  # the weights evaluation and export use, when kept
+
+    def after_step(self, step: int) -> None:
+        """What follows optimizer step ``step`` (counted from 1) besides the schedule."""
+        if self.ema is not None:
+            self.ema.update(step)
+
+    def evaluation_weights(self) -> contextlib.AbstractContextManager:
+        """The weights in the objective while it is evaluated: the moving average where one is kept."""
+        return self.ema.applied() if self.ema is not None else contextlib.nullcontext()
+
+    def extra_state(self) -> dict:
+        """Checkpoint entries beyond the model, optimizer and schedule: the weight average
+        (``ema``) and the regularizers' anchors (``regularizers``). A collective under FSDP."""
+        state: dict = {"ema": self.ema.state_dict()} if self.ema is not None else {}
+        anchors = {k: r.state_dict() for k, r in self.regularizers.items() if isinstance(r, ParameterCopy)}
+        return state | ({"regularizers": anchors} if anchors else {})
+
+    def load_extra_state(self, checkpoint: dict) -> None:
+        """Restore what :meth:`extra_state` saved (the resume check has matched the configs)."""
+        where = f"checkpoint of step {checkpoint.get('step')}"
+        anchors = checkpoint.get("regularizers") or {}
+        wanted = [("ema", self.ema, checkpoint.get("ema"))] if self.ema is not None else []
+        wanted += [(f"regularizers.{k}", r, anchors.get(k)) for k, r in self.regularizers.items()
+                   if isinstance(r, ParameterCopy)]  # fmt: skip
+        for key, part, saved in wanted:
+            if saved is None:
+                raise CheckpointError(f"{where}: no {key} saved in it to resume from")
+            part.load_state_dict(saved, f"{where}, {key}")
 
 
 def build_trainable(
@@ -99,12 +134,17 @@ def build_trainable(
             + (f"; fresh: {', '.join(fresh)}" if fresh else "")
         )
     settings = apply_param_rules(objective, param_rules(cfg.model, t))  # freezing (LiT), lr scales, decay
+    if t.layer_decay is not None:
+        notes.append(apply_layer_decay(objective, settings, t.layer_decay))
     objective.frozen_norms = tuple(freeze_norm_statistics(objective))
     if t.fsdp:
         shard_blocks(objective)  # before the optimizer: it must hold the sharded parameters
     optimizer = build_optimizer(objective, t, settings)
     scheduler = build_scheduler(optimizer, t)
     scaler = torch.amp.GradScaler(device.type, enabled=t.precision == "fp16")
+    # both copy the trainable weights as they start (after init_from); a resume overwrites them
+    regularizers = {"l2_sp": L2SP(objective, t.l2_sp)} if t.l2_sp > 0 else {}
+    ema = WeightEMA(objective, t.ema_decay, t.ema_start) if t.ema_decay is not None else None
     step = 0
     if checkpoint is not None:
         load_training_state(objective, optimizer, checkpoint["model"], checkpoint["optimizer"], t.fsdp)
@@ -120,4 +160,7 @@ def build_trainable(
     # Data counters from the batches ("skipped/<reason>", "negatives/<rule>"), summed over ranks
     # when logged and saved; a resumed run's totals restart on rank 0.
     counts: Counter[str] = Counter(checkpoint["data"]["counts"] if checkpoint and ranks.main else {})
-    return Trainable(objective, tokenizer, optimizer, scheduler, scaler, step, counts, notes)
+    parts = Trainable(objective, tokenizer, optimizer, scheduler, scaler, step, counts, notes, regularizers, ema)
+    if checkpoint is not None:
+        parts.load_extra_state(checkpoint)
+    return parts

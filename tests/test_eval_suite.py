@@ -175,3 +175,40 @@ def test_dataset_tasks_run_in_training_on_their_schedule_and_are_logged(tiny_ove
     assert last["step"] == 12
     lines = [line for line in (tmp_path / "run" / "log.txt").read_text().splitlines() if line.startswith("step ")]
     assert lines and all(line.split(":", 1)[1].strip() for line in lines)
+
+
+def test_a_bad_image_in_a_loader_worker_is_one_line(model_dir, tmp_path):
+    _folder(tmp_path / "pets")
+    (tmp_path / "pets" / "red" / "broken.png").write_bytes(b"\x89PNG not really")
+    (tmp_path / "s.yaml").write_text("workers: 2\ntasks:\n  - {type: zeroshot, dataset: {format: imagefolder, path: pets}}\n")
+    run = _cli("eval", model_dir, "--suite", str(tmp_path / "s.yaml"), "--quiet")
+    assert run.returncode == 2 and "broken.png" in run.stderr and "Traceback" not in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1
+
+
+def test_suite_paths_resolve_against_the_suite_file(tmp_path, monkeypatch):
+    (tmp_path / "suite").mkdir()
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "suite" / "s.yaml").write_text(
+        "tasks:\n  - {type: retrieval, source: {kind: folder, path: held}, name: held}\n"
+        "  - {type: sugarcrepe, root: ~/sc, images: coco}\n  - {type: retrieval, n: 5, ks: [5, 10]}\n"
+    )
+    suite = read_suite(str(tmp_path / "suite" / "s.yaml"))
+    assert suite.tasks[0].source.path == str(tmp_path / "suite" / "held")
+    assert suite.tasks[1].root == str(tmp_path / "sc") and suite.tasks[1].images == str(tmp_path / "suite" / "coco")
+
+
+def test_probe_refuses_splits_with_different_classes(model_dir, tmp_path):
+    from vislang.errors import DataError
+    from vislang.eval.probe import ProbeTask
+    from vislang.experiment import eval_context
+    from vislang.restore import load_objective
+
+    _folder(tmp_path / "d" / "train", classes=("red", "green", "blue"))
+    _folder(tmp_path / "d" / "test", classes=("red", "green"))
+    (tmp_path / "d" / "test" / "blue2").mkdir()
+    Image.new("RGB", (20, 20), (0, 0, 250)).save(tmp_path / "d" / "test" / "blue2" / "0.png")
+    _, tokenizer, cfg = load_objective(model_dir)
+    task = ProbeTask(dataset={"format": "imagefolder", "path": str(tmp_path / "d")})
+    with pytest.raises(DataError, match="different classes"):
+        task.build(eval_context(cfg, tokenizer))

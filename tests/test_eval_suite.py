@@ -51,7 +51,8 @@ def test_world_suite_leaves_summary_json_and_plots(model_dir, tmp_path):
     assert run.returncode == 0, run.stderr
     assert "average of main metrics" in run.stdout
     record = json.loads((out / "zeroshot_shape.json").read_text())
-    assert record["task"] == "zeroshot_classification" and record["dataset"] == "zeroshot/shape"
+    assert record["task"] == "zeroshot_classification" and record["dataset"] == "shape"
+    assert record["result"] == "zeroshot/shape"
     assert set(record["metrics"]) == {"acc1", "acc5", "mean_per_class_recall"} and record["ties"] == "clip_benchmark"
     retrieval = json.loads((out / "retrieval.json").read_text())
     assert retrieval["task"] == "zeroshot_retrieval" and "image_retrieval_recall@5" in retrieval["metrics"]
@@ -180,7 +181,9 @@ def test_dataset_tasks_run_in_training_on_their_schedule_and_are_logged(tiny_ove
 def test_a_bad_image_in_a_loader_worker_is_one_line(model_dir, tmp_path):
     _folder(tmp_path / "pets")
     (tmp_path / "pets" / "red" / "broken.png").write_bytes(b"\x89PNG not really")
-    (tmp_path / "s.yaml").write_text("workers: 2\ntasks:\n  - {type: zeroshot, dataset: {format: imagefolder, path: pets}}\n")
+    (tmp_path / "s.yaml").write_text(
+        "workers: 2\ntasks:\n  - {type: zeroshot, dataset: {format: imagefolder, path: pets}}\n"
+    )
     run = _cli("eval", model_dir, "--suite", str(tmp_path / "s.yaml"), "--quiet")
     assert run.returncode == 2 and "broken.png" in run.stderr and "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1

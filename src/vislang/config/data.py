@@ -9,6 +9,8 @@ from pydantic import Field, field_validator, model_validator
 from vislang.config.base import Section
 
 NegativeRule = Literal["relation", "attribute", "noun", "shuffle", "verb"]
+# How the built-in world draws a scene (vislang.data.world): the same scenes and captions in each.
+Rendering = Literal["filled", "sketch", "textured", "palette"]
 
 
 class WorldConfig(Section):
@@ -22,6 +24,12 @@ class WorldConfig(Section):
         False,
         description="two-object captions name the left (or upper) object first, as people tend to describe a "
         "scene; off: either wording at random",
+    )
+    rendering: Rendering = Field(
+        "filled",
+        description="how scenes are drawn (the same scenes and captions in each): filled shapes (the usual "
+        "domain), sketch (outlines only), textured (striped, blotchy background) or palette (every colour "
+        "hue-rotated and dimmed); the others are the distribution shifts of the world_shift suite",
     )
 
 

@@ -51,6 +51,7 @@ def build_world(world: WorldConfig, image_size: int) -> World:
         world.partial_caption_prob,
         world.distinct_colors,
         world.reading_order,
+        rendering=world.rendering,
     )
 
 

@@ -3,6 +3,9 @@ the three ARO-style compositional probes. Each set is plain data (uint8 images, 
 labels) that the evaluators in ``vislang.eval`` consume; nothing here knows about models.
 
 Index ranges of the test split are disjoint between sets, so no image is reused across tasks.
+Every set can be drawn in any of the world's renderings (``rendering``; default: the world's
+own): the same scenes, labels and captions, so a set in a shifted rendering differs from the
+usual one only in how its images look.
 """
 
 from __future__ import annotations
@@ -45,7 +48,13 @@ class ProbeSet:
 
 
 def _scenes(
-    world: World, task: str, n: int, accept, n_objects: int | None, split: str = "test"
+    world: World,
+    task: str,
+    n: int,
+    accept,
+    n_objects: int | None,
+    split: str = "test",
+    rendering: str | None = None,
 ) -> tuple[np.ndarray, list[Scene]]:
     images, scenes = [], []
     index = _OFFSETS[task] * _BLOCK
@@ -54,12 +63,14 @@ def _scenes(
         index += 1
         scene = world.sample_scene(rng, split, n_objects)
         if accept(scene):
-            images.append(world.render(scene, rng))
+            images.append(world.render(scene, rng, rendering))
             scenes.append(scene)
     return np.stack(images), scenes
 
 
-def classification_sets(world: World, n: int, split: str = "test") -> dict[str, ClassificationSet]:
+def classification_sets(
+    world: World, n: int, split: str = "test", rendering: str | None = None
+) -> dict[str, ClassificationSet]:
     """Shape and colour on one-object images of a split; on the test split also ``*_unseen``,
     only the colour–shape pairs held out of training (the train split has none of them)."""
     sets = {}
@@ -67,7 +78,7 @@ def classification_sets(world: World, n: int, split: str = "test") -> dict[str, 
     if split == "test":
         variants.append(("_unseen", lambda s: (s.objects[0].color, s.objects[0].shape) in HOLDOUT))
     for suffix, accept in variants:
-        images, scenes = _scenes(world, "unseen" if suffix else "classify", n, accept, 1, split)
+        images, scenes = _scenes(world, "unseen" if suffix else "classify", n, accept, 1, split, rendering)
         sets[f"shape{suffix}"] = ClassificationSet(
             images, np.array([SHAPES.index(s.objects[0].shape) for s in scenes]), list(SHAPES), SHAPE_TEMPLATES
         )
@@ -77,9 +88,9 @@ def classification_sets(world: World, n: int, split: str = "test") -> dict[str, 
     return sets
 
 
-def retrieval_set(world: World, n: int) -> RetrievalSet:
+def retrieval_set(world: World, n: int, rendering: str | None = None) -> RetrievalSet:
     """Two-object scenes with their canonical captions: near-unique descriptions, so R@1 is meaningful."""
-    images, scenes = _scenes(world, "retrieval", n, lambda s: True, 2)
+    images, scenes = _scenes(world, "retrieval", n, lambda s: True, 2, rendering=rendering)
     return RetrievalSet(images, [_caption(world, s) for s in scenes], np.arange(n))
 
 
@@ -102,7 +113,7 @@ def _swap_colors(scene: Scene) -> Scene:
     return Scene((type(a)(a.shape, b.color, a.size), type(b)(b.shape, a.color, b.size)), scene.relation)
 
 
-def probe_sets(world: World, n: int, seed: int = 0) -> dict[str, ProbeSet]:
+def probe_sets(world: World, n: int, seed: int = 0, rendering: str | None = None) -> dict[str, ProbeSet]:
     """ARO's three probes on two-object test scenes whose objects differ in colour and shape.
 
     relation: true caption vs the objects swapped around the relation (VG-Relation);
@@ -110,11 +121,11 @@ def probe_sets(world: World, n: int, seed: int = 0) -> dict[str, ProbeSet]:
     order: true caption vs 4 distinct shuffles of its words (COCO-Order, chance 20%).
     """
     sets = {}
-    images, scenes = _scenes(world, "relation", n, _distinct, 2)
+    images, scenes = _scenes(world, "relation", n, _distinct, 2, rendering=rendering)
     sets["relation"] = ProbeSet(images, [[_caption(world, s), _caption(world, _swap_objects(s))] for s in scenes])
-    images, scenes = _scenes(world, "attribute", n, _distinct, 2)
+    images, scenes = _scenes(world, "attribute", n, _distinct, 2, rendering=rendering)
     sets["attribute"] = ProbeSet(images, [[_caption(world, s), _caption(world, _swap_colors(s))] for s in scenes])
-    images, scenes = _scenes(world, "order", n, _distinct, 2)
+    images, scenes = _scenes(world, "order", n, _distinct, 2, rendering=rendering)
     rng = np.random.default_rng([seed, 7])
     candidates = []
     for scene in scenes:

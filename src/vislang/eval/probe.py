@@ -39,8 +39,12 @@ class ProbeTask(TaskConfig):
     methods: list[Method] = Field(
         ["linear", "fewshot", "knn"], min_length=1, description="linear (CLIP's), fewshot (big_vision's), knn"
     )
-    n_train: int | None = Field(None, ge=1, description="training images (the world: default 2000; a dataset: all)")
-    n: int | None = Field(None, ge=1, description="test images (the world: default 1000; a dataset: all)")
+    n_train: int | None = Field(
+        None, ge=1, description="training images (the world: default 2000; a dataset: all, else n spread evenly)"
+    )
+    n: int | None = Field(
+        None, ge=1, description="test images (the world: default 1000; a dataset: all, else n spread evenly)"
+    )
     shots: list[PositiveInt] = Field([1, 5, 10, 25], min_length=1, description="few-shot: examples per class")
     repeats: int = Field(3, ge=1, description="few-shot: seeded draws of the shots per shot count")
     k: int = Field(20, ge=1, description="k-NN: neighbours that vote")

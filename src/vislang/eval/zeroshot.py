@@ -13,8 +13,9 @@ from typing import Any, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, SerializeAsAny, field_validator
+from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
+from vislang.config.data import Rendering
 from vislang.data.benchmark import ArrayImages, Classification, DatasetConfig, dataset_section
 from vislang.data.world_tasks import classification_sets
 from vislang.eval.metrics import TIES, classification_metrics
@@ -31,7 +32,11 @@ TIES_DESCRIPTION = (
 
 class ZeroShotTask(TaskConfig):
     """Zero-shot classification: the built-in world's tasks (``zeroshot/<task>/top1``) or a
-    labelled dataset in any reader's format (``zeroshot/<name>/top1``, ``.../mean_per_class_recall``)."""
+    labelled dataset in any reader's format (``zeroshot/<name>/top1``, ``.../mean_per_class_recall``).
+
+    With ``rendering`` the world's tasks are drawn in that rendering, a distribution shift of the
+    same scenes, and report as ``zeroshot_<rendering>/<task>/top1`` beside the usual ones.
+    """
 
     type: Literal["zeroshot"] = Field("zeroshot", description="the task type")
     dataset: Literal["world"] | SerializeAsAny[DatasetConfig] = Field(
@@ -40,26 +45,44 @@ class ZeroShotTask(TaskConfig):
         "{format: imagefolder | manifest | clip_benchmark | cifar, path: ..., split: ...}",
     )
     n: int | None = Field(
-        None, ge=1, description="test images per task (the world: default 1000; a dataset: default all of it)"
+        None,
+        ge=1,
+        description="test images per task (the world: default 1000; a dataset: default all of it, else n spread "
+        "evenly over it)",
     )
     ties: Ties = Field("clip_benchmark", description=TIES_DESCRIPTION)
+    rendering: Rendering | None = Field(
+        None,
+        description="dataset world only: draw its test images as filled | sketch | textured | palette (the "
+        "same scenes; metrics zeroshot_<rendering>/...); default: the world's own rendering (zeroshot/...)",
+    )
 
     @field_validator("dataset", mode="before")
     @classmethod
     def _dataset(cls, value: Any) -> Any:
         return dataset_section(value, "zero-shot classification", "classifies")
 
+    @model_validator(mode="after")
+    def _rendering_needs_world(self) -> ZeroShotTask:
+        if self.rendering is not None and self.dataset != "world":
+            raise ValueError("rendering applies to dataset: world only (a dataset's images are what they are)")
+        return self
+
     def metric_prefix(self) -> str:
-        return "zeroshot" if self.dataset == "world" else f"zeroshot/{self.dataset.label()}"
+        if self.dataset != "world":
+            return f"zeroshot/{self.dataset.label()}"
+        return "zeroshot" if self.rendering is None else f"zeroshot_{self.rendering}"
 
     def build(self, context: EvalContext) -> list[Evaluator]:
         if self.dataset == "world":
-            sets = classification_sets(context.world(), self.n or 1000)
+            rendering = self.rendering or context.world_config.rendering
+            sets = classification_sets(context.world(), self.n or 1000, rendering=rendering)
+            tag = "world/classify" if self.rendering is None else f"world/classify/{self.rendering}"
             return [
                 ZeroShotEvaluator(
-                    f"zeroshot/{task}",
+                    f"{self.metric_prefix()}/{task}",
                     Classification(
-                        ArrayImages(data.images, "world/classify"),
+                        ArrayImages(data.images, tag),
                         data.labels,
                         data.classnames,
                         list(data.templates),
@@ -77,12 +100,20 @@ class ZeroShotTask(TaskConfig):
 
 
 def first_images(data: Classification, n: int) -> Classification:
-    """The first ``n`` images of a labelled set (a quick run), everything else unchanged."""
-    if n >= len(data.labels):
+    """``n`` images spread evenly over the set (a quick run). A prefix would be the first
+    classes only of a set stored class by class, as ImageFolder trees are."""
+    total = len(data.labels)
+    if n >= total:
         return data
-    images = data.images.subset(range(n))
+    chosen = np.unique(np.linspace(0, total - 1, n).round().astype(int))
     return Classification(
-        images, data.labels[:n], data.classnames, data.templates, data.name, data.descriptions, data.prompts
+        data.images.subset(chosen.tolist()),
+        np.asarray(data.labels)[chosen],
+        data.classnames,
+        data.templates,
+        data.name,
+        data.descriptions,
+        data.prompts,
     )
 
 
@@ -94,6 +125,7 @@ class ZeroShotEvaluator:
         if ties not in TIES:
             raise ValueError(f"ties must be one of {TIES}")
         self.name, self.data, self.ties = name, data, ties
+        self.dataset = data.name  # the JSON's dataset field
         self.tokenizer, self.batch_size = context.tokenizer, context.batch_size
         self.precision, self.pipeline = context.precision, context.pipeline()
         prompts = data.class_prompts()

@@ -29,7 +29,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", nargs="?", help="run directory, checkpoint, export, OpenCLIP or HF folder")
-    p.add_argument("--suite", help="a suite YAML file, or the name of a shipped suite (world)")
+    p.add_argument("--suite", help="a suite YAML file, or the name of a shipped suite (world, world_shift, public: a template)")
     p.add_argument("--compare", nargs="+", metavar="DIR", help="suite result folders to put side by side")
     p.add_argument("--out", help="with --suite: the result folder; otherwise a JSON file for the metrics")
     p.add_argument("--batch-size", type=positive_int, help="images or texts encoded at a time")

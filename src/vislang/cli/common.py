@@ -18,6 +18,14 @@ def add_set_option(parser: argparse.ArgumentParser, example: str | None = None) 
     )
 
 
+def add_encoding_options(parser: argparse.ArgumentParser, workers_default: str) -> None:
+    """How a command that evaluates encodes: batch size, decoding workers, device, precision."""
+    parser.add_argument("--batch-size", type=positive_int, help="images or texts encoded at a time")
+    parser.add_argument("--workers", type=non_negative_int, help=f"image-decoding workers (default: {workers_default})")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cuda or cuda:1 (default cpu)")
+    parser.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast precision")
+
+
 def add_quiet_option(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 

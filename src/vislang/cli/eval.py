@@ -7,7 +7,7 @@ import argparse
 import json
 from pathlib import Path
 
-from vislang.cli.common import add_quiet_option, add_set_option, non_negative_int, positive_int
+from vislang.cli.common import add_encoding_options, add_quiet_option, add_set_option
 
 EPILOG = """examples:
   vislang eval runs/demo                               the run config's eval.tasks
@@ -29,13 +29,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("model", nargs="?", help="run directory, checkpoint, export, OpenCLIP or HF folder")
-    p.add_argument("--suite", help="a suite YAML file, or the name of a shipped suite (world, world_shift, public: a template)")
+    p.add_argument(
+        "--suite", help="a suite YAML file, or the name of a shipped suite (world, world_shift, public: a template)"
+    )
     p.add_argument("--compare", nargs="+", metavar="DIR", help="suite result folders to put side by side")
     p.add_argument("--out", help="with --suite: the result folder; otherwise a JSON file for the metrics")
-    p.add_argument("--batch-size", type=positive_int, help="images or texts encoded at a time")
-    p.add_argument("--workers", type=non_negative_int, help="image-decoding workers (suite default: its own)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda or cuda:1 (default cpu)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast precision")
+    add_encoding_options(p, "the suite's, or 0")
     add_quiet_option(p)
     add_set_option(p, "eval.batch_size=256 (with --suite: a suite field, e.g. tasks.0.n=100)")
     p.set_defaults(func=run)

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from vislang.cli.common import add_quiet_option, add_set_option, non_negative_int, positive_int
+from vislang.cli.common import add_encoding_options, add_quiet_option, add_set_option
 
 EPILOG = """examples:
   vislang wise runs/clip runs/finetune --suite shift.yaml --out wise/
@@ -52,10 +52,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--export-alpha", metavar="A", help="also write the model at this α (a number, or best)")
     p.add_argument("--export-out", metavar="DIR2", help="where the export goes (default DIR/export_alpha_<A>)")
-    p.add_argument("--batch-size", type=positive_int, help="images or texts encoded at a time")
-    p.add_argument("--workers", type=non_negative_int, help="image-decoding workers (default: the suite's)")
-    p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
-    p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast precision")
+    add_encoding_options(p, "the suite's")
     add_quiet_option(p)
     add_set_option(p, "tasks.0.n=100 (a field of the suite file)")
     p.set_defaults(func=run)

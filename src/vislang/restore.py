@@ -10,18 +10,27 @@ raw weights under ``model`` (training continues from them) and the averaged trai
 parameters under ``ema``; loaded for use, it gives the average (:func:`weights_for_use`), so
 ``vislang.load``, evaluation and ``vislang export`` (which then writes plain averaged weights)
 all see the weights the run evaluated.
+
+A checkpoint of a LoRA run (``train.lora``) holds peft's layers (``...in_proj.base_layer.weight``,
+``...in_proj.lora_A.default.weight``, ...). Loaded for use, the adapters are injected where its
+weights have them, loaded, then merged (``W + alpha/rank · B·A``) and removed: the objective is a
+plain one, and the config returned no longer asks for LoRA, so an export of it is an ordinary model.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import peft
 import torch
+from peft.tuners.tuners_utils import BaseTunerLayer
 from pydantic import ValidationError
+from torch import nn
 
 from vislang.checkpoint import CONFIG, TOKENIZER, is_export, read_model
 from vislang.config import legacy
 from vislang.config.base import format_error
+from vislang.config.train import LoraConfig
 from vislang.errors import CheckpointError, ConfigError, first_line
 from vislang.experiment import RunConfig, build_objective
 from vislang.objectives import Objective
@@ -50,6 +59,51 @@ def weights_for_use(checkpoint: dict) -> dict:
     return {**checkpoint["model"], **average} if isinstance(average, dict) else checkpoint["model"]
 
 
+def inject_adapters(module: nn.Module, lora: LoraConfig, names: list[str]) -> None:
+    """Wrap the Linear layers at ``names`` (module paths in ``module``) in peft's LoRA layers, in
+    place: ``module`` keeps its own classes, so training, scoring and evaluation see the same
+    objective. peft leaves only the adapters trainable; callers decide what trains after it."""
+    config = peft.LoraConfig(
+        r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(names), bias="none"
+    )
+    peft.inject_adapter_in_model(config, module)
+
+
+def adapted_modules(state: dict) -> list[str]:
+    """The module paths a state dict holds LoRA adapters for (``PATH.lora_A.<adapter>.weight``)."""
+    return sorted({key.split(".lora_A.")[0] for key in state if ".lora_A." in key})
+
+
+def has_adapters(module: nn.Module) -> bool:
+    return any(isinstance(m, BaseTunerLayer) for m in module.modules())
+
+
+@torch.no_grad()
+def merge_adapters(module: nn.Module) -> int:
+    """Fold every adapter into its layer's weight and put the plain layer back in its place, so
+    the module's state dict has the names and shapes of a model without adapters; returns how many
+    layers were merged. Every parameter is trainable afterwards, as in a freshly built model."""
+    merged = 0
+    for name, layer in list(module.named_modules()):
+        if isinstance(layer, BaseTunerLayer):
+            layer.merge(safe_merge=True)  # refuses to fold in non-finite values
+            parent, _, child = name.rpartition(".")
+            setattr(module.get_submodule(parent) if parent else module, child, layer.get_base_layer())
+            merged += 1
+    if merged:
+        for attribute in ("peft_config", "_hf_peft_config_loaded"):  # what peft's injection left on the module
+            if hasattr(module, attribute):
+                delattr(module, attribute)
+        for param in module.parameters():
+            param.requires_grad_(True)
+    return merged
+
+
+def without_lora(cfg: RunConfig) -> RunConfig:
+    """``cfg`` describing the merged model: ``train.lora`` unset."""
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"lora": None})})
+
+
 def objective_from_checkpoint(
     checkpoint: dict, source: str | Path = "checkpoint", export: bool = False
 ) -> tuple[Objective, BPETokenizer, RunConfig]:
@@ -65,7 +119,12 @@ def objective_from_checkpoint(
         raise CheckpointError(f"{Path(source) / TOKENIZER if export else source}: {error}") from None
     try:
         objective = build_objective(cfg, tokenizer.vocab_size, tokenizer.pad_id)
-        objective.load_state_dict(weights_for_use(checkpoint))
+        state = weights_for_use(checkpoint)
+        if cfg.train.lora is not None:  # a LoRA run: its adapters, then merged into plain weights
+            inject_adapters(objective, cfg.train.lora, adapted_modules(state))
+        objective.load_state_dict(state)
+        if merge_adapters(objective):
+            cfg = without_lora(cfg)
     except (KeyError, ValueError, RuntimeError, TypeError) as error:
         raise CheckpointError(f"{source}: not a vislang checkpoint ({first_line(error)})") from None
     return objective.eval(), tokenizer, cfg

@@ -32,6 +32,46 @@ class ParamRule(Section):
         return value
 
 
+# The default adapted layers: in both towers' transformer blocks, self-attention's fused q/k/v
+# input projection and its output projection (models/layers.py MultiheadAttention: in_proj,
+# out_proj) and the MLP's two Linears (Mlp is an nn.Sequential: 0 is fc1, 2 is fc2).
+LORA_TARGETS = (r"model\.(vision|text)\.transformer\.blocks\.\d+\.(attn\.(in_proj|out_proj)|mlp\.(0|2))",)
+
+
+class LoraConfig(Section):
+    """LoRA adapters (Hu et al., 2021) applied with ``peft``: each targeted Linear ``W`` becomes
+    ``W + (alpha / rank) · B·A`` with ``A`` (rank x in) and ``B`` (out x rank) the only weights
+    that train; ``vislang export`` folds ``B·A`` into ``W`` and writes a plain model."""
+
+    rank: int = Field(8, ge=1, description="rank r of each adapter: r x (in + out) weights per adapted Linear")
+    alpha: float = Field(
+        16.0,
+        gt=0,
+        allow_inf_nan=False,
+        description="the adapter's output is scaled by alpha / rank (peft's lora_alpha)",
+    )
+    dropout: float = Field(
+        0.0, ge=0, lt=1, allow_inf_nan=False, description="dropout on the adapter's input while training"
+    )
+    targets: list[str] = Field(
+        list(LORA_TARGETS),
+        min_length=1,
+        description="regular expressions, each matched whole (re.fullmatch) against the objective's module paths "
+        "(model.vision.transformer.blocks.0.attn.in_proj, ...); every nn.Linear one matches gets an adapter and each "
+        "must match one; default: self-attention in_proj/out_proj and MLP fc1/fc2 (mlp.0, mlp.2) of both towers",
+    )
+
+    @field_validator("targets")
+    @classmethod
+    def _regexes(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"{pattern!r} is not a regular expression: {error}") from None
+        return value
+
+
 class TrainConfig(Section):
     steps: int = Field(1250, ge=1, description="optimizer steps")
     batch_size: int = Field(128, ge=1, description="samples per step and rank (the global batch is ranks x this)")
@@ -109,6 +149,12 @@ class TrainConfig(Section):
         allow_inf_nan=False,
         description="L2-SP: adds l2_sp/2 x the squared distance of the trainable weights to their values at the "
         "start of training to the loss; 0 disables (weight_decay 0 makes it replace decay toward zero)",
+    )
+
+    lora: LoraConfig | None = Field(
+        None,
+        description="LoRA adapters through peft (train.lora={} for the defaults): only the adapters train; "
+        "checkpoints hold them, vislang.load and export merge them into plain weights",
     )
 
     @field_validator("lr")

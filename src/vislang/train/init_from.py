@@ -8,7 +8,7 @@ from torch import nn
 
 from vislang.checkpoint import read_model
 from vislang.errors import CheckpointError
-from vislang.restore import weights_for_use
+from vislang.restore import adapted_modules, objective_from_checkpoint, weights_for_use
 
 
 def init_tower_from(tower: nn.Module, source: str | Path, prefix: str) -> tuple[int, list[str]]:
@@ -18,6 +18,8 @@ def init_tower_from(tower: nn.Module, source: str | Path, prefix: str) -> tuple[
     tower, are errors: a silently fresh tower would look like a failed experiment."""
     state = read_model(source)
     model = weights_for_use(state) if "model" in state else {}  # an EMA run gives its average
+    if adapted_modules(model):  # a LoRA run: its weights with the adapters merged in
+        model = objective_from_checkpoint(state, source)[0].state_dict()
     weights = {k[len(prefix) :]: v for k, v in model.items() if k.startswith(prefix)}
     own = tower.state_dict()
     shared = [k for k in own if k in weights]

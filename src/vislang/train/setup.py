@@ -25,6 +25,7 @@ from vislang.tokenizers import BPETokenizer
 from vislang.train.distributed import Ranks, load_training_state, shard_blocks
 from vislang.train.ema import ParameterCopy, WeightEMA
 from vislang.train.init_from import init_tower_from
+from vislang.train.lora import apply_lora, lora_rules
 from vislang.train.optim import (
     apply_layer_decay,
     apply_param_rules,
@@ -133,7 +134,10 @@ def build_trainable(
             f"image tower: {loaded} tensors from {cfg.model.vision.init_from}"
             + (f"; fresh: {', '.join(fresh)}" if fresh else "")
         )
-    settings = apply_param_rules(objective, param_rules(cfg.model, t))  # freezing (LiT), lr scales, decay
+    if t.lora is not None:  # after init_from (it loads plain layers), before the rules and any state is loaded
+        notes.append(apply_lora(objective, t.lora))
+    # freezing (LiT), lr scales, decay; with LoRA a last rule freezes all but the adapters
+    settings = apply_param_rules(objective, param_rules(cfg.model, t) + lora_rules(t.lora))
     if t.layer_decay is not None:
         notes.append(apply_layer_decay(objective, settings, t.layer_decay))
     objective.frozen_norms = tuple(freeze_norm_statistics(objective))

@@ -21,9 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import peft
 import torch
-from peft.tuners.tuners_utils import BaseTunerLayer
 from pydantic import ValidationError
 from torch import nn
 
@@ -63,6 +61,8 @@ def inject_adapters(module: nn.Module, lora: LoraConfig, names: list[str]) -> No
     """Wrap the Linear layers at ``names`` (module paths in ``module``) in peft's LoRA layers, in
     place: ``module`` keeps its own classes, so training, scoring and evaluation see the same
     objective. peft leaves only the adapters trainable; callers decide what trains after it."""
+    import peft  # seconds to import: only runs that use LoRA pay for it
+
     config = peft.LoraConfig(
         r=lora.rank, lora_alpha=lora.alpha, lora_dropout=lora.dropout, target_modules=list(names), bias="none"
     )
@@ -75,7 +75,9 @@ def adapted_modules(state: dict) -> list[str]:
 
 
 def has_adapters(module: nn.Module) -> bool:
-    return any(isinstance(m, BaseTunerLayer) for m in module.modules())
+    """Whether peft's adapters are in ``module`` (by their parameter names, so that a model
+    without LoRA never imports peft)."""
+    return bool(adapted_modules(dict(module.named_parameters())))
 
 
 @torch.no_grad()
@@ -83,6 +85,10 @@ def merge_adapters(module: nn.Module) -> int:
     """Fold every adapter into its layer's weight and put the plain layer back in its place, so
     the module's state dict has the names and shapes of a model without adapters; returns how many
     layers were merged. Every parameter is trainable afterwards, as in a freshly built model."""
+    if not has_adapters(module):
+        return 0
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
     merged = 0
     for name, layer in list(module.named_modules()):
         if isinstance(layer, BaseTunerLayer):

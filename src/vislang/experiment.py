@@ -37,6 +37,7 @@ from vislang.errors import ConfigError
 from vislang.eval import TASKS, EvalContext, TaskConfig, TaskEntry
 from vislang.eval.compositional import CompositionalTask
 from vislang.eval.retrieval import RetrievalTask
+from vislang.eval.tasks import distinct_prefixes
 from vislang.eval.zeroshot import ZeroShotTask
 from vislang.objectives import OBJECTIVES, Objective, ObjectiveConfig
 from vislang.objectives.contrastive import ClipConfig
@@ -79,10 +80,7 @@ class EvalConfig(Section):
 
     @model_validator(mode="after")
     def _distinct(self) -> EvalConfig:
-        prefixes = [task.metric_prefix() for task in self.tasks]
-        twice = sorted({p for p in prefixes if prefixes.count(p) > 1})
-        if twice:
-            raise ValueError(f"two tasks would write the same metrics {twice[0]}/...; give one a name")
+        distinct_prefixes(self.tasks)
         return self
 
 

@@ -28,7 +28,7 @@ from vislang.config.base import Section, build_section, read_config_file
 from vislang.errors import ConfigError
 from vislang.eval import TaskEntry, evaluate
 from vislang.eval.encode import FeatureCache
-from vislang.eval.tasks import EvalContext, TaskConfig
+from vislang.eval.tasks import EvalContext, TaskConfig, distinct_prefixes
 from vislang.objectives import Objective
 
 # The metric that stands for an evaluator in a summary: the first of these names (the last part
@@ -49,10 +49,7 @@ class SuiteConfig(Section):
 
     @model_validator(mode="after")
     def _distinct(self) -> SuiteConfig:
-        prefixes = [task.metric_prefix() for task in self.tasks]
-        twice = sorted({p for p in prefixes if prefixes.count(p) > 1})
-        if twice:
-            raise ValueError(f"two tasks would write the same metrics {twice[0]}/...; give one a name")
+        distinct_prefixes(self.tasks)
         return self
 
 

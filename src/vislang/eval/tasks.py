@@ -114,6 +114,14 @@ class Scheduled:
         return last or step % (self.every or default_every) == 0
 
 
+def distinct_prefixes(tasks: list[TaskConfig]) -> None:
+    """Refuse a task list (``eval.tasks``, a suite file's) in which two tasks write the same metrics."""
+    prefixes = [task.metric_prefix() for task in tasks]
+    twice = sorted({p for p in prefixes if prefixes.count(p) > 1})
+    if twice:
+        raise ValueError(f"two tasks would write the same metrics {twice[0]}/...; give one a name")
+
+
 def build_evaluators(tasks: list[TaskConfig], context: EvalContext) -> list[Scheduled]:
     """Every task's evaluators in the order of ``tasks``, with its schedule."""
     return [Scheduled(evaluator, task.every) for task in tasks for evaluator in task.build(context)]

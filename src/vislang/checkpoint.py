@@ -30,6 +30,7 @@ from vislang.errors import CheckpointError, first_line
 from vislang.files import give_normal_mode, parse_json, read_json, read_text
 
 WEIGHTS, CONFIG, TOKENIZER = "model.safetensors", "config.json", "tokenizer.json"
+CLASSES = "classes.json"  # the class list of an objective with a head over classes (see vislang.classes)
 
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 CHECKPOINT_TEMP = ".step_*.pt.tmp-*"  # a write in progress, or left by a killed writer
@@ -175,6 +176,8 @@ def write_export(checkpoint: dict, out: str | Path, source: str | None = None) -
     save_safetensors(state, out / WEIGHTS, metadata=meta | ({"source": source} if source else {}))
     (out / CONFIG).write_text(json.dumps(checkpoint["config"], indent=2) + "\n")
     (out / TOKENIZER).write_text(checkpoint["tokenizer"])
+    if checkpoint.get("classes") is not None:
+        (out / CLASSES).write_text(json.dumps(checkpoint["classes"], indent=2) + "\n")
     return out
 
 
@@ -188,11 +191,12 @@ def read_export(path: str | Path) -> dict:
     tokenizer = read_text(path / TOKENIZER, "tokenizer file", CheckpointError)  # read once, parsed to check
     if not isinstance(parse_json(tokenizer, path / TOKENIZER, "tokenizer file", CheckpointError), dict):
         raise CheckpointError(f"{path / TOKENIZER}: not a tokenizer (a JSON object)")
+    classes = read_json(path / CLASSES, "class list", CheckpointError) if (path / CLASSES).is_file() else None
     return {
         "config": config,
         "tokenizer": tokenizer,
         "model": read_safetensors(path / WEIGHTS, "model weights file"),
-    }
+    } | ({"classes": classes} if classes is not None else {})
 
 
 def read_model(path: str | Path) -> dict:

@@ -22,7 +22,8 @@ from typing import Any
 import yaml
 from pydantic import Field, SerializeAsAny, ValidationError, field_validator, model_validator
 
-from vislang.config import PRESETS, DataConfig, ModelConfig, Section, TokenizerConfig, TrainConfig
+from vislang.classes import ClassTask
+from vislang.config import PRESETS, ModelConfig, Section, TokenizerConfig, TrainConfig
 from vislang.config.base import (
     deep_merge,
     format_error,
@@ -33,6 +34,7 @@ from vislang.config.base import (
 )
 from vislang.data import build_source
 from vislang.data.benchmark import DATASET_FORMATS, DatasetConfig
+from vislang.data.labelled import TrainingDataConfig
 from vislang.errors import ConfigError
 from vislang.eval import TASKS, EvalContext, TaskConfig, TaskEntry
 from vislang.eval.compositional import CompositionalTask
@@ -91,7 +93,7 @@ class RunConfig(Section):
         "loss and decoder fields; a bare name (objective: siglip) takes its defaults",
     )
     model: ModelConfig = Field(ModelConfig(), description="the towers, shared embedding and logit scale")
-    data: DataConfig = Field(DataConfig(), description="training data and image preprocessing")
+    data: TrainingDataConfig = Field(TrainingDataConfig(), description="training data and image preprocessing")
     tokenizer: TokenizerConfig = Field(TokenizerConfig(), description="the text tokenizer")
     train: TrainConfig = Field(TrainConfig(), description="optimisation, schedule, scale, checkpoints")
     eval: EvalConfig = Field(EvalConfig(), description="evaluation tasks, in training and from vislang eval")
@@ -119,6 +121,10 @@ class RunConfig(Section):
                 f"data.hard_negatives needs an objective that accepts it ({accepting}), not {objective.kind!r}"
             )
         objective.check(self.model, self.train)
+        if objective.needs_labels and not data.labelled():
+            raise ValueError(
+                f"the {objective.kind} objective trains on labelled images: data.sources: [{{kind: labelled, ...}}]"
+            )
         if "tasks" not in self.eval.model_fields_set and any(s.kind == "world" for s in data.sources):
             # the world's evaluators describe a model of the world, not of a user's data
             self.eval.tasks = world_tasks()
@@ -203,9 +209,12 @@ def to_yaml(config: RunConfig) -> str:
 # -- what a run builds from its config ----------------------------------------------------------
 
 
-def build_objective(cfg: RunConfig, vocab_size: int, pad_id: int) -> Objective:
-    """The configured objective with a freshly initialised model."""
-    return cfg.objective.build(cfg.model, vocab_size, pad_id)
+def build_objective(cfg: RunConfig, vocab_size: int, pad_id: int, classes: ClassTask | None = None) -> Objective:
+    """The configured objective with a freshly initialised model (``classes``: for objectives
+    that need them, the training source's or the ones saved with the weights)."""
+    if cfg.objective.needs_classes and classes is None:
+        raise ConfigError(f"the {cfg.objective.kind} objective needs the class list of a labelled source")
+    return cfg.objective.build(cfg.model, vocab_size, pad_id, classes)
 
 
 def eval_context(

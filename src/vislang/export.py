@@ -31,6 +31,8 @@ def export_objective(objective, tokenizer, cfg, out: str | Path) -> Path:
         "tokenizer": tokenizer.to_json(),
         "model": objective.state_dict(),
     }
+    if objective.classes is not None:  # a head over classes: its class list travels with it
+        checkpoint["classes"] = objective.classes.to_json()
     return write_export(checkpoint, out)
 
 

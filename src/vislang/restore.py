@@ -25,7 +25,8 @@ import torch
 from pydantic import ValidationError
 from torch import nn
 
-from vislang.checkpoint import CONFIG, TOKENIZER, is_export, read_model
+from vislang.checkpoint import CLASSES, CONFIG, TOKENIZER, is_export, read_model
+from vislang.classes import ClassTask
 from vislang.config import legacy
 from vislang.config.base import format_error
 from vislang.config.train import LoraConfig
@@ -124,13 +125,17 @@ def objective_from_checkpoint(
     except ConfigError as error:
         raise CheckpointError(f"{Path(source) / TOKENIZER if export else source}: {error}") from None
     try:
-        objective = build_objective(cfg, tokenizer.vocab_size, tokenizer.pad_id)
+        saved = checkpoint.get("classes")
+        classes = ClassTask.from_json(saved, str(Path(source) / CLASSES if export else source)) if saved else None
+        objective = build_objective(cfg, tokenizer.vocab_size, tokenizer.pad_id, classes)
         state = weights_for_use(checkpoint)
         if cfg.train.lora is not None:  # a LoRA run: its adapters, then merged into plain weights
             inject_adapters(objective, cfg.train.lora, adapted_modules(state))
         objective.load_state_dict(state)
         if merge_adapters(objective):
             cfg = without_lora(cfg)
+    except ConfigError as error:
+        raise CheckpointError(f"{source}: {error}") from None
     except (KeyError, ValueError, RuntimeError, TypeError) as error:
         raise CheckpointError(f"{source}: not a vislang checkpoint ({first_line(error)})") from None
     return objective.eval(), tokenizer, cfg

@@ -151,6 +151,13 @@ class TrainConfig(Section):
         "start of training to the loss; 0 disables (weight_decay 0 makes it replace decay toward zero)",
     )
 
+    init_from: str | None = Field(
+        None,
+        description="fine-tuning: start the whole objective from a vislang checkpoint, run directory or export "
+        "(converted OpenCLIP / Hugging Face models included; an EMA run gives its average, a LoRA run its merged "
+        "weights) and use its tokenizer; the model section must describe the same architecture. Tensors the "
+        "source lacks (a new classification head) start fresh",
+    )
     lora: LoraConfig | None = Field(
         None,
         description="LoRA adapters through peft (train.lora={} for the defaults): only the adapters train; "

@@ -15,11 +15,12 @@ from torch.utils.data import DataLoader
 from vislang.config import DataConfig, SourceConfig, TrainConfig, VisionConfig, WorldConfig
 from vislang.data.batches import Batches, Tokenize
 from vislang.data.decode import BadSample, SampleDecoder
+from vislang.data.labelled import LabelledSource, LabelledSourceConfig, build_labelled
 from vislang.data.samples import FolderSamples, TableSamples, WorldSamples
 from vislang.data.shards import ShardSamples, is_remote
 from vislang.data.source import RandomAccessSource, Source, StreamedSource
 from vislang.data.stream import ShardStream
-from vislang.data.transforms import ImageTransform
+from vislang.data.transforms import ImageTransform, to_tensor
 from vislang.data.world import World
 from vislang.data.world_tasks import RetrievalSet
 from vislang.errors import DataError
@@ -35,6 +36,7 @@ __all__ = [
     "build_world",
     "drawn_batch_size",
     "first_pass",
+    "labelled_batches",
     "source_retrieval_set",
     "tokenizer_corpus",
     "train_loader",
@@ -68,7 +70,12 @@ def build_sources(
 
 
 def build_source(
-    data: DataConfig, source: SourceConfig, image_size: int, seed: int, train: bool = True, check: bool = True
+    data: DataConfig,
+    source: SourceConfig | LabelledSourceConfig,
+    image_size: int,
+    seed: int,
+    train: bool = True,
+    check: bool = True,
 ) -> Source:
     """One source of any kind (training or held out). ``train`` applies ``data.random_crop``;
     ``seed`` orders the rows and lanes. ``data`` gives what all sources share: how images are
@@ -79,6 +86,11 @@ def build_source(
     transform = ImageTransform(
         image_size, data.resize_mode, data.random_crop and train, data.crop_scale, interpolation=data.interpolation
     )
+    if isinstance(s, LabelledSourceConfig):
+        built = build_labelled(s, build_world(data.world, image_size), transform, seed)
+        if check:
+            _check_usable(built, f"data source {s.label(0, True)}")
+        return built
     decoder = SampleDecoder(transform, data.max_image_pixels, s.caption_pick)
     built: Source
     if s.kind == "shards" and _streamed(s):
@@ -110,6 +122,28 @@ def first_pass(source: Source) -> Iterator[Callable[[np.random.Generator], tuple
     else:  # the world has no end: its positions count on
         for position in itertools.count() if source.size is None else range(source.size):
             yield lambda rng, p=position: source.get(p, rng)
+
+
+def labelled_batches(
+    source: LabelledSource, mean, std, n: int, batch_size: int
+) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """The first ``n`` usable samples of a labelled source (its first-epoch order; fewer when it
+    is smaller) as (normalised images, labels) batches of at most ``batch_size``: what a probe
+    fitted before fine-tuning (LP-FT) sees."""
+    total = n if source.size is None else min(n, source.size)
+    images, labels = [], []
+    for position in range(total):
+        try:
+            image, label = source.get(position, np.random.default_rng([0, 303, position]))
+        except BadSample:
+            continue
+        images.append(image)
+        labels.append(label)
+        if len(images) == batch_size:
+            yield to_tensor(np.stack(images), mean, std), torch.tensor(labels)
+            images, labels = [], []
+    if images:
+        yield to_tensor(np.stack(images), mean, std), torch.tensor(labels)
 
 
 def source_retrieval_set(source: Source, n: int | None, seed: int) -> RetrievalSet:

@@ -15,7 +15,8 @@ of worker ``b mod lanes`` of rank ``r`` read lane ``r * lanes + b mod lanes`` in
 met at another position (after a resume) is re-read up to it.
 
 A batch: ``image`` [B, 3, S, S], ``text`` [B, L] (+ ``text_neg``, ``text_neg_valid`` with hard
-negatives), and ``counts``: ``skipped/<reason>`` for every bad sample (a bad sample is skipped,
+negatives; + ``label`` [B] from a labelled source, whose captions are class prompts, one
+template per class and batch: :mod:`vislang.data.labelled`), and ``counts``: ``skipped/<reason>`` for every bad sample (a bad sample is skipped,
 so a batch may be smaller than ``batch_size``), ``negatives/<rule>`` and ``source/<name>``.
 """
 
@@ -29,6 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vislang.data.decode import BadSample
+from vislang.data.labelled import prompt_choice
 from vislang.data.negatives import negative_caption
 from vislang.data.source import Source
 from vislang.data.transforms import to_tensor
@@ -129,7 +131,8 @@ class Batches(Dataset):
 
     def _samples(self, index: int) -> Iterator[tuple[str, list[int], Callable[[np.random.Generator], tuple]]]:
         """(source name, seed key, read) for every sample of this rank's part of batch ``index``;
-        ``read(rng)`` returns (image, caption) or raises :class:`BadSample`."""
+        ``read(rng)`` returns (image, caption), or (image, caption, label) from a labelled
+        source, or raises :class:`BadSample`."""
         starts, counts = self._start(index), self._counts(index)
         for s, (name, source, start, n) in enumerate(zip(self.names, self.sources, starts, counts)):
             if source.streaming:
@@ -139,21 +142,34 @@ class Batches(Dataset):
                     key = [self.seed, 304, lane, position + offset]
                     yield name, key, lambda rng, raw=raw, src=source: src.decode(raw, rng)
                 self._streams[s] = (index + self.lanes, position + int(n), lane, stream)
+            elif source.labelled:
+                for position in range(int(start), int(start + n)):
+                    yield (
+                        name,
+                        [self.seed, 303, position],
+                        lambda rng, p=position, src=source: self._prompted(src, index, *src.get(p, rng)),
+                    )
             else:
                 for position in range(int(start), int(start + n)):
                     yield name, [self.seed, 303, position], lambda rng, p=position, src=source: src.get(p, rng)
 
+    def _prompted(self, source: Source, index: int, image: np.ndarray, label: int) -> tuple[np.ndarray, str, int]:
+        """A labelled sample with its class's prompt of batch ``index`` as the caption."""
+        classes = source.classes
+        return image, classes.prompt(label, prompt_choice(self.seed, index, label, len(classes.templates))), label
+
     def __getitem__(self, index: int) -> dict:
         rng = np.random.default_rng([self.seed, 101, index] + ([self.rank] if self.world > 1 else []))
-        images, captions, tally = [], [], Counter()
+        images, captions, labels, tally = [], [], [], Counter()
         for name, key, read in self._samples(index):
             try:
-                image, caption = read(np.random.default_rng(key))
+                image, caption, *label = read(np.random.default_rng(key))
             except BadSample as bad:
                 tally[f"skipped/{bad.reason}"] += 1
                 continue
             images.append(image)
             captions.append(caption)
+            labels += label
             if len(self.sources) > 1:
                 tally[f"source/{name}"] += 1
         batch: dict = {}
@@ -161,4 +177,6 @@ class Batches(Dataset):
             fields, negative_counts = text_fields(captions, self.tokenizer, self.negative_rules, rng)
             tally.update(negative_counts)
             batch = {"image": to_tensor(np.stack(images), self.mean, self.std), **fields}
+            if labels:
+                batch["label"] = torch.tensor(labels)
         return batch | {"counts": dict(tally)}

@@ -24,6 +24,8 @@ from vislang.data.decode import SampleDecoder
 
 class Source(ABC):
     streaming: ClassVar[bool]
+    # samples are (image, label) with a ClassTask in ``classes`` (vislang.data.labelled)
+    labelled: ClassVar[bool] = False
     # how raw samples become (image, caption); None where there is nothing to decode (the world)
     decoder: SampleDecoder | None = None
 

@@ -7,8 +7,11 @@ itself; adding an objective means adding its file and one line here.
 
 from vislang.objectives.base import Objective, ObjectiveConfig
 from vislang.objectives.captioning import CapConfig, CappaConfig
+from vislang.objectives.classifier import ClassifierConfig
 from vislang.objectives.coca import CocaConfig
 from vislang.objectives.contrastive import ClipConfig
+from vislang.objectives.coop import CoopConfig
+from vislang.objectives.flyp import FlypConfig
 from vislang.objectives.sigmoid import SiglipConfig
 
 OBJECTIVES: dict[str, type[ObjectiveConfig]] = {
@@ -17,6 +20,10 @@ OBJECTIVES: dict[str, type[ObjectiveConfig]] = {
     "cap": CapConfig,
     "cappa": CappaConfig,
     "coca": CocaConfig,
+    # fine-tuning on labelled images (data.sources: [{kind: labelled, ...}])
+    "flyp": FlypConfig,
+    "classifier": ClassifierConfig,
+    "coop": CoopConfig,
 }
 
 __all__ = ["OBJECTIVES", "Objective", "ObjectiveConfig"]

@@ -8,13 +8,16 @@ evaluators call. The loop never asks which paradigm it runs.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import ClassVar
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from vislang.config import ModelConfig, Section, TrainConfig
+from vislang.classes import ClassTask
+from vislang.config import ModelConfig, ParamRule, Section, TrainConfig
 
 
 class ObjectiveConfig(Section):
@@ -28,15 +31,36 @@ class ObjectiveConfig(Section):
     accepts_hard_negatives: ClassVar[bool] = False  # data.hard_negatives (negative captions in the batch)
     accepts_cit: ClassVar[bool] = False  # data.cit (curation in training needs a text embedding)
     accepts_pretrained_text: ClassVar[bool] = False  # model.text.pretrained (a Hugging Face text tower)
+    needs_labels: ClassVar[bool] = False  # batches must carry ``label`` (labelled sources only)
+    needs_classes: ClassVar[bool] = False  # built with the labelled source's ClassTask (a head over its classes)
 
     def check(self, model: ModelConfig, train: TrainConfig) -> None:
         """Raise ValueError for a combination with other sections that this objective cannot train."""
         if model.text.pretrained and not self.accepts_pretrained_text:
             raise ValueError(f"model.text.pretrained is a text tower for two-tower objectives, not {self.kind!r}")
 
-    def build(self, model: ModelConfig, vocab_size: int, pad_id: int) -> Objective:
-        """The objective with a freshly initialised model."""
+    def param_rules(self) -> list[ParamRule]:
+        """Rules the objective itself brings (CoOp and head-only fine-tuning freeze the towers),
+        applied after the towers' lock shorthands and before ``train.param_rules``."""
+        return []
+
+    def build(self, model: ModelConfig, vocab_size: int, pad_id: int, classes: ClassTask | None = None) -> Objective:
+        """The objective with a freshly initialised model; ``classes`` is given to objectives that
+        ``needs_classes`` (the training source's, or the one saved with the weights)."""
         raise NotImplementedError
+
+
+@dataclass
+class StartContext:
+    """What an objective may use once, on a fresh run, after ``train.init_from`` has loaded its
+    weights and before adapters, parameter rules and the optimizer: a head initialised from the
+    zero-shot classifier needs the tokenizer, a linear probe needs the labelled training images."""
+
+    tokenize: Callable[[Sequence[str]], torch.Tensor]
+    device: torch.device
+    # up to n labelled training samples in their first-epoch order, as (normalised images, labels)
+    # batches of at most batch_size: labelled_batches(n, batch_size)
+    labelled_batches: Callable[[int, int], Iterator[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
 
 class Objective(nn.Module, ABC):
@@ -51,6 +75,7 @@ class Objective(nn.Module, ABC):
     group = None
     exact_accumulation = False
     frozen_norms: tuple[nn.Module, ...] = ()  # locked BatchNorms: they stay in eval mode
+    classes: ClassTask | None = None  # what :meth:`classify` predicts (objectives that need classes)
 
     def train(self, mode: bool = True) -> Objective:
         super().train(mode)
@@ -77,6 +102,16 @@ class Objective(nn.Module, ABC):
     def log_values(self) -> dict[str, float]:
         """Scalars to log beside the loss (temperature, bias, ...)."""
         return {}
+
+    def start(self, context: StartContext) -> list[str]:
+        """Once, on a fresh run, before the first step (see :class:`StartContext`); returns lines
+        for the run's log. Nothing to do for most objectives."""
+        return []
+
+    def classify(self, image_features: torch.Tensor) -> torch.Tensor | None:
+        """Logits [N, C] over :attr:`classes` from :meth:`image_features` (a trained head or learned
+        prompts), or None for an objective without a classifier of its own."""
+        return None
 
     # -- scoring for evaluators ---------------------------------------------------------------
     # Evaluators see images and texts through features and a pairwise score, so a paradigm that

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from vislang.classes import ClassTask
 from vislang.config import ModelConfig, Section
 from vislang.losses import full_precision
 from vislang.models.text.decoder import TextDecoder
@@ -37,7 +38,9 @@ class CapConfig(ObjectiveConfig):
     kind: Literal["cap"] = Field("cap", description="the objective")
     decoder: DecoderConfig = Field(DecoderConfig(), description="the text decoder")
 
-    def build(self, model: ModelConfig, vocab_size: int, pad_id: int) -> CaptioningObjective:
+    def build(
+        self, model: ModelConfig, vocab_size: int, pad_id: int, classes: ClassTask | None = None
+    ) -> CaptioningObjective:
         return CaptioningObjective(build_captioner(model, self.decoder.depth, vocab_size, pad_id), pad_id, 0.0)
 
 
@@ -53,7 +56,9 @@ class CappaConfig(CapConfig):
         description="share of examples decoded in parallel from all-[MASK] inputs (big_vision's masked_pred_prob)",
     )
 
-    def build(self, model: ModelConfig, vocab_size: int, pad_id: int) -> CaptioningObjective:
+    def build(
+        self, model: ModelConfig, vocab_size: int, pad_id: int, classes: ClassTask | None = None
+    ) -> CaptioningObjective:
         captioner = build_captioner(model, self.decoder.depth, vocab_size, pad_id)
         return CaptioningObjective(captioner, pad_id, self.parallel_prob)
 

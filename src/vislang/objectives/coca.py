@@ -10,6 +10,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import nn
 
+from vislang.classes import ClassTask
 from vislang.config import ModelConfig
 from vislang.losses import clip_loss
 from vislang.models.coca import CoCa
@@ -51,7 +52,9 @@ class CocaConfig(ObjectiveConfig):
             raise ValueError("contrastive_weight and caption_weight are both 0: nothing would be learned")
         return self
 
-    def build(self, model: ModelConfig, vocab_size: int, pad_id: int) -> CocaObjective:
+    def build(
+        self, model: ModelConfig, vocab_size: int, pad_id: int, classes: ClassTask | None = None
+    ) -> CocaObjective:
         coca = build_coca(model, self.decoder.depth, self.decoder.n_queries, vocab_size, pad_id)
         return CocaObjective(coca, pad_id, self.contrastive_weight, self.caption_weight)
 

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
+from vislang.classes import ClassTask
 from vislang.config import ModelConfig, TrainConfig
 from vislang.losses import clip_loss
 from vislang.models.two_tower import TwoTower
@@ -45,7 +46,9 @@ class ClipConfig(TwoTowerConfig):
         0.0, ge=0, lt=1, allow_inf_nan=False, description="label smoothing of the softmax (ALIGN uses 0.1)"
     )
 
-    def build(self, model: ModelConfig, vocab_size: int, pad_id: int) -> ClipObjective:
+    def build(
+        self, model: ModelConfig, vocab_size: int, pad_id: int, classes: ClassTask | None = None
+    ) -> ClipObjective:
         bank = image_bank(self.hard_negative_images, model)
         return ClipObjective(build_two_tower(model, vocab_size, pad_id), self.label_smoothing, bank)
 

@@ -7,6 +7,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
+from vislang.classes import ClassTask
 from vislang.config import ModelConfig, TrainConfig
 from vislang.losses import siglip_loss
 from vislang.models.two_tower import TwoTower
@@ -38,7 +39,9 @@ class SiglipConfig(TwoTowerConfig):
                 "the siglip objective needs model.init_logit_bias (SigLIP: init_logit_scale 10, init_logit_bias -10)"
             )
 
-    def build(self, model: ModelConfig, vocab_size: int, pad_id: int) -> SiglipObjective:
+    def build(
+        self, model: ModelConfig, vocab_size: int, pad_id: int, classes: ClassTask | None = None
+    ) -> SiglipObjective:
         two_tower = build_two_tower(model, vocab_size, pad_id)
         return SiglipObjective(two_tower, image_bank(self.hard_negative_images, model), self.ring, self.chunk)
 

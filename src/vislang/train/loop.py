@@ -101,6 +101,8 @@ class Run:
             "config": self.cfg.model_dump(mode="json"),
             "tokenizer": p.tokenizer.to_json(),
         } | extra
+        if p.objective.classes is not None:  # what a head's rows mean (vislang.classes)
+            state["classes"] = p.objective.classes.to_json()
         save_checkpoint(state, self.run_dir / "checkpoints", step, t.keep_checkpoints)
 
     def evaluate(self, step: int, due: list[Scheduled]) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -15,8 +16,8 @@ from vislang.errors import ConfigError
 from vislang.models.layers import Transformer
 
 
-def param_rules(model: ModelConfig, train: TrainConfig) -> list[ParamRule]:
-    """The towers' lock shorthands as rules, then ``train.param_rules``."""
+def param_rules(model: ModelConfig, train: TrainConfig, objective_rules: Sequence[ParamRule] = ()) -> list[ParamRule]:
+    """The towers' lock shorthands as rules, then the objective's own, then ``train.param_rules``."""
     rules = []
     for tower, tcfg in (("vision", model.vision), ("text", model.text)):
         if not tcfg.lock:
@@ -27,7 +28,7 @@ def param_rules(model: ModelConfig, train: TrainConfig) -> list[ParamRule]:
             blocks = "|".join(str(i) for i in range(tcfg.depth - n, tcfg.depth))
             rules.append(ParamRule(match=rf"^model\.{tower}\.transformer\.blocks\.({blocks})\.", freeze=False))
             rules.append(ParamRule(match=rf"^model\.{tower}\.(ln_post|ln_final|attn_pool|proj)\.", freeze=False))
-    return rules + list(train.param_rules)
+    return rules + list(objective_rules) + list(train.param_rules)
 
 
 def apply_param_rules(model: nn.Module, rules: list[ParamRule]) -> dict[str, dict]:

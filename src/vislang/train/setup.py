@@ -16,15 +16,18 @@ from pathlib import Path
 
 import torch
 
-from vislang.data import Source, tokenizer_corpus
+from vislang.checkpoint import read_model
+from vislang.classes import ClassTask
+from vislang.data import Source, labelled_batches, tokenizer_corpus
 from vislang.errors import CheckpointError, ConfigError
 from vislang.experiment import RunConfig, build_objective
 from vislang.objectives import Objective
+from vislang.objectives.base import StartContext
 from vislang.rng import set_rng_state
 from vislang.tokenizers import BPETokenizer
 from vislang.train.distributed import Ranks, load_training_state, shard_blocks
 from vislang.train.ema import ParameterCopy, WeightEMA
-from vislang.train.init_from import init_tower_from
+from vislang.train.init_from import init_objective_from, init_tower_from
 from vislang.train.lora import apply_lora, lora_rules
 from vislang.train.optim import (
     apply_layer_decay,
@@ -35,6 +38,25 @@ from vislang.train.optim import (
     param_rules,
 )
 from vislang.train.regularizers import L2SP
+
+
+def run_classes(sources: dict[str, Source], checkpoint: dict | None) -> ClassTask | None:
+    """The classes of the run's labelled source (the one saved with a checkpoint when resuming:
+    the head's rows keep their meaning), or None for captioned data."""
+    if checkpoint is not None and checkpoint.get("classes"):
+        return ClassTask.from_json(checkpoint["classes"], f"checkpoint of step {checkpoint.get('step')}")
+    labelled = [s for s in sources.values() if s.labelled]
+    return labelled[0].classes if labelled else None
+
+
+def start_context(cfg: RunConfig, tokenizer: BPETokenizer, sources: dict[str, Source], device) -> StartContext:
+    """What :meth:`Objective.start` may use: the tokenizer, and the labelled source's images."""
+    labelled = [s for s in sources.values() if s.labelled]
+    v = cfg.model.vision
+    batches = None
+    if labelled:
+        batches = lambda n, size: labelled_batches(labelled[0], v.image_mean, v.image_std, n, size)  # noqa: E731
+    return StartContext(tokenizer, device, batches)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -54,10 +76,16 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
     return contextlib.nullcontext()
 
 
-def build_tokenizer(cfg: RunConfig, sources: dict[str, Source]) -> BPETokenizer:
+def build_tokenizer(cfg: RunConfig, sources: dict[str, Source], start: dict | None = None) -> BPETokenizer:
+    """The run's tokenizer: a pretrained text tower's, the one of the model fine-tuned from
+    (``start``, read from ``train.init_from``), a named file, or one trained on the captions."""
     t, context = cfg.tokenizer, cfg.model.text.context_length
     if cfg.model.text.pretrained:  # a pretrained text encoder brings its own tokenizer
         return BPETokenizer.pretrained(cfg.model.text.pretrained, context)
+    if start is not None:  # the ids the starting weights were trained with
+        if "tokenizer" not in start:
+            raise CheckpointError(f"{cfg.train.init_from}: not a vislang checkpoint (no tokenizer)")
+        return BPETokenizer.from_json(start["tokenizer"], context)
     if t.kind == "openai":
         return BPETokenizer.openai(t.path, context)
     if t.path:
@@ -120,24 +148,30 @@ def build_trainable(
 ) -> Trainable:
     """A fresh objective (seeded by ``train.seed``) or, given one, the state of a checkpoint."""
     t = cfg.train
+    start = read_model(t.init_from) if t.init_from and checkpoint is None else None
     if checkpoint is not None:
         tokenizer = BPETokenizer.from_json(checkpoint["tokenizer"], cfg.model.text.context_length)
     else:
-        tokenizer = build_tokenizer(cfg, sources)
+        tokenizer = build_tokenizer(cfg, sources, start)
     if ranks.main:
         tokenizer.save(run_dir / "tokenizer.json")
-    objective = build_objective(cfg, tokenizer.vocab_size, tokenizer.pad_id).to(device)
+    classes = run_classes(sources, checkpoint)
+    objective = build_objective(cfg, tokenizer.vocab_size, tokenizer.pad_id, classes).to(device)
     notes = []
+    if start is not None:
+        notes.append(init_objective_from(objective, start, t.init_from))
     if cfg.model.vision.init_from and checkpoint is None:
         loaded, fresh = init_tower_from(objective.model.vision, cfg.model.vision.init_from, "model.vision.")
         notes.append(
             f"image tower: {loaded} tensors from {cfg.model.vision.init_from}"
             + (f"; fresh: {', '.join(fresh)}" if fresh else "")
         )
+    if checkpoint is None:  # a head fitted to the start (zero-shot, a probe): before adapters and the optimizer
+        notes += objective.start(start_context(cfg, tokenizer, sources, device))
     if t.lora is not None:  # after init_from (it loads plain layers), before the rules and any state is loaded
         notes.append(apply_lora(objective, t.lora))
     # freezing (LiT), lr scales, decay; with LoRA a last rule freezes all but the adapters
-    settings = apply_param_rules(objective, param_rules(cfg.model, t) + lora_rules(t.lora))
+    settings = apply_param_rules(objective, param_rules(cfg.model, t, cfg.objective.param_rules()) + lora_rules(t.lora))
     if t.layer_decay is not None:
         notes.append(apply_layer_decay(objective, settings, t.layer_decay))
     objective.frozen_norms = tuple(freeze_norm_statistics(objective))

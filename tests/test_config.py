@@ -7,7 +7,10 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import export_untrained
+
 from vislang.errors import ConfigError
+from vislang.objectives.contrastive import ClipConfig
 from vislang.experiment import RunConfig, build_config, explain, load_config, to_yaml
 from vislang.train.loop import train
 
@@ -193,5 +196,9 @@ def test_every_shipped_config_trains_a_few_steps(path, cap_run, tmp_path):
     cfg = load_config(path, FEW_STEPS)
     if cfg.model.vision.init_from:  # the study's follow-ups start from the Cap run's tower
         cfg = load_config(path, FEW_STEPS + [f"model.vision.init_from={cap_run}"])
+    if cfg.train.init_from:  # fine-tuning recipes start from a pretrained model: here an untrained one of its shape
+        clip = cfg.model_copy(update={"objective": ClipConfig()})  # what they start from is a CLIP
+        start = export_untrained(clip, ["a red circle", "a blue square", "a green star"] * 10, tmp_path / "start")
+        cfg = load_config(path, FEW_STEPS + [f"train.init_from={start}"])
     metrics = train(cfg, tmp_path / "run", quiet=True)
     assert 0.0 <= metrics["zeroshot/shape/top1"] <= 1.0

@@ -25,7 +25,9 @@ import yaml
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from vislang.cli import main
+from vislang.config import SourceConfig
 from vislang.data.benchmark import DATASET_FORMATS
+from vislang.data.labelled import LabelledSourceConfig
 from vislang.experiment import schema_fields
 
 FIELDS = list(schema_fields())
@@ -40,7 +42,9 @@ CIT = {"class_names": ["a"]}
 TASK_REQUIRED = {"aro": {"kind": "vg_relation", "annotations": "a.json", "images": "i"}, "winoground": {"root": "w"}}
 TASK_REQUIRED |= {"captioning": {"references": "c.json", "images": "i"}, "sugarcrepe": {"root": "s", "images": "i"}}
 DATASET = {"retrieval": "karpathy"}  # a task's dataset section: the format it reads, else imagefolder
+LABELLED = {"kind": "labelled", "dataset": "world"}
 OBJECTIVE_REQUIRED = {"siglip": ["model.init_logit_bias=-10"]}
+OBJECTIVE_REQUIRED |= {k: ["data.sources=[{kind: labelled, dataset: world}]"] for k in ("flyp", "classifier", "coop")}
 
 
 @dataclass(frozen=True)
@@ -269,7 +273,14 @@ def overrides(key: str, variant: str, value: Any = OMIT) -> list[str]:
         return [f"eval.tasks={_yaml([task])}"]
     if key.startswith("data.sources[]."):
         name = key.removeprefix("data.sources[].")
-        return [f"data.sources={_yaml([_with({'kind': 'world'} if name == 'path' else SOURCE, name, value)])}"]
+        section, _, sub = name.partition(".")
+        if section == "dataset" and sub:  # a labelled source's dataset section
+            source = {**LABELLED, "dataset": _with(_dataset("zeroshot", sub), sub, value)}
+        elif name in LabelledSourceConfig.model_fields and name not in SourceConfig.model_fields:
+            source = _with(LABELLED, name, value)
+        else:
+            source = _with({"kind": "world"} if name == "path" else SOURCE, name, value)
+        return [f"data.sources={_yaml([source])}"]
     if key.startswith("train.param_rules[]."):
         return [f"train.param_rules={_yaml([_with(RULE, key.removeprefix('train.param_rules[].'), value)])}"]
     if key.startswith("data.cit."):

@@ -72,6 +72,8 @@ def world_tasks() -> list[TaskConfig]:
 
 
 class EvalConfig(Section):
+    """The ``eval`` section: what a run evaluates, when, and what its report warns about."""
+
     batch_size: int = Field(500, ge=1, description="images or texts encoded at a time")
     tasks: list[TaskEntry] = Field(
         default_factory=list,
@@ -80,10 +82,29 @@ class EvalConfig(Section):
         "compositional tasks when a training source is the world, else none",
     )
 
+    at_start: bool | None = Field(
+        None,
+        description="evaluate every task before the first step (logged at step 0), the 'before' of report.md's "
+        "fine-tuning cost; unset: true when train.init_from is set (a fine-tune), else false",
+    )
+    max_zeroshot_drop: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        allow_inf_nan=False,
+        description="report.md and log.txt warn when a task of role unseen (with no roles: any zero-shot top-1) "
+        "lost more than this (absolute) between step 0 and the end",
+    )
+
     @model_validator(mode="after")
     def _distinct(self) -> EvalConfig:
         distinct_prefixes(self.tasks)
         return self
+
+    def evaluates_at_start(self, train: TrainConfig) -> bool:
+        """Whether the loop evaluates before its first step: a fine-tune is judged by what it
+        changed, so by default it measures where it started (``train.init_from``)."""
+        return self.at_start if self.at_start is not None else train.init_from is not None
 
 
 class RunConfig(Section):

@@ -30,6 +30,15 @@ def _gather(features: torch.Tensor, group: dist.ProcessGroup | None) -> tuple[to
     return gathered, dist.get_rank(group) * features.shape[0]
 
 
+def _gather_labels(labels: torch.Tensor, group: dist.ProcessGroup | None) -> torch.Tensor:
+    """All ranks' labels concatenated (no gradient: they are integers)."""
+    if group is None:
+        return labels
+    gathered = [torch.empty_like(labels) for _ in range(dist.get_world_size(group))]
+    dist.all_gather(gathered, labels.contiguous(), group=group)
+    return torch.cat(gathered)
+
+
 def _gather_varying(features: torch.Tensor, group: dist.ProcessGroup | None) -> torch.Tensor:
     """All ranks' rows concatenated with autograd, when ranks hold different numbers of rows."""
     if group is None:
@@ -51,6 +60,7 @@ def clip_loss(
     *,
     label_smoothing: float = 0.0,
     text_negatives: torch.Tensor | None = None,
+    classes: torch.Tensor | None = None,
     group: dist.ProcessGroup | None = None,
 ) -> torch.Tensor:
     """Symmetric InfoNCE (CLIP): mean of image→text and text→image cross-entropies over the batch.
@@ -59,6 +69,9 @@ def clip_loss(
     ``label_smoothing`` spreads that share of the target over all columns (ALIGN uses 0.1).
     ``text_negatives`` [N, D] are extra texts that match no image (NegCLIP's hard negatives):
     they join the image→text softmax only, so each image sees B + N candidate texts.
+    ``classes`` [B] (FLYP on labelled images, whose texts are class prompts): pairs of the same
+    class other than the pair itself are not negatives, so they leave both softmaxes; each image
+    is contrasted with the prompts of the other classes only, and each prompt with their images.
     """
     all_images, offset = _gather(image_features, group)
     all_texts, _ = _gather(text_features, group)
@@ -67,6 +80,15 @@ def clip_loss(
     labels = torch.arange(image_features.shape[0], device=image_features.device) + offset
     logits_per_image = logit_scale * full_precision(image_features) @ full_precision(all_texts).T
     logits_per_text = logit_scale * full_precision(text_features) @ full_precision(all_images).T
+    if classes is not None:
+        if label_smoothing:
+            raise ValueError("clip_loss: label_smoothing with classes would put mass on masked pairs")
+        same = classes[:, None] == _gather_labels(classes, group)[None, :]
+        same[torch.arange(len(classes), device=same.device), labels] = False  # the pair itself stays
+        logits_per_text = logits_per_text.masked_fill(same, float("-inf"))
+        extra = logits_per_image.shape[1] - same.shape[1]  # hard-negative columns are never masked
+        same = torch.cat([same, same.new_zeros(same.shape[0], extra)], dim=1)
+        logits_per_image = logits_per_image.masked_fill(same, float("-inf"))
     image_loss = F.cross_entropy(logits_per_image, labels, label_smoothing=label_smoothing)
     text_loss = F.cross_entropy(logits_per_text, labels, label_smoothing=label_smoothing)
     return (image_loss + text_loss) / 2

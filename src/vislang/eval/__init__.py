@@ -3,7 +3,8 @@
 Every evaluator follows one protocol, ``evaluator(objective, features) -> {metric_name: float}``
 (``features``: the :class:`~vislang.eval.encode.FeatureCache` every evaluator of one evaluation
 shares), and the same objects run inside training and from ``vislang eval`` (``--suite``). Metric names are slash-separated:
-``zeroshot/<task>/top1``, ``retrieval/text_to_image/R@1``, ``compositional/<probe>/acc``.
+``zeroshot/<task>/top1``, ``retrieval/text_to_image/R@1``, ``compositional/<probe>/acc``,
+``head/<task>/top1`` (the objective's own classifier).
 A new task type is a module with its :class:`~vislang.eval.tasks.TaskConfig` and one line in
 :data:`TASKS`.
 """
@@ -20,6 +21,7 @@ from vislang.eval.aro import AroTask
 from vislang.eval.captioning import CaptioningTask
 from vislang.eval.compositional import CompositionalTask
 from vislang.eval.encode import FeatureCache
+from vislang.eval.head import HeadTask
 from vislang.eval.probe import ProbeTask
 from vislang.eval.retrieval import RetrievalTask
 from vislang.eval.sugarcrepe import SugarCrepeTask
@@ -37,6 +39,7 @@ TASKS: dict[str, type[TaskConfig]] = {
     "captioning": CaptioningTask,
     "sugarcrepe": SugarCrepeTask,
     "winoground": WinogroundTask,
+    "head": HeadTask,
 }
 
 

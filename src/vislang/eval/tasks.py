@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field
 
@@ -28,6 +28,8 @@ from vislang.eval.encode import FeatureCache, ImagePipeline
 from vislang.objectives import Objective
 
 Evaluator = Callable[[Objective, FeatureCache], dict[str, float]]
+Role = Literal["id", "shift", "unseen"]
+ROLES: tuple[str, ...] = ("id", "shift", "unseen")
 
 
 @dataclass
@@ -73,6 +75,12 @@ class TaskConfig(Section):
     type: str = Field(description="the task type (see vislang.eval.TASKS)")
     every: int | None = Field(
         None, ge=1, description="steps between evaluations in training (default train.eval_every)"
+    )
+    role: Role | None = Field(
+        None,
+        description="what the task is to a fine-tune: id (the fine-tuning task, in distribution), shift (the "
+        "same task under distribution shift) or unseen (a task the fine-tune never trained on); groups report.md's "
+        "fine-tuning cost and gives vislang wise its ID and shift tasks",
     )
 
     path_fields: ClassVar[tuple[str, ...]] = ()  # fields holding file paths (made absolute by resolve)

@@ -30,6 +30,9 @@ TIES_DESCRIPTION = (
 )
 
 
+WorldSet = Literal["shape", "color", "shape_unseen", "color_unseen"]
+
+
 class ZeroShotTask(TaskConfig):
     """Zero-shot classification: the built-in world's tasks (``zeroshot/<task>/top1``) or a
     labelled dataset in any reader's format (``zeroshot/<name>/top1``, ``.../mean_per_class_recall``).
@@ -57,6 +60,13 @@ class ZeroShotTask(TaskConfig):
         "same scenes; metrics zeroshot_<rendering>/...); default: the world's own rendering (zeroshot/...)",
     )
 
+    world_sets: list[WorldSet] | None = Field(
+        None,
+        min_length=1,
+        description="dataset world only: which of its tasks (shape, color, shape_unseen, color_unseen); default all. "
+        "A fine-tune on shape lists shape as its task (role id) and color apart (role unseen)",
+    )
+
     @field_validator("dataset", mode="before")
     @classmethod
     def _dataset(cls, value: Any) -> Any:
@@ -66,6 +76,8 @@ class ZeroShotTask(TaskConfig):
     def _rendering_needs_world(self) -> ZeroShotTask:
         if self.rendering is not None and self.dataset != "world":
             raise ValueError("rendering applies to dataset: world only (a dataset's images are what they are)")
+        if self.world_sets is not None and self.dataset != "world":
+            raise ValueError("world_sets applies to dataset: world only")
         return self
 
     def metric_prefix(self) -> str:
@@ -92,6 +104,7 @@ class ZeroShotTask(TaskConfig):
                     self.ties,
                 )
                 for task, data in sets.items()
+                if self.world_sets is None or task in self.world_sets
             ]
         data = self.dataset.read_classification()
         if self.n is not None:

@@ -61,6 +61,9 @@ class StartContext:
     # up to n labelled training samples in their first-epoch order, as (normalised images, labels)
     # batches of at most batch_size: labelled_batches(n, batch_size)
     labelled_batches: Callable[[int, int], Iterator[tuple[torch.Tensor, torch.Tensor]]] | None = None
+    # a solver for a head fitted on features (LP-FT): fit_logistic(x, y, n_classes, l2) -> (W, b),
+    # given by the training layer from the evaluation's probe (vislang.eval.probes)
+    fit_logistic: Callable[[torch.Tensor, torch.Tensor, int, float], tuple[torch.Tensor, torch.Tensor]] | None = None
 
 
 class Objective(nn.Module, ABC):

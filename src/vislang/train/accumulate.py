@@ -90,7 +90,10 @@ def _cached_backward(
     for name, b in objective.named_buffers():
         b.copy_(buffers[name])
 
-    cached = {k: torch.cat([e[k] for e in embeddings]).detach().requires_grad_() for k in embeddings[0]}
+    cached = {k: torch.cat([e[k] for e in embeddings]).detach() for k in embeddings[0]}
+    for value in cached.values():  # integer entries (FLYP's class labels) carry no gradient
+        if value.is_floating_point():
+            value.requires_grad_()
     with precision():
         parts = objective.loss_from_embeddings(cached)
     scale(parts["loss"]).backward()  # gradients of the cached embeddings, logit scale and bias
@@ -102,6 +105,8 @@ def _cached_backward(
             fresh = objective.embed(m)
         surrogate = 0.0
         for k, value in fresh.items():
+            if cached[k].grad is None:  # labels, or embeddings the loss did not use
+                continue
             rows = slice(offsets[k], offsets[k] + len(value))
             offsets[k] = rows.stop
             surrogate = surrogate + (full_precision(value) * full_precision(cached[k].grad[rows])).sum()

@@ -5,8 +5,9 @@ Read top to bottom: :func:`train` sets up the run directory, the process group (
 torchrun), the sources, and the objective with its optimizer (:mod:`vislang.train.setup`,
 restored from the latest checkpoint when resuming); then it steps, logs, checkpoints and
 evaluates (a checkpoint is written before an evaluation of the same step, so a failing
-evaluation never costs training); it ends with a final evaluation, ``metrics.json`` and
-``report.md``. Fine-tuning options reach it only through the trainable parts' generic hooks
+evaluation never costs training); a fine-tune first evaluates its starting weights (step 0,
+``eval.at_start``), so the report can say what it cost; it ends with a final evaluation,
+``metrics.json`` and ``report.md``. Fine-tuning options reach it only through the trainable parts' generic hooks
 (penalties on the weights, what follows a step, the weights evaluation sees; see
 :mod:`vislang.train.setup`), never through a branch of their own. Under torchrun every rank trains on its own part of each batch
 (``train.batch_size`` per rank), the contrastive losses see every rank's samples, all ranks
@@ -34,7 +35,7 @@ from vislang.eval import Scheduled, build_evaluators, evaluate
 from vislang.experiment import RunConfig, eval_context
 from vislang.hardware import cpu_has_bf16_units
 from vislang.models.vision.vit import set_mask_ratio
-from vislang.report import write_report
+from vislang.report import cost_warnings, headline, write_report
 from vislang.rng import rng_state
 from vislang.train.accumulate import all_reduce_gradients, backward
 from vislang.train.distributed import Ranks, gather_objects, init_distributed, local_device, sum_counts, training_state
@@ -114,16 +115,6 @@ class Run:
         shown = headline(results)
         if shown:
             self.logger.write(f"step {step}: " + ", ".join(f"{k} {v:.3f}" for k, v in shown.items()))
-
-
-HEADLINE_ENDINGS = ("top1", "acc", "mean_R@1", "/group", "CIDEr")
-
-
-def headline(results: dict[str, float], most: int = 8) -> dict[str, float]:
-    """The metrics a console line shows: each task's main ones (top-1, accuracy, mean R@1, group
-    score, CIDEr); where a run's tasks have none of those, its first ``most`` metrics."""
-    main = {k: v for k, v in results.items() if k.endswith(HEADLINE_ENDINGS)}
-    return main or dict(list(results.items())[:most])
 
 
 def start(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool) -> tuple[Run, object]:
@@ -305,10 +296,19 @@ def steps(run: Run, batches) -> None:
             run.evaluate(step, due)
 
 
+def evaluates_at_start(run: Run) -> bool:
+    """Whether to evaluate before the first step (``eval.at_start``; by default when fine-tuning):
+    the report's fine-tuning cost compares with it. Only a run starting at step 0 does: a resumed
+    run's metrics.jsonl already holds its step-0 evaluation."""
+    return bool(run.evaluators) and run.parts.step == 0 and run.cfg.eval.evaluates_at_start(run.cfg.train)
+
+
 def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool = False) -> dict[str, float]:
     """Train ``cfg`` in ``run_dir``; returns the final evaluation metrics."""
     run, batches = start(cfg, Path(run_dir), resume, quiet)
     try:
+        if evaluates_at_start(run):
+            run.evaluate(0, run.evaluators)
         steps(run, batches)
         if run.evaluators and not run.history:  # resumed a finished run: evaluate what it left (not logged again)
             with run.parts.evaluation_weights(), autocast(cfg.train.precision, run.device):
@@ -319,6 +319,8 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
         final = {**run.history, **{f"data/{k}": float(v) for k, v in run.parts.counts.items()}}
         (run.run_dir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
         write_report(run.run_dir)
+        for line in cost_warnings(run.run_dir):  # the report's warnings, for whoever reads only the log
+            run.logger.write(line)
         return final
     finally:
         run.logger.close()

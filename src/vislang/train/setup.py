@@ -20,6 +20,7 @@ from vislang.checkpoint import read_model
 from vislang.classes import ClassTask
 from vislang.data import Source, labelled_batches, tokenizer_corpus
 from vislang.errors import CheckpointError, ConfigError
+from vislang.eval.probes import fit_logistic
 from vislang.experiment import RunConfig, build_objective
 from vislang.objectives import Objective
 from vislang.objectives.base import StartContext
@@ -56,7 +57,7 @@ def start_context(cfg: RunConfig, tokenizer: BPETokenizer, sources: dict[str, So
     batches = None
     if labelled:
         batches = lambda n, size: labelled_batches(labelled[0], v.image_mean, v.image_std, n, size)  # noqa: E731
-    return StartContext(tokenizer, device, batches)
+    return StartContext(tokenizer, device, batches, fit_logistic)
 
 
 def resolve_device(name: str) -> torch.device:

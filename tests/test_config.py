@@ -8,10 +8,9 @@ import pytest
 import yaml
 
 from conftest import export_untrained
-
 from vislang.errors import ConfigError
-from vislang.objectives.contrastive import ClipConfig
 from vislang.experiment import RunConfig, build_config, explain, load_config, to_yaml
+from vislang.objectives.contrastive import ClipConfig
 from vislang.train.loop import train
 
 

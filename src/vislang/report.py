@@ -292,8 +292,13 @@ def drop_warnings(cost: FineTuningCost) -> list[str]:
     if not dropped:
         return []
     what = "tasks of role unseen" if cost.any_role else "zero-shot top-1 (no task has a role)"
-    named = "; ".join(f"`{r.metric}` {r.before:.4f} → {r.after:.4f} ({r.change:+.4f})" for r in dropped)
+    named = "; ".join(f"`{r.metric}` {r.before:.4f} → {r.after:.4f} ({_signed(r.change)})" for r in dropped)
     return [f"**Warning:** fine-tuning lost more than {cost.threshold:g} (eval.max_zeroshot_drop) on {what}: {named}"]
+
+
+def _signed(value: float) -> str:
+    """A change with its sign, never ``-0.0000`` (a mean whose change rounds to nothing)."""
+    return f"{round(value, 4) + 0.0:+.4f}"
 
 
 def _mean(values: list[float]) -> float:
@@ -318,11 +323,13 @@ def cost_section(cost: FineTuningCost) -> list[str]:
         rows = [r for r in cost.rows if r.role == role]
         if not rows:
             continue
-        lines += [f"| {role} | `{r.metric}` | {r.before:.4f} | {r.after:.4f} | {r.change:+.4f} |" for r in rows]
+        lines += [f"| {role} | `{r.metric}` | {r.before:.4f} | {r.after:.4f} | {_signed(r.change)} |" for r in rows]
         bounded = [r for r in rows if not r.metric.endswith(UNBOUNDED_METRICS)]
         if len(bounded) > 1:
             b, a = _mean([r.before for r in bounded]), _mean([r.after for r in bounded])
-            lines.append(f"| **{role}** | **mean** of {len(bounded)} | **{b:.4f}** | **{a:.4f}** | **{a - b:+.4f}** |")
+            lines.append(
+                f"| **{role}** | **mean** of {len(bounded)} | **{b:.4f}** | **{a:.4f}** | **{_signed(a - b)}** |"
+            )
     present = [role for role in ROLE_ORDER if any(r.role == role for r in cost.rows)]
     lines += ["", "Roles: " + "; ".join(f"*{role}*: {ROLE_WHAT[role]}" for role in present) + "."]
     return lines

@@ -2,8 +2,8 @@
 
 Fine-tuning raises accuracy on the fine-tuning task and often lowers it under distribution
 shift; WiSE-FT takes θ(α) = (1−α)·θ_zs + α·θ_ft and keeps much of both. The two end points must
-be one architecture (the same state-dict keys, shapes and dtypes, the same objective kind, the
-same model section except the fields that only say how training starts or runs, and the same
+be one architecture (the same state-dict keys, shapes and dtypes, the same
+model section except the fields that only say how training starts or runs, and the same
 tokenizer), so that every θ(α) is a model of that architecture.
 
 Every floating-point tensor is interpolated; integer and boolean buffers (BatchNorm's
@@ -36,7 +36,7 @@ from vislang.api import load_objective
 from vislang.checkpoint import write_export
 from vislang.errors import ConfigError
 from vislang.eval.suite import TaskResult, run_suite
-from vislang.eval.tasks import EvalContext, TaskConfig
+from vislang.eval.tasks import EvalContext, ResultRole, TaskConfig
 from vislang.experiment import RunConfig
 from vislang.objectives import Objective
 from vislang.tokenizers import BPETokenizer
@@ -138,8 +138,6 @@ def check_compatible(zs: tuple, ft: tuple, zs_name: str, ft_name: str) -> list[s
     """Refuse a pair that is not one architecture with one tokenizer; return notes about the
     evaluation settings that differ. ``zs`` and ``ft`` are (state dict, tokenizer, config)."""
     (zs_state, zs_tok, zs_cfg), (ft_state, ft_tok, ft_cfg) = zs, ft
-    if zs_cfg.objective.kind != ft_cfg.objective.kind:
-        raise ConfigError(f"{ft_name}: a {ft_cfg.objective.kind} model, {zs_name} a {zs_cfg.objective.kind} one")
     check_same_architecture(zs_state, ft_state, zs_name, ft_name)
     differs = _first_difference(_architecture_fields(zs_cfg), _architecture_fields(ft_cfg), "model")
     if differs:
@@ -148,6 +146,11 @@ def check_compatible(zs: tuple, ft: tuple, zs_name: str, ft_name: str) -> list[s
         what = "vocabularies" if zs_tok.tokenizer.get_vocab() != ft_tok.tokenizer.get_vocab() else "files"
         raise ConfigError(f"{ft_name}: its tokenizer is not {zs_name}'s (their {what} differ)")
     notes = []
+    if zs_cfg.objective.kind != ft_cfg.objective.kind:  # a FLYP fine-tune of a CLIP: one weight set, one scoring
+        notes.append(
+            f"{ft_name} was trained as {ft_cfg.objective.kind}, {zs_name} as {zs_cfg.objective.kind}: every α is "
+            f"scored as {zs_name}'s {zs_cfg.objective.kind} objective"
+        )
     for section, name in EVAL_SETTINGS:
         if getattr(getattr(zs_cfg, section), name) != getattr(getattr(ft_cfg, section), name):
             notes.append(
@@ -218,16 +221,33 @@ def export_alpha(pair: WisePair, alpha: float, out: str | Path, source: str | No
     return write_export(checkpoint, out, source)
 
 
-def result_names(tasks: list[TaskConfig], context: EvalContext) -> list[str]:
-    """The names the suite's results will have (``zeroshot/shape``), known before any α runs."""
-    return [getattr(e, "name", task.metric_prefix()) for task in tasks for e in task.build(context)]
+def role_defaults(
+    results: list[ResultRole], id_task: str | None, shifts: list[str] | None
+) -> tuple[str | None, list[str] | None]:
+    """``--id`` and ``--shift`` where not given, from the suite's roles, so a suite that says what
+    its tasks are needs no flags: the ID is the first result of a task of role id; the shifts are,
+    of every task of role shift, its results that match the ID's name within its task
+    (``zeroshot/shape`` -> ``zeroshot_sketch/shape``), or all of them where none does. Left None
+    where the suite has no such roles (:func:`choose_tasks` then takes its own defaults)."""
+    if id_task is None:
+        id_task = next((r.name for r in results if r.role == "id"), None)
+    if shifts is None and any(r.role == "shift" for r in results):
+        chosen = next((r for r in results if r.name == id_task), None)
+        within = chosen.within() if chosen is not None else None
+        shifts = []
+        for prefix in dict.fromkeys(r.prefix for r in results if r.role == "shift"):
+            own = [r for r in results if r.prefix == prefix]
+            shifts += [r.name for r in own if r.within() == within] or [r.name for r in own]
+        shifts = [name for name in shifts if name != id_task]  # an ID named among the shift tasks
+    return id_task, shifts
 
 
 # -- the table and the figure ----------------------------------------------------------------------
 
 
 def choose_tasks(names: list[str], id_task: str | None, shifts: list[str] | None) -> tuple[str, list[str]]:
-    """(ID result, shift results) by name; by default the first result is ID and every other a shift."""
+    """(ID result, shift results) by name; by default the first result is ID and every other a
+    shift (a suite with roles gives its defaults through :func:`role_defaults` first)."""
     for name in [id_task, *(shifts or [])]:
         if name is not None and name not in names:
             raise ConfigError(f"no suite result named {name!r} (the suite gives: {', '.join(names)})")

@@ -18,8 +18,10 @@ EPILOG = """examples:
 ZERO_SHOT and FINETUNED are run directories, checkpoints, exports, or OpenCLIP or Hugging Face
 folders of one architecture with one tokenizer. θ(α) = (1−α)·θ_zs + α·θ_ft for every
 floating-point tensor (integer buffers come from FINETUNED). The ID task is --id (default: the
-suite's first result); the shifts are --shift (default: every other result). Best α: the highest
-mean shift among the αs whose ID metric is within --id-tolerance of the best ID.
+first result of the suite's task of role id, else its first result); the shifts are --shift
+(default: the results of its tasks of role shift that match the ID's, as zeroshot_sketch/shape
+matches zeroshot/shape; else every other result). Best α: the highest mean shift among the αs
+whose ID metric is within --id-tolerance of the best ID.
 
 writes: DIR/wise.csv, DIR/wise.md, DIR/wise.png (ID against mean shift, one point per α) and
 DIR/alpha_<α>/, the usual suite results of each α (summary.md, one JSON per result, plots)."""
@@ -41,8 +43,18 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--suite", help="a suite YAML file, or the name of a shipped suite")
     p.add_argument("--alphas", default="0:1:0.1", help="START:STOP:STEP, stop included, or a list (default 0:1:0.1)")
     p.add_argument("--out", help="the result folder (with --suite)")
-    p.add_argument("--id", dest="id_task", metavar="TASK", help="the in-distribution result (default: the first)")
-    p.add_argument("--shift", nargs="+", metavar="TASK", help="the results under shift (default: all the others)")
+    p.add_argument(
+        "--id",
+        dest="id_task",
+        metavar="TASK",
+        help="the in-distribution result (default: the suite's role id, else its first result)",
+    )
+    p.add_argument(
+        "--shift",
+        nargs="+",
+        metavar="TASK",
+        help="the results under shift (default: the suite's role shift, else all the others)",
+    )
     p.add_argument(
         "--id-tolerance",
         type=float,
@@ -117,13 +129,15 @@ def _name(alpha: float | str) -> str:
 
 def _sweep(args: argparse.Namespace, suite, pair, alphas: list[float]) -> float:
     from vislang.eval.suite_report import write_results
+    from vislang.eval.tasks import result_roles
     from vislang.experiment import eval_context
-    from vislang.wise import alpha_name, choose_tasks, result_names, sweep, wise_table, write_table
+    from vislang.wise import alpha_name, choose_tasks, role_defaults, sweep, wise_table, write_table
 
     workers = suite.workers if args.workers is None else args.workers
     batch = args.batch_size or suite.batch_size
     context = eval_context(pair.cfg, pair.tokenizer, batch, workers, not args.quiet, args.precision)
-    id_task, shifts = choose_tasks(result_names(suite.tasks, context), args.id_task, args.shift)
+    results = result_roles(suite.tasks, context)
+    id_task, shifts = choose_tasks([r.name for r in results], *role_defaults(results, args.id_task, args.shift))
     out = Path(args.out)
 
     def each(alpha: float, results) -> None:

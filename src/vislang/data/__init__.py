@@ -87,7 +87,7 @@ def build_source(
         image_size, data.resize_mode, data.random_crop and train, data.crop_scale, interpolation=data.interpolation
     )
     if isinstance(s, LabelledSourceConfig):
-        built = build_labelled(s, build_world(data.world, image_size), transform, seed)
+        built = build_labelled(s, build_world(data.world, image_size), transform, data.max_image_pixels, seed)
         if check:
             _check_usable(built, f"data source {s.label(0, True)}")
         return built

@@ -25,7 +25,7 @@ from vislang.config.base import Section
 from vislang.data.benchmark import DatasetConfig
 from vislang.data.benchmark.base import Classification
 from vislang.data.benchmark.config import dataset_section
-from vislang.data.decode import BadSample
+from vislang.data.decode import open_image
 from vislang.data.samples import RowOrder
 from vislang.data.source import RandomAccessSource
 from vislang.data.transforms import ImageTransform
@@ -42,8 +42,8 @@ class LabelledSourceConfig(Section):
     kind: Literal["labelled"] = Field(description="labelled images: classification data as training data")
     dataset: Literal["world"] | SerializeAsAny[DatasetConfig] = Field(
         description="world: the built-in world's one-object train scenes (data.world, its rendering included); "
-        "or a labelled dataset in an evaluation format ({format: imagefolder, path: ..., split: train}); its "
-        "templates write the captions"
+        "or a labelled dataset in an evaluation format ({format: imagefolder, path: ...}; its split defaults to "
+        "train here); its templates write the captions"
     )
     world_task: Literal["shape", "color"] = Field("shape", description="dataset world: what the label is")
     name: str | None = Field(None, description="name in the per-source counts of the logs (default: labelled)")
@@ -57,6 +57,8 @@ class LabelledSourceConfig(Section):
     @field_validator("dataset", mode="before")
     @classmethod
     def _dataset(cls, value: Any) -> Any:
+        if isinstance(value, dict) and "split" not in value:  # training reads the train split unless told
+            value = {**value, "split": "train"}
         return value if value == "world" else dataset_section(value, "a labelled source", "classifies")
 
     def label(self, index: int, alone: bool) -> str:
@@ -105,8 +107,9 @@ class LabelledSource(RandomAccessSource):
     classes: ClassTask
 
     def captions(self, n: int) -> list[str]:
-        prompts = [p for row in self.classes.prompts() for p in row]
-        return [prompts[i % len(prompts)] for i in range(n)]
+        """Class prompts for a tokenizer: every class before any class repeats, templates in turn."""
+        c, t = len(self.classes), len(self.classes.templates)
+        return [self.classes.prompt(i % c, (i // c) % t) for i in range(n)]
 
 
 class LabelledSamples(LabelledSource):
@@ -114,9 +117,15 @@ class LabelledSamples(LabelledSource):
     image that does not decode is skipped and counted (``skipped/bad_image``), as training does."""
 
     def __init__(
-        self, data: Classification, transform: ImageTransform, seed: int, resampled: bool, shuffle: bool
+        self,
+        data: Classification,
+        transform: ImageTransform,
+        max_pixels: int,
+        seed: int,
+        resampled: bool,
+        shuffle: bool,
     ) -> None:
-        self.data, self.transform = data, transform
+        self.data, self.transform, self.max_pixels = data, transform, max_pixels
         self.order = RowOrder(len(data.labels), seed, resampled, shuffle)
         self.classes = ClassTask(tuple(data.classnames), tuple(data.templates), data.name)
 
@@ -129,10 +138,9 @@ class LabelledSamples(LabelledSource):
 
     def get(self, position: int, rng: np.random.Generator) -> tuple[np.ndarray, int]:
         row = self.order.row(position)
-        try:
-            image = self.data.images.read(row)
-        except DataError:
-            raise BadSample("bad_image") from None
+        stored = self.data.images.encoded(row)
+        # decoded as every training source decodes: data.max_image_pixels, skip reasons counted
+        image = open_image(stored, self.max_pixels) if stored is not None else self.data.images.read(row)
         return self.transform(image, rng), int(self.data.labels[row])
 
 
@@ -161,14 +169,16 @@ class WorldLabelled(LabelledSource):
         return self.world.render(scene, scene_rng), label
 
 
-def build_labelled(config: LabelledSourceConfig, world: World, transform: ImageTransform, seed: int) -> LabelledSource:
+def build_labelled(
+    config: LabelledSourceConfig, world: World, transform: ImageTransform, max_pixels: int, seed: int
+) -> LabelledSource:
     """The source a labelled config names (its dataset read now: file errors are one line)."""
     if config.dataset == "world":
         return WorldLabelled(world, config.world_task)
     data = config.dataset.read_classification()
     if not len(data.labels):
         raise DataError(f"dataset {config.dataset.label()}: no labelled images")
-    return LabelledSamples(data, transform, seed, config.resampled, config.shuffle)
+    return LabelledSamples(data, transform, max_pixels, seed, config.resampled, config.shuffle)
 
 
 def prompt_choice(seed: int, batch: int, label: int, templates: int) -> int:

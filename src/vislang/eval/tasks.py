@@ -133,3 +133,27 @@ def distinct_prefixes(tasks: list[TaskConfig]) -> None:
 def build_evaluators(tasks: list[TaskConfig], context: EvalContext) -> list[Scheduled]:
     """Every task's evaluators in the order of ``tasks``, with its schedule."""
     return [Scheduled(evaluator, task.every) for task in tasks for evaluator in task.build(context)]
+
+
+@dataclass(frozen=True)
+class ResultRole:
+    """One result a task list gives (``zeroshot_sketch/shape``: an evaluator's name), its task's
+    metric prefix (``zeroshot_sketch``) and that task's role."""
+
+    name: str
+    prefix: str
+    role: str | None
+
+    def within(self) -> str:
+        """The name within its task (``shape``; "" for a task of one result): what pairs a
+        result with the same result of another task (an ID result with its shifts)."""
+        return self.name[len(self.prefix) + 1 :] if self.name.startswith(self.prefix + "/") else ""
+
+
+def result_roles(tasks: list[TaskConfig], context: EvalContext) -> list[ResultRole]:
+    """Every result ``tasks`` will give, with its task's role, known before anything is evaluated."""
+    return [
+        ResultRole(getattr(evaluator, "name", task.metric_prefix()), task.metric_prefix(), task.role)
+        for task in tasks
+        for evaluator in task.build(context)
+    ]

@@ -89,11 +89,13 @@ class ClassifierObjective(EmbeddingObjective):
     @torch.no_grad()
     def start(self, context: StartContext) -> list[str]:
         init = self.config.head_init
+        self.head.bias.zero_()  # whatever train.init_from may have loaded into the head
         if init == "zeroshot":
             self.head.weight.copy_(self.zero_shot_weights(context))
             return [f"classifier head: the zero-shot classifier of {len(self.classes)} classes"]
         if init == "probe":
             return [self.fit_probe(context)]
+        self.head.weight.zero_()
         return [f"classifier head: zeros, {len(self.classes)} classes"]
 
     def zero_shot_weights(self, context: StartContext) -> torch.Tensor:

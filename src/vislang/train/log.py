@@ -64,8 +64,9 @@ class RunLogger:
 
 def _truncate_after(path: Path, step: int) -> None:
     """Keep the records up to ``step`` (a resumed run rewrites what came after; a torn last line
-    of a killed run is dropped)."""
+    of a killed run is dropped). A run starting at step 0 keeps none: its step-0 evaluation
+    (fine-tuning's "before") is written afresh."""
     if not path.exists():
         return
-    kept = [record for record in read_jsonl(path) if record.get("step", 0) <= step]
+    kept = [record for record in read_jsonl(path) if record.get("step", 0) <= step] if step > 0 else []
     path.write_text("".join(json.dumps(record) + "\n" for record in kept))

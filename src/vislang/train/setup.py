@@ -18,7 +18,7 @@ import torch
 
 from vislang.checkpoint import read_model
 from vislang.classes import ClassTask
-from vislang.data import Source, labelled_batches, tokenizer_corpus
+from vislang.data import Source, build_source, labelled_batches, tokenizer_corpus
 from vislang.errors import CheckpointError, ConfigError
 from vislang.eval.probes import fit_logistic
 from vislang.experiment import RunConfig, build_objective
@@ -52,11 +52,11 @@ def run_classes(sources: dict[str, Source], checkpoint: dict | None) -> ClassTas
 
 def start_context(cfg: RunConfig, tokenizer: BPETokenizer, sources: dict[str, Source], device) -> StartContext:
     """What :meth:`Objective.start` may use: the tokenizer, and the labelled source's images."""
-    labelled = [s for s in sources.values() if s.labelled]
     v = cfg.model.vision
     batches = None
-    if labelled:
-        batches = lambda n, size: labelled_batches(labelled[0], v.image_mean, v.image_std, n, size)  # noqa: E731
+    if cfg.data.labelled():  # a view without training augmentation: a probe is fitted on the images as they are
+        plain = build_source(cfg.data, cfg.data.sources[0], v.image_size, cfg.train.seed, train=False, check=False)
+        batches = lambda n, size: labelled_batches(plain, v.image_mean, v.image_std, n, size)  # noqa: E731
     return StartContext(tokenizer, device, batches, fit_logistic)
 
 

@@ -41,6 +41,12 @@ class ImageSet(ABC):
     def name(self, i: int) -> str:
         """What identifies image ``i`` to a person: its path or key."""
 
+    def encoded(self, i: int) -> bytes | Path | None:
+        """Where image ``i`` is stored undecoded (a path or the encoded bytes), for a reader that
+        decodes it under its own rules (training's pixel limit and skip reasons); None for images
+        held decoded in memory."""
+        return None
+
     def key(self) -> str:
         """Identity of this collection (for the feature cache): same key, same images in the same order."""
         digest = hashlib.sha1()
@@ -63,6 +69,9 @@ class Subset(ImageSet):
     def name(self, i: int) -> str:
         return self.parent.name(self.indices[i])
 
+    def encoded(self, i: int) -> bytes | Path | None:
+        return self.parent.encoded(self.indices[i])
+
     def read(self, i: int) -> Image.Image | np.ndarray:
         return self.parent.read(self.indices[i])
 
@@ -82,6 +91,9 @@ class FileImages(ImageSet):
     def read(self, i: int) -> Image.Image:
         return decode_or_fail(self.paths[i], str(self.paths[i]))
 
+    def encoded(self, i: int) -> Path:
+        return self.paths[i]
+
 
 class BytesImages(ImageSet):
     """Encoded images held in memory (a parquet column, a shard member), each with a name."""
@@ -99,6 +111,9 @@ class BytesImages(ImageSet):
 
     def read(self, i: int) -> Image.Image:
         return decode_or_fail(self.blobs[i], self.names[i])
+
+    def encoded(self, i: int) -> bytes:
+        return self.blobs[i]
 
 
 class ArrayImages(ImageSet):

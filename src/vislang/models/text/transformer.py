@@ -74,10 +74,16 @@ class TextTransformer(nn.Module):
 
     def tokens(self, tokens: torch.Tensor) -> torch.Tensor:
         """Per-token outputs after the final norm: [B, L, width]."""
+        return self.embedded_tokens(self.token_embed(tokens), tokens)
+
+    def embedded_tokens(self, embeddings: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """:meth:`tokens` from given token embeddings [B, L, width] instead of the lookup of
+        ``tokens``, which still decide the mask and (in :meth:`pool`) where the text ends: learned
+        prompt vectors (CoOp) take the place of some words' embeddings this way."""
         length = tokens.shape[1]
         if length > self.context_length:
             raise ValueError(f"got {length} tokens, the context length is {self.context_length}")
-        x = self.token_embed(tokens) + self.pos_embed[:, :length]
+        x = embeddings + self.pos_embed[:, :length]
         return self.ln_final(self.transformer(x, self.attention_mask(tokens)))
 
     def pool(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
@@ -109,3 +115,17 @@ class TextTransformer(nn.Module):
         if not self.training:  # training keeps the full context (its numerics stay as they were)
             tokens = self.without_padding(tokens)
         return self.proj(self.pool(self.tokens(tokens), tokens))
+
+    def forward_embeddings(self, embeddings: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The projected feature of texts given as token embeddings [B, L, width] (``tokens``
+        [B, L] say where the padding is): :meth:`forward` with the embedding lookup replaced, the
+        same cut of the padding in evaluation included, so that the embeddings of ``tokens``
+        themselves give exactly :meth:`forward`'s feature."""
+        if tokens.shape[1] > self.context_length:
+            raise ValueError(f"got {tokens.shape[1]} tokens, the context length is {self.context_length}")
+        if embeddings.shape[:2] != tokens.shape:
+            raise ValueError(f"embeddings of shape {tuple(embeddings.shape)} for tokens of shape {tuple(tokens.shape)}")
+        if not self.training:
+            tokens = self.without_padding(tokens)
+            embeddings = embeddings[:, : tokens.shape[1]]
+        return self.proj(self.pool(self.embedded_tokens(embeddings, tokens), tokens))

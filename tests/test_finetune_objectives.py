@@ -23,7 +23,7 @@ from vislang.data.benchmark import ArrayImages, Classification
 from vislang.data.transforms import to_tensor
 from vislang.data.world import SHAPES
 from vislang.data.world_tasks import SHAPE_TEMPLATES
-from vislang.errors import CheckpointError
+from vislang.errors import ConfigError
 from vislang.eval import evaluate
 from vislang.eval.probes import fit_logistic
 from vislang.eval.zeroshot import ZeroShotEvaluator
@@ -334,9 +334,14 @@ def test_a_fine_tune_from_init_from_exports_loads_and_resumes_exactly(tmp_path, 
 
 
 @pytest.mark.parametrize("kind", ["flyp", "classifier"])
-def test_init_from_a_model_of_another_width_is_refused_naming_a_tensor(tmp_path, kind):
+def test_init_from_a_model_of_another_architecture_is_refused_naming_the_field(tmp_path, kind):
     start = _start_export(tmp_path, "model.vision.width=48")
     cfg = build_config(LABELLED, TINY + QUICK + [f"objective={kind}", f"train.init_from={start}", "train.steps=1"])
-    with pytest.raises(CheckpointError, match=r"model\.vision\.\S+ has shape") as refused:
+    with pytest.raises(ConfigError, match=r"model\.vision\.width is 48 there, 32 in this config") as refused:
         loop.train(cfg, tmp_path / "run", quiet=True)
-    assert "\n" not in str(refused.value) and "48" in str(refused.value)
+    assert "\n" not in str(refused.value)
+    # equal shapes, another computation (the activation): refused too, before any weight is loaded
+    other = _start_export(tmp_path / "act", "model.vision.act=quick_gelu")
+    cfg = build_config(LABELLED, TINY + QUICK + [f"objective={kind}", f"train.init_from={other}", "train.steps=1"])
+    with pytest.raises(ConfigError, match=r"model\.vision\.act is 'quick_gelu' there"):
+        loop.train(cfg, tmp_path / "run2", quiet=True)

@@ -20,6 +20,7 @@ plain one, and the config returned no longer asks for LoRA, so an export of it i
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from pydantic import ValidationError
@@ -34,6 +35,35 @@ from vislang.errors import CheckpointError, ConfigError, first_line
 from vislang.experiment import RunConfig, build_objective
 from vislang.objectives import Objective
 from vislang.tokenizers import BPETokenizer
+
+# model-section fields that say how training starts or runs, not what the weights compute
+TRAINING_ONLY = {
+    "": ("preset", "init_logit_scale", "init_logit_bias"),
+    "vision": ("grad_checkpointing", "lock", "unlocked_blocks", "mask_ratio", "init_from", "timm_pretrained"),
+    "text": ("grad_checkpointing", "lock", "unlocked_blocks"),
+}
+
+
+def architecture_difference(a: RunConfig, b: RunConfig) -> tuple[str, Any, Any] | None:
+    """The first model-section field (dotted key, value in ``a``, value in ``b``) in which two
+    configs describe different computations, or None: weights of one then compute the same in
+    the other (WiSE-FT's end points, a fine-tune's start)."""
+
+    def fields(cfg: RunConfig) -> dict[str, Any]:
+        model = cfg.model.model_dump(mode="json")
+        for section, names in TRAINING_ONLY.items():
+            for name in names:
+                (model[section] if section else model).pop(name, None)
+        if model["text"].get("causal"):  # a causal mask already hides what follows: padding masks change nothing
+            model["text"].pop("mask_padding", None)
+        return model
+
+    def first(x: Any, y: Any, where: str) -> tuple[str, Any, Any] | None:
+        if isinstance(x, dict) and isinstance(y, dict):
+            return next((f for k in sorted(set(x) | set(y)) if (f := first(x.get(k), y.get(k), f"{where}.{k}"))), None)
+        return None if x == y else (where, x, y)
+
+    return first(fields(a), fields(b), "model")
 
 
 def saved_config(checkpoint: dict, source: str | Path = "checkpoint", export: bool = False) -> RunConfig:

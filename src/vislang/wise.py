@@ -28,7 +28,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 
@@ -39,16 +38,11 @@ from vislang.eval.suite import TaskResult, run_suite
 from vislang.eval.tasks import EvalContext, ResultRole, TaskConfig
 from vislang.experiment import RunConfig
 from vislang.objectives import Objective
+from vislang.restore import architecture_difference
 from vislang.tokenizers import BPETokenizer
 
 MAX_ALPHAS = 1000  # a sweep evaluates the whole suite once per α
 ALPHA_HELP = "write START:STOP:STEP, stop included (0:1:0.1), or a comma list (0,0.5,1)"
-# model-section fields that say how training starts or runs, not what the weights compute
-TRAINING_ONLY = {
-    "": ("preset", "init_logit_scale", "init_logit_bias"),
-    "vision": ("grad_checkpointing", "lock", "unlocked_blocks", "mask_ratio", "init_from", "timm_pretrained"),
-    "text": ("grad_checkpointing", "lock", "unlocked_blocks"),
-}
 # settings that change what an evaluation sees: different values mean α = 1 is evaluated with
 # the zero-shot model's settings, not the fine-tuned model's own
 EVAL_SETTINGS = (("data", "world"), ("data", "resize_mode"), ("data", "interpolation"), ("train", "seed"))
@@ -116,32 +110,17 @@ def check_same_architecture(zs: dict, ft: dict, zs_name: str, ft_name: str) -> N
         raise ConfigError(f"{ft_name}: not the architecture of {zs_name}: {extra} is not in {zs_name}")
 
 
-def _architecture_fields(cfg: RunConfig) -> dict[str, Any]:
-    model = cfg.model.model_dump(mode="json")
-    for section, names in TRAINING_ONLY.items():
-        for name in names:
-            (model[section] if section else model).pop(name, None)
-    return model
-
-
-def _first_difference(a: Any, b: Any, where: str) -> str | None:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            found = _first_difference(a.get(key), b.get(key), f"{where}.{key}")
-            if found:
-                return found
-        return None
-    return None if a == b else f"{where} is {b!r} there, {a!r} in"
-
-
 def check_compatible(zs: tuple, ft: tuple, zs_name: str, ft_name: str) -> list[str]:
     """Refuse a pair that is not one architecture with one tokenizer; return notes about the
     evaluation settings that differ. ``zs`` and ``ft`` are (state dict, tokenizer, config)."""
     (zs_state, zs_tok, zs_cfg), (ft_state, ft_tok, ft_cfg) = zs, ft
     check_same_architecture(zs_state, ft_state, zs_name, ft_name)
-    differs = _first_difference(_architecture_fields(zs_cfg), _architecture_fields(ft_cfg), "model")
+    differs = architecture_difference(zs_cfg, ft_cfg)
     if differs:
-        raise ConfigError(f"{ft_name}: not the architecture of {zs_name}: {differs} {zs_name}")
+        key, theirs, ours = differs
+        raise ConfigError(
+            f"{ft_name}: not the architecture of {zs_name}: {key} is {ours!r} there, {theirs!r} in {zs_name}"
+        )
     if zs_tok.to_json() != ft_tok.to_json():
         what = "vocabularies" if zs_tok.tokenizer.get_vocab() != ft_tok.tokenizer.get_vocab() else "files"
         raise ConfigError(f"{ft_name}: its tokenizer is not {zs_name}'s (their {what} differ)")

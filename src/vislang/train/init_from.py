@@ -7,9 +7,16 @@ from pathlib import Path
 
 from torch import nn
 
-from vislang.checkpoint import read_model
-from vislang.errors import CheckpointError
-from vislang.restore import adapted_modules, objective_from_checkpoint, weights_for_use
+from vislang.checkpoint import is_export, read_model
+from vislang.errors import CheckpointError, ConfigError
+from vislang.experiment import RunConfig
+from vislang.restore import (
+    adapted_modules,
+    architecture_difference,
+    objective_from_checkpoint,
+    saved_config,
+    weights_for_use,
+)
 
 
 def usable_weights(state: dict, source: str | Path) -> dict:
@@ -19,6 +26,19 @@ def usable_weights(state: dict, source: str | Path) -> dict:
     if adapted_modules(model):
         model = objective_from_checkpoint(state, source)[0].state_dict()
     return model
+
+
+def check_start_architecture(cfg: RunConfig, state: dict, source: str | Path) -> None:
+    """Refuse a start whose saved model section computes differently from the run's: equal
+    shapes do not make equal models (QuickGELU or GELU, pooling, norms), and a fine-tune that
+    silently changed the computation would look like a failed method."""
+    differs = architecture_difference(cfg, saved_config(state, source, is_export(source)))
+    if differs:
+        key, ours, theirs = differs
+        raise ConfigError(
+            f"train.init_from {source}: {key} is {theirs!r} there, {ours!r} in this config "
+            "(use the model section of the model you start from: its config.json, or the matching preset)"
+        )
 
 
 def init_objective_from(objective: nn.Module, state: dict, source: str | Path) -> str:

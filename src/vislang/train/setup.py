@@ -28,7 +28,7 @@ from vislang.rng import set_rng_state
 from vislang.tokenizers import BPETokenizer
 from vislang.train.distributed import Ranks, load_training_state, shard_blocks
 from vislang.train.ema import ParameterCopy, WeightEMA
-from vislang.train.init_from import init_objective_from, init_tower_from
+from vislang.train.init_from import check_start_architecture, init_objective_from, init_tower_from
 from vislang.train.lora import apply_lora, lora_rules
 from vislang.train.optim import (
     apply_layer_decay,
@@ -160,6 +160,7 @@ def build_trainable(
     objective = build_objective(cfg, tokenizer.vocab_size, tokenizer.pad_id, classes).to(device)
     notes = []
     if start is not None:
+        check_start_architecture(cfg, start, t.init_from)
         notes.append(init_objective_from(objective, start, t.init_from))
     if cfg.model.vision.init_from and checkpoint is None:
         loaded, fresh = init_tower_from(objective.model.vision, cfg.model.vision.init_from, "model.vision.")

@@ -354,8 +354,8 @@ def plot(table: WiseTable, path: Path) -> Path:
     ax.scatter([best["id"]], [best["shift_mean"]], marker="*", s=260, facecolor="none", edgecolor="#e0a000",
                linewidth=1.8, zorder=4, label=f"best α = {alpha_name(best['alpha'])}: {best_rule(table)}")  # fmt: skip
     ax.set_xlabel(f"in distribution: {table.id_task}")
-    shown = ", ".join(table.shifts) if len(table.shifts) <= 3 else f"{len(table.shifts)} tasks"
-    ax.set_ylabel(f"mean under shift: {shown}", fontsize=8)
+    shown = ",\n".join(table.shifts) if len(table.shifts) <= 3 else f"{len(table.shifts)} tasks"
+    ax.set_ylabel(f"mean under shift:\n{shown}", fontsize=7)
     ax.set_title("WiSE-FT: (1−α)·zero-shot + α·fine-tuned")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="best")

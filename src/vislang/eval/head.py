@@ -13,88 +13,50 @@ zero-shot task's tags, so a suite that runs both encodes each image once.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from pydantic import Field, SerializeAsAny, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from vislang.config.data import Rendering
-from vislang.data.benchmark import ArrayImages, Classification, DatasetConfig, dataset_section
-from vislang.data.world_tasks import classification_sets
+from vislang.data.benchmark import Classification
 from vislang.errors import ConfigError
 from vislang.eval.encode import FeatureCache
 from vislang.eval.metrics import TIES, classification_metrics
-from vislang.eval.tasks import EvalContext, Evaluator, TaskConfig
-from vislang.eval.zeroshot import TIES_DESCRIPTION, Ties, first_images
+from vislang.eval.tasks import EvalContext, Evaluator
+from vislang.eval.zeroshot import LabelledTaskConfig
 from vislang.objectives import Objective
 
 
-class HeadTask(TaskConfig):
+class HeadTask(LabelledTaskConfig):
     """Accuracy of the objective's classifier: the world's one-object test scenes labelled by
-    ``world_task`` (``head/<task>/top1``, ``head/<task>_unseen/top1``) or a labelled dataset
-    (``head/<name>/top1``); with ``rendering``, the world's scenes drawn in a shifted rendering
-    (``head_<rendering>/...``), as the zero-shot task does it."""
+    ``world_task`` (``head/<task>/top1``, ``head/<task>_unseen/top1``) or a labelled dataset whose
+    class names are the head's (``head/<name>/top1``); with ``rendering``, the world's scenes drawn
+    in a shifted rendering (``head_<rendering>/...``), as the zero-shot task does it."""
+
+    metric_name: ClassVar[str] = "head"
 
     type: Literal["head"] = Field("head", description="the task type")
-    dataset: Literal["world"] | SerializeAsAny[DatasetConfig] = Field(
-        "world",
-        description="world: the built-in world's one-object test scenes labelled by world_task; or a labelled "
-        "dataset {format: imagefolder | manifest | clip_benchmark | cifar, path: ..., split: ...} whose class "
-        "names are the head's",
-    )
     world_task: Literal["shape", "color"] | None = Field(
         None,
         description="dataset world only: what the head predicts, shape or color (the labelled source's "
         "world_task it was fine-tuned on); default shape",
     )
-    n: int | None = Field(
-        None,
-        ge=1,
-        description="test images (the world: default 1000 per set; a dataset: default all of it, else n spread "
-        "evenly over it)",
-    )
-    ties: Ties = Field("clip_benchmark", description=TIES_DESCRIPTION)
-    rendering: Rendering | None = Field(
-        None,
-        description="dataset world only: draw its test images as filled | sketch | textured | palette (the "
-        "same scenes; metrics head_<rendering>/...); default: the world's own rendering (head/...)",
-    )
-
-    @field_validator("dataset", mode="before")
-    @classmethod
-    def _dataset(cls, value: Any) -> Any:
-        return dataset_section(value, "the head's classification", "classifies")
 
     @model_validator(mode="after")
-    def _world_only(self) -> HeadTask:
-        if self.dataset != "world" and (self.rendering is not None or self.world_task is not None):
-            raise ValueError("rendering and world_task apply to dataset: world only")
+    def _task_needs_world(self) -> HeadTask:
+        if self.dataset != "world" and self.world_task is not None:
+            raise ValueError("world_task applies to dataset: world only")
         return self
-
-    def metric_prefix(self) -> str:
-        if self.dataset != "world":
-            return f"head/{self.dataset.label()}"
-        return "head" if self.rendering is None else f"head_{self.rendering}"
 
     def build(self, context: EvalContext) -> list[Evaluator]:
         if self.dataset != "world":
-            data = self.dataset.read_classification()
-            if self.n is not None:
-                data = first_images(data, self.n)
-            return [HeadEvaluator(self.metric_prefix(), data, context, self.ties)]
-        task = self.world_task or "shape"
-        rendering = self.rendering or context.world_config.rendering
-        sets = classification_sets(context.world(), self.n or 1000, rendering=rendering)
-        # the zero-shot task's tags: the same images, encoded once for both
-        tag = "world/classify" if self.rendering is None else f"world/classify/{self.rendering}"
-        evaluators: list[Evaluator] = []
-        for name in (task, f"{task}_unseen"):
-            data = sets[name]
-            images = ArrayImages(data.images, tag)
-            labelled = Classification(images, data.labels, data.classnames, list(data.templates), name)
-            evaluators.append(HeadEvaluator(f"{self.metric_prefix()}/{name}", labelled, context, self.ties))
-        return evaluators
+            return [HeadEvaluator(self.metric_prefix(), self.dataset_classification(), context, self.ties)]
+        sets, task = self.world_classification(context), self.world_task or "shape"
+        return [
+            HeadEvaluator(f"{self.metric_prefix()}/{name}", sets[name], context, self.ties)
+            for name in (task, f"{task}_unseen")
+        ]
 
 
 def _names(names: tuple[str, ...] | list[str], most: int = 6) -> str:

@@ -9,7 +9,7 @@ a class scores by the mean log-likelihood of its prompts given the image.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
@@ -33,15 +33,13 @@ TIES_DESCRIPTION = (
 WorldSet = Literal["shape", "color", "shape_unseen", "color_unseen"]
 
 
-class ZeroShotTask(TaskConfig):
-    """Zero-shot classification: the built-in world's tasks (``zeroshot/<task>/top1``) or a
-    labelled dataset in any reader's format (``zeroshot/<name>/top1``, ``.../mean_per_class_recall``).
+class LabelledTaskConfig(TaskConfig):
+    """What the tasks that classify labelled images share (zero-shot prompts, the objective's own
+    head): the world's test scenes or a dataset, how many images, the tie rule, and for the world
+    a shifted rendering (metrics ``<name>_<rendering>/...``)."""
 
-    With ``rendering`` the world's tasks are drawn in that rendering, a distribution shift of the
-    same scenes, and report as ``zeroshot_<rendering>/<task>/top1`` beside the usual ones.
-    """
+    metric_name: ClassVar[str]
 
-    type: Literal["zeroshot"] = Field("zeroshot", description="the task type")
     dataset: Literal["world"] | SerializeAsAny[DatasetConfig] = Field(
         "world",
         description="world: the built-in world's tasks (shape, colour, ...) on its test split; or a dataset "
@@ -57,9 +55,53 @@ class ZeroShotTask(TaskConfig):
     rendering: Rendering | None = Field(
         None,
         description="dataset world only: draw its test images as filled | sketch | textured | palette (the "
-        "same scenes; metrics zeroshot_<rendering>/...); default: the world's own rendering (zeroshot/...)",
+        "same scenes; metrics <task type>_<rendering>/...); default: the world's own rendering",
     )
 
+    @field_validator("dataset", mode="before")
+    @classmethod
+    def _dataset(cls, value: Any) -> Any:
+        return dataset_section(value, f"the {cls.metric_name} task", "classifies")
+
+    @model_validator(mode="after")
+    def _rendering_needs_world(self) -> LabelledTaskConfig:
+        if self.rendering is not None and self.dataset != "world":
+            raise ValueError("rendering applies to dataset: world only (a dataset's images are what they are)")
+        return self
+
+    def metric_prefix(self) -> str:
+        if self.dataset != "world":
+            return f"{self.metric_name}/{self.dataset.label()}"
+        return self.metric_name if self.rendering is None else f"{self.metric_name}_{self.rendering}"
+
+    def world_classification(self, context: EvalContext) -> dict[str, Classification]:
+        """The world's labelled test sets by task name, in this task's rendering; their images
+        are tagged by rendering only, so every task type that reads them shares their features."""
+        rendering = self.rendering or context.world_config.rendering
+        sets = classification_sets(context.world(), self.n or 1000, rendering=rendering)
+        tag = "world/classify" if self.rendering is None else f"world/classify/{self.rendering}"
+        return {
+            task: Classification(ArrayImages(d.images, tag), d.labels, d.classnames, list(d.templates), task)
+            for task, d in sets.items()
+        }
+
+    def dataset_classification(self) -> Classification:
+        """The dataset's labelled images (``n`` of them spread evenly when given)."""
+        data = self.dataset.read_classification()
+        return data if self.n is None else first_images(data, self.n)
+
+
+class ZeroShotTask(LabelledTaskConfig):
+    """Zero-shot classification: the built-in world's tasks (``zeroshot/<task>/top1``) or a
+    labelled dataset in any reader's format (``zeroshot/<name>/top1``, ``.../mean_per_class_recall``).
+
+    With ``rendering`` the world's tasks are drawn in that rendering, a distribution shift of the
+    same scenes, and report as ``zeroshot_<rendering>/<task>/top1`` beside the usual ones.
+    """
+
+    metric_name: ClassVar[str] = "zeroshot"
+
+    type: Literal["zeroshot"] = Field("zeroshot", description="the task type")
     world_sets: list[WorldSet] | None = Field(
         None,
         min_length=1,
@@ -67,49 +109,20 @@ class ZeroShotTask(TaskConfig):
         "A fine-tune on shape lists shape as its task (role id) and color apart (role unseen)",
     )
 
-    @field_validator("dataset", mode="before")
-    @classmethod
-    def _dataset(cls, value: Any) -> Any:
-        return dataset_section(value, "zero-shot classification", "classifies")
-
     @model_validator(mode="after")
-    def _rendering_needs_world(self) -> ZeroShotTask:
-        if self.rendering is not None and self.dataset != "world":
-            raise ValueError("rendering applies to dataset: world only (a dataset's images are what they are)")
+    def _sets_need_world(self) -> ZeroShotTask:
         if self.world_sets is not None and self.dataset != "world":
             raise ValueError("world_sets applies to dataset: world only")
         return self
 
-    def metric_prefix(self) -> str:
-        if self.dataset != "world":
-            return f"zeroshot/{self.dataset.label()}"
-        return "zeroshot" if self.rendering is None else f"zeroshot_{self.rendering}"
-
     def build(self, context: EvalContext) -> list[Evaluator]:
-        if self.dataset == "world":
-            rendering = self.rendering or context.world_config.rendering
-            sets = classification_sets(context.world(), self.n or 1000, rendering=rendering)
-            tag = "world/classify" if self.rendering is None else f"world/classify/{self.rendering}"
-            return [
-                ZeroShotEvaluator(
-                    f"{self.metric_prefix()}/{task}",
-                    Classification(
-                        ArrayImages(data.images, tag),
-                        data.labels,
-                        data.classnames,
-                        list(data.templates),
-                        task,
-                    ),
-                    context,
-                    self.ties,
-                )
-                for task, data in sets.items()
-                if self.world_sets is None or task in self.world_sets
-            ]
-        data = self.dataset.read_classification()
-        if self.n is not None:
-            data = first_images(data, self.n)
-        return [ZeroShotEvaluator(self.metric_prefix(), data, context, self.ties)]
+        if self.dataset != "world":
+            return [ZeroShotEvaluator(self.metric_prefix(), self.dataset_classification(), context, self.ties)]
+        return [
+            ZeroShotEvaluator(f"{self.metric_prefix()}/{task}", data, context, self.ties)
+            for task, data in self.world_classification(context).items()
+            if self.world_sets is None or task in self.world_sets
+        ]
 
 
 def first_images(data: Classification, n: int) -> Classification:

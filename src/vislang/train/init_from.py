@@ -41,24 +41,34 @@ def check_start_architecture(cfg: RunConfig, state: dict, source: str | Path) ->
         )
 
 
-def init_objective_from(objective: nn.Module, state: dict, source: str | Path) -> str:
-    """Load every tensor of ``state`` (a checkpoint dict read from ``source``) that ``objective``
-    has, by name; returns the log line. A shape mismatch, or a source that shares nothing with the
-    objective, is an error naming the tensor: the model section must describe the source's model."""
-    weights = usable_weights(state, source)
-    own = objective.state_dict()
+def load_matching(module: nn.Module, weights: dict, source: str | Path, prefix: str = "") -> list[str]:
+    """Load the tensors of ``weights`` whose names ``module`` has (``prefix`` is what they carry
+    in the source, e.g. "model.vision."); returns those names. A source sharing none of them, or
+    one of another shape, is an error naming the tensor: a silently fresh module would look like
+    a failed experiment."""
+    own = module.state_dict()
     shared = [k for k in own if k in weights]
     if not shared:
-        raise CheckpointError(f"{source}: none of its tensors matches this objective's parameter names")
+        raise CheckpointError(
+            f"{source}: no tensor {f'under {prefix!r} ' if prefix else ''}matches the parameter names here"
+        )
     for name in shared:
         if weights[name].shape != own[name].shape:
             raise CheckpointError(
-                f"{source}: {name} has shape {tuple(weights[name].shape)}, this model needs {tuple(own[name].shape)} "
-                "(train.init_from needs the model section of the model it starts from)"
+                f"{source}: {prefix}{name} has shape {tuple(weights[name].shape)}, this model needs "
+                f"{tuple(own[name].shape)}"
             )
-    objective.load_state_dict({k: weights[k] for k in shared}, strict=False)
-    fresh = [k for k in own if k not in weights]
-    unused = [k for k in weights if k not in own]
+    module.load_state_dict({k: weights[k] for k in shared}, strict=False)
+    return shared
+
+
+def init_objective_from(objective: nn.Module, state: dict, source: str | Path) -> str:
+    """Load every tensor of ``state`` (a checkpoint dict read from ``source``) that ``objective``
+    has, by name; returns the log line. New tensors (a classification head) start fresh."""
+    weights = usable_weights(state, source)
+    shared = load_matching(objective, weights, source)
+    fresh = [k for k in objective.state_dict() if k not in weights]
+    unused = [k for k in weights if k not in set(shared)]
     return (
         f"init_from: {len(shared)} tensors from {source}"
         + (f"; fresh: {', '.join(fresh)}" if fresh else "")
@@ -69,18 +79,8 @@ def init_objective_from(objective: nn.Module, state: dict, source: str | Path) -
 def init_tower_from(tower: nn.Module, source: str | Path, prefix: str) -> tuple[int, list[str]]:
     """Copy the tensors under ``prefix`` (e.g. "model.vision.") of the checkpoint ``source`` into
     ``tower``. Returns how many were copied and the names of the tower's tensors the source lacks
-    (left as initialised). Differing shapes, or a source with nothing under ``prefix`` for this
-    tower, are errors: a silently fresh tower would look like a failed experiment."""
+    (left as initialised)."""
     model = usable_weights(read_model(source), source)
     weights = {k[len(prefix) :]: v for k, v in model.items() if k.startswith(prefix)}
-    own = tower.state_dict()
-    shared = [k for k in own if k in weights]
-    if not shared:
-        raise CheckpointError(f"{source}: no tensor under {prefix!r} matches this tower's parameter names")
-    for name in shared:
-        if weights[name].shape != own[name].shape:
-            raise CheckpointError(
-                f"{source}: {prefix}{name} has shape {tuple(weights[name].shape)}, this tower needs {tuple(own[name].shape)}"
-            )
-    tower.load_state_dict({k: weights[k] for k in shared}, strict=False)
-    return len(shared), [k for k in own if k not in weights]
+    shared = load_matching(tower, weights, source, prefix)
+    return len(shared), [k for k in tower.state_dict() if k not in weights]

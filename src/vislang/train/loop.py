@@ -183,7 +183,7 @@ def header(run: Run) -> str:
     n_trainable = sum(p.numel() for p in objective.parameters() if p.requires_grad)
     return (
         f"vislang: {run.cfg.objective.kind} objective, {n_params / 1e6:.2f}M parameters"
-        + (f" ({n_trainable / 1e6:.2f}M trainable)" if n_trainable < n_params else "")
+        + (f" ({_count(n_trainable)} trainable, {n_trainable / n_params:.1%})" if n_trainable < n_params else "")
         + f", {run.device}"
         + (f" x {ranks.world} ranks" if ranks.world > 1 else "")
         + f", steps {run.parts.step}->{t.steps}, batch {t.batch_size}"
@@ -193,6 +193,11 @@ def header(run: Run) -> str:
         + (", compiled" if t.compile else "")
         + (", FSDP (blocks sharded)" if t.fsdp else "")
     )
+
+
+def _count(n: int) -> str:
+    """A parameter count for the log: millions, or the number itself when that would read 0.00M."""
+    return f"{n / 1e6:.2f}M" if n >= 10_000 else f"{n:,}"
 
 
 def cpu_notes(cfg: RunConfig, device: torch.device) -> list[str]:

@@ -345,3 +345,19 @@ def test_init_from_a_model_of_another_architecture_is_refused_naming_the_field(t
     cfg = build_config(LABELLED, TINY + QUICK + [f"objective={kind}", f"train.init_from={other}", "train.steps=1"])
     with pytest.raises(ConfigError, match=r"model\.vision\.act is 'quick_gelu' there"):
         loop.train(cfg, tmp_path / "run2", quiet=True)
+
+
+def test_a_classifier_with_lora_trains_its_head_and_the_adapters_only(tmp_path):
+    from vislang.train.distributed import Ranks
+    from vislang.train.setup import build_trainable
+
+    start = _start_export(tmp_path)
+    overrides = ["objective=classifier", f"train.init_from={start}", "train.lora={rank: 4}"]
+    cfg = build_config(LABELLED, TINY + QUICK + overrides)
+    sources = build_sources(cfg.data, cfg.model.vision.image_size, cfg.train.seed)
+    (tmp_path / "run").mkdir()
+    parts = build_trainable(cfg, tmp_path / "run", sources, None, Ranks(), torch.device("cpu"))
+    trainable = {n for n, p in parts.objective.named_parameters() if p.requires_grad}
+    assert {"head.weight", "head.bias"} <= trainable
+    assert all(n.startswith("head.") or ".lora_" in n for n in trainable), sorted(trainable)
+    assert any(".lora_" in n and n.startswith("model.vision.") for n in trainable)

@@ -84,6 +84,7 @@ def apply_lora(objective: nn.Module, lora: LoraConfig) -> str:
 
 
 def lora_rules(lora: LoraConfig | None) -> list[ParamRule]:
-    """The parameter rule that leaves only the adapters trainable, applied after all others
-    (none without ``train.lora``)."""
-    return [] if lora is None else [ParamRule(match=rf"^(?!.*{ADAPTER})", freeze=True)]
+    """The parameter rule that leaves only the adapters of the model trainable, applied after all
+    others (none without ``train.lora``); what the objective adds beside the model (a
+    classification head) trains as it would without LoRA."""
+    return [] if lora is None else [ParamRule(match=rf"^model\.(?!.*{ADAPTER})", freeze=True)]

@@ -41,6 +41,14 @@ from vislang.train.optim import (
 from vislang.train.regularizers import L2SP
 
 
+def read_start(path: str) -> dict:
+    """The model a fine-tune starts from; a missing or unreadable one is one line naming the field."""
+    try:
+        return read_model(path)
+    except CheckpointError as error:
+        raise CheckpointError(f"train.init_from: {error}") from None
+
+
 def run_classes(sources: dict[str, Source], checkpoint: dict | None) -> ClassTask | None:
     """The classes of the run's labelled source (the one saved with a checkpoint when resuming:
     the head's rows keep their meaning), or None for captioned data."""
@@ -149,7 +157,7 @@ def build_trainable(
 ) -> Trainable:
     """A fresh objective (seeded by ``train.seed``) or, given one, the state of a checkpoint."""
     t = cfg.train
-    start = read_model(t.init_from) if t.init_from and checkpoint is None else None
+    start = read_start(t.init_from) if t.init_from and checkpoint is None else None
     if checkpoint is not None:
         tokenizer = BPETokenizer.from_json(checkpoint["tokenizer"], cfg.model.text.context_length)
     else:

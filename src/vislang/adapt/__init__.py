@@ -1,0 +1,1 @@
+"""Adapting a model with few or no labelled images: cached-feature classifiers, generated descriptions, concept bottlenecks."""

@@ -11,12 +11,26 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vislang.cli import caption, config, curate, data, demo, model_io, train, wise
+from vislang.cli import caption, config, curate, data, demo, describe, fewshot, gist, labo, model_io, train, wise
 from vislang.cli import eval as eval_command
 from vislang.errors import VislangError
 
 # In the order of ``vislang --help``.
-COMMAND_GROUPS = (demo, train, eval_command, wise, caption, model_io, config, data, curate)
+COMMAND_GROUPS = (
+    demo,
+    train,
+    eval_command,
+    wise,
+    fewshot,
+    labo,
+    gist,
+    caption,
+    describe,
+    model_io,
+    config,
+    data,
+    curate,
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

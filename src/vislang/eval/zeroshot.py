@@ -9,6 +9,7 @@ a class scores by the mean log-likelihood of its prompts given the image.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -17,6 +18,7 @@ from pydantic import Field, SerializeAsAny, field_validator, model_validator
 
 from vislang.config.data import Rendering
 from vislang.data.benchmark import ArrayImages, Classification, DatasetConfig, dataset_section
+from vislang.data.prompts import read_descriptions
 from vislang.data.world_tasks import classification_sets
 from vislang.eval.metrics import TIES, classification_metrics
 from vislang.eval.tasks import EvalContext, Evaluator, TaskConfig
@@ -109,17 +111,46 @@ class ZeroShotTask(LabelledTaskConfig):
         "A fine-tune on shape lists shape as its task (role id) and color apart (role unseen)",
     )
 
+    descriptions: str | None = Field(
+        None,
+        description="dataset world only: a JSON file {class name: [descriptions]} (vislang describe's, CuPL's "
+        "layout) for the world's classes; a dataset names its own in its section",
+    )
+    prompts: Literal["templates", "descriptions", "both"] = Field(
+        "templates", description="dataset world only: what makes each class's classifier (as a dataset's prompts)"
+    )
+
+    path_fields: ClassVar[tuple[str, ...]] = ("descriptions",)
+
+    def metric_prefix(self) -> str:
+        """The labelled task's prefix, with the prompt choice when it is not the templates
+        (``zeroshot_descriptions/shape/top1``), so the three CuPL comparisons sit side by side."""
+        base = super().metric_prefix()
+        return base if self.prompts == "templates" else f"{base}_{self.prompts}"
+
     @model_validator(mode="after")
     def _sets_need_world(self) -> ZeroShotTask:
-        if self.world_sets is not None and self.dataset != "world":
-            raise ValueError("world_sets applies to dataset: world only")
+        if self.dataset != "world" and (
+            self.world_sets is not None or self.descriptions or self.prompts != "templates"
+        ):
+            raise ValueError(
+                "world_sets, descriptions and prompts apply to dataset: world only (a dataset's own section has them)"
+            )
+        if self.prompts != "templates" and not self.descriptions:
+            raise ValueError(f"prompts: {self.prompts} needs descriptions (a JSON file {{class name: [descriptions]}})")
         return self
 
     def build(self, context: EvalContext) -> list[Evaluator]:
         if self.dataset != "world":
             return [ZeroShotEvaluator(self.metric_prefix(), self.dataset_classification(), context, self.ties)]
+        described = read_descriptions(self.descriptions) if self.descriptions else None
         return [
-            ZeroShotEvaluator(f"{self.metric_prefix()}/{task}", data, context, self.ties)
+            ZeroShotEvaluator(
+                f"{self.metric_prefix()}/{task}",
+                replace(data, descriptions=described, prompts=self.prompts),
+                context,
+                self.ties,
+            )
             for task, data in self.world_classification(context).items()
             if self.world_sets is None or task in self.world_sets
         ]

@@ -86,3 +86,16 @@ def test_bad_input_is_one_line(tmp_path, stage):
         args = ("gist", "summarize", str(tmp_path / "missing.parquet"), "--out", str(tmp_path / "p.parquet"))
     result = cli(*args)
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "missing" in result.stderr
+
+
+def test_variants_add_descriptions_of_the_variation_inside_each_class():
+    from vislang.adapt.gist import describe_fine_grained
+    from vislang.llm.world import WorldBackend
+
+    plain = describe_fine_grained(WorldBackend(), ["triangle"], 2, 0.0)
+    varied = describe_fine_grained(WorldBackend(), ["triangle"], 2, 0.0, ["red", "blue"])
+    assert set(plain["triangle"]) < set(varied["triangle"])
+    assert any("red triangle" in d for d in varied["triangle"]) and any(
+        "blue triangle" in d for d in varied["triangle"]
+    )
+    assert not any("red" in d or "blue" in d for d in plain["triangle"])

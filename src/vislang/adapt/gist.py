@@ -50,13 +50,17 @@ def fine_grained_requests(classname: str) -> list[Request]:
 
 
 def describe_fine_grained(
-    backend: Backend, classnames: Sequence[str], n: int, temperature: float
+    backend: Backend, classnames: Sequence[str], n: int, temperature: float, variants: Sequence[str] = ()
 ) -> dict[str, list[str]]:
     """``{class: [descriptions]}`` from ``n`` answers to each question, cleaned as CuPL's (one
-    line each, the class named, repeats dropped). A class left with none is an error naming it."""
+    line each, the class named, repeats dropped). A class left with none is an error naming it.
+    With ``variants`` (e.g. colours) the questions are also asked about each "variant class", and
+    those answers describe the class too: GIST's descriptions are meant to cover the variation
+    inside a class, so that matching can pick the ones that fit one image."""
     out: dict[str, list[str]] = {}
     for name in classnames:
-        answers = backend.generate(fine_grained_requests(name), n, temperature)
+        requests = [r for subject in [name, *(f"{v} {name}" for v in variants)] for r in fine_grained_requests(subject)]
+        answers = backend.generate(requests, n, temperature)
         texts = clean_descriptions([t for texts in answers for t in texts], name)
         if not texts:
             raise LLMError(f"the {backend.name} backend gave no usable fine-grained description of {name!r}")

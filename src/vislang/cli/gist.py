@@ -36,6 +36,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     d.add_argument("classes", metavar="CLASSES", help="world:shape, world:color, a class-names file or shipped set")
     d.add_argument("--out", required=True, help="the descriptions JSON to write")
     d.add_argument("--n", type=positive_int, default=3, help="answers asked per question (default 3)")
+    d.add_argument(
+        "--variants",
+        help="also ask about each class qualified by each of these words (world:color, a file or shipped set): "
+        "descriptions of the variations inside a class, so that matching picks image-specific ones",
+    )
     add_backend_options(d, 0.7, 100)
     d.set_defaults(func=run_describe)
     m = sub.add_parser("match", help="2: each training image's best descriptions of its own class")
@@ -62,9 +67,10 @@ def run_describe(args: argparse.Namespace) -> int:
 
     cfg = backend_config(args)
     classnames = read_class_spec(args.classes)
+    variants = read_class_spec(args.variants) if args.variants else []
     out = Path(args.out)
     with open_backend(cfg, out.with_suffix(".cache.jsonl")) as backend:
-        descriptions = describe_fine_grained(backend, classnames, args.n, cfg.temperature)
+        descriptions = describe_fine_grained(backend, classnames, args.n, cfg.temperature, variants)
     write_json_atomic(descriptions, out)
     total = sum(len(v) for v in descriptions.values())
     print(f"wrote {total} fine-grained descriptions of {len(descriptions)} classes to {out} "

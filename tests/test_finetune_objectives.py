@@ -361,3 +361,43 @@ def test_a_classifier_with_lora_trains_its_head_and_the_adapters_only(tmp_path):
     assert {"head.weight", "head.bias"} <= trainable
     assert all(n.startswith("head.") or ".lora_" in n for n in trainable), sorted(trainable)
     assert any(".lora_" in n and n.startswith("model.vision.") for n in trainable)
+
+
+def test_a_classifier_starts_from_a_classifier_of_another_task(tmp_path):
+    start = _start_export(tmp_path)
+    shape = build_config(LABELLED, TINY + QUICK + ["objective=classifier", f"train.init_from={start}", "train.steps=2"])
+    loop.train(shape, tmp_path / "shape", quiet=True)
+    colour_data = {"data": {"sources": [{"kind": "labelled", "dataset": "world", "world_task": "color"}]}}
+    overrides = TINY + QUICK + ["objective=classifier", f"train.init_from={tmp_path / 'shape'}", "train.steps=2"]
+    loop.train(build_config(colour_data, overrides), tmp_path / "colour", quiet=True)  # 6-class head not loaded
+    assert load_checkpoint(tmp_path / "colour")["model"]["head.weight"].shape[0] == 8
+
+
+def test_resume_refuses_a_dataset_whose_classes_changed(tmp_path):
+    from PIL import Image
+
+    for name in ("a", "b"):
+        (tmp_path / "data" / "train" / name).mkdir(parents=True)
+        for i in range(3):
+            Image.new("RGB", (20, 20), (40 * i, 200 if name == "a" else 10, 90)).save(
+                tmp_path / "data" / "train" / name / f"{i}.png"
+            )
+    raw = {
+        "data": {
+            "sources": [{"kind": "labelled", "dataset": {"format": "imagefolder", "path": str(tmp_path / "data")}}]
+        }
+    }
+    start = _start_export(tmp_path)
+    overrides = TINY + QUICK + ["objective=classifier", f"train.init_from={start}", "train.batch_size=4"]
+    loop.train(
+        build_config(raw, [*overrides, "train.steps=2", "train.checkpoint_every=2"]), tmp_path / "run", quiet=True
+    )
+    (tmp_path / "data" / "train" / "c").mkdir()
+    Image.new("RGB", (20, 20)).save(tmp_path / "data" / "train" / "c" / "0.png")
+    with pytest.raises(ConfigError, match="classes"):
+        loop.train(
+            build_config(raw, [*overrides, "train.steps=2", "train.checkpoint_every=2"]),
+            tmp_path / "run",
+            resume=True,
+            quiet=True,
+        )

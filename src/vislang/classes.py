@@ -47,6 +47,8 @@ class ClassTask:
             names, templates = data["classnames"], data["templates"]  # type: ignore[index]
             if not all(isinstance(s, str) for s in [*names, *templates]):
                 raise TypeError("names and templates must be strings")
+            for template in templates:  # each must take the class name as prompt() writes it
+                template.format("x", c="x")
             return cls(tuple(names), tuple(templates), str(data.get("name", "classes")))  # type: ignore[union-attr]
-        except (KeyError, TypeError, ValueError, AttributeError) as error:
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError) as error:
             raise CheckpointError(f"{where}: not a class list ({error})") from None

@@ -79,6 +79,9 @@ class Objective(nn.Module, ABC):
     exact_accumulation = False
     frozen_norms: tuple[nn.Module, ...] = ()  # locked BatchNorms: they stay in eval mode
     classes: ClassTask | None = None  # what :meth:`classify` predicts (objectives that need classes)
+    # names (prefixes) of the tensors :meth:`start` sets afresh: train.init_from does not load them,
+    # so a start from a classifier of another task (another class count) is not refused for them
+    set_by_start: tuple[str, ...] = ()
 
     def train(self, mode: bool = True) -> Objective:
         super().train(mode)

@@ -31,6 +31,8 @@ from vislang.objectives.base import StartContext
 from vislang.objectives.contrastive import EmbeddingObjective, TwoTowerConfig
 from vislang.objectives.towers import build_two_tower
 
+PROMPT_CHUNK = 512  # prompts encoded at a time for the zero-shot head
+
 
 class ClassifierConfig(TwoTowerConfig):
     """A linear head on the image tower, trained with cross-entropy on labelled images."""
@@ -71,6 +73,8 @@ class ClassifierConfig(TwoTowerConfig):
 
 
 class ClassifierObjective(EmbeddingObjective):
+    set_by_start = ("head.",)
+
     def __init__(self, model: TwoTower, classes: ClassTask, embed_dim: int, config: ClassifierConfig) -> None:
         super().__init__(model, None)
         self.classes, self.config = classes, config
@@ -104,7 +108,9 @@ class ClassifierObjective(EmbeddingObjective):
         self.eval()
         prompts = self.classes.prompts()
         tokens = context.tokenize([p for row in prompts for p in row]).to(context.device)
-        features = self.text_features(tokens).reshape(len(prompts), len(prompts[0]), -1).transpose(0, 1)
+        # in chunks: an ImageNet-sized task has 1000 x 80 prompts
+        encoded = torch.cat([self.text_features(chunk) for chunk in tokens.split(PROMPT_CHUNK)])
+        features = encoded.reshape(len(prompts), len(prompts[0]), -1).transpose(0, 1)
         self.train(was_training)
         return self.ensemble_texts(features) * self.model.scale()
 

@@ -107,6 +107,8 @@ class CoopObjective(EmbeddingObjective):
     ``context_index`` (the same shape: which context vector replaces the token embedding at each
     position, counted over ``context`` flattened to [-1, width]; -1 keeps the token's own)."""
 
+    set_by_start = ("context", "prompt_tokens", "context_index")
+
     def __init__(self, model: TwoTower, classes: ClassTask, config: CoopConfig) -> None:
         super().__init__(model, None)
         if not isinstance(model.text, TextTransformer):

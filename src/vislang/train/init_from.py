@@ -10,6 +10,7 @@ from torch import nn
 from vislang.checkpoint import is_export, read_model
 from vislang.errors import CheckpointError, ConfigError
 from vislang.experiment import RunConfig
+from vislang.objectives import Objective
 from vislang.restore import (
     adapted_modules,
     architecture_difference,
@@ -62,10 +63,11 @@ def load_matching(module: nn.Module, weights: dict, source: str | Path, prefix: 
     return shared
 
 
-def init_objective_from(objective: nn.Module, state: dict, source: str | Path) -> str:
+def init_objective_from(objective: Objective, state: dict, source: str | Path) -> str:
     """Load every tensor of ``state`` (a checkpoint dict read from ``source``) that ``objective``
     has, by name; returns the log line. New tensors (a classification head) start fresh."""
-    weights = usable_weights(state, source)
+    reset = objective.set_by_start  # set afresh by Objective.start: whatever the start holds there is not loaded
+    weights = {k: v for k, v in usable_weights(state, source).items() if not (reset and k.startswith(reset))}
     shared = load_matching(objective, weights, source)
     fresh = [k for k in objective.state_dict() if k not in weights]
     unused = [k for k in weights if k not in set(shared)]

@@ -52,10 +52,18 @@ def read_start(path: str) -> dict:
 def run_classes(sources: dict[str, Source], checkpoint: dict | None) -> ClassTask | None:
     """The classes of the run's labelled source (the one saved with a checkpoint when resuming:
     the head's rows keep their meaning), or None for captioned data."""
-    if checkpoint is not None and checkpoint.get("classes"):
-        return ClassTask.from_json(checkpoint["classes"], f"checkpoint of step {checkpoint.get('step')}")
     labelled = [s for s in sources.values() if s.labelled]
-    return labelled[0].classes if labelled else None
+    current = labelled[0].classes if labelled else None
+    if checkpoint is not None and checkpoint.get("classes"):
+        where = f"checkpoint of step {checkpoint.get('step')}"
+        saved = ClassTask.from_json(checkpoint["classes"], where)
+        if current is not None and saved.classnames != current.classnames:
+            raise ConfigError(
+                f"--resume: the labelled source's classes ({len(current)}) are not the {where}'s ({len(saved)}): "
+                "its head predicts those; resume with the data it was trained on, or start a new run"
+            )
+        return saved
+    return current
 
 
 def start_context(cfg: RunConfig, tokenizer: BPETokenizer, sources: dict[str, Source], device) -> StartContext:

@@ -148,3 +148,25 @@ def test_bad_input_is_one_line_exit_2(setup, tmp_path, capsys):
     run = _cli("fewshot", "no_such_suite", setup["model"], "--out", str(tmp_path / "o"))  # the real exit status
     assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
     assert run.stderr.strip().splitlines() == [run.stderr.strip()] and "no_such_suite: no such suite file" in run.stderr
+
+
+def test_sus_x_retrieves_from_a_pool_the_user_names(setup, capsys, monkeypatch):
+    from vislang.adapt import fewshot
+
+    pool = setup["root"] / "user_pool"
+    _folder(pool / "nested", 2)  # folder names must not be read as labels
+    seen = []
+    real = fewshot.fm.retrieve_support
+
+    def spy(*args, **kwargs):
+        seen.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(fewshot.fm, "retrieve_support", spy)
+    out = setup["root"] / "out_pool"
+    argv = ["fewshot", setup["eval"], setup["model"], "--out", str(out), *ARGS, "--methods", "zeroshot", "sus_x"]
+    assert main([*argv, "--pool", str(pool)]) == 0
+    assert f"SuS-X retrieves its support from the 6 images under {pool}" in capsys.readouterr().err
+    assert seen and all(len(a[0]) == 6 for a in seen if hasattr(a[0], "__len__"))
+    assert main([*argv, "--pool", str(setup["root"] / "nowhere")]) == 2
+    assert "--pool: not a folder" in capsys.readouterr().err

@@ -25,7 +25,8 @@ split, shot count, seed) and scored on every test set that shares the train spli
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,9 +36,10 @@ from tqdm import tqdm
 from vislang.adapt import fewshot_math as fm
 from vislang.adapt.fewshot_probe import cross_modal_set, search_probe
 from vislang.config.data import Rendering
-from vislang.data.benchmark import ArrayImages, Classification, ImageSet
+from vislang.data.benchmark import ArrayImages, Classification, FileImages, ImageSet
+from vislang.data.samples import IMAGE_SUFFIXES
 from vislang.data.world_tasks import classification_sets
-from vislang.errors import ConfigError, VislangError
+from vislang.errors import ConfigError, DataError, VislangError
 from vislang.eval.encode import FeatureCache
 from vislang.eval.probes import sample_shots
 from vislang.eval.tasks import EvalContext, TaskConfig
@@ -61,6 +63,7 @@ class FewshotOptions:
     n_pool: int = 2000
     support_per_class: int = 16  # SuS-X: M retrieved images per class
     pool_rendering: Rendering | None = None  # the world: the pool's rendering (default: its own)
+    pool_dir: str | None = None  # SuS-X: a folder of images to retrieve from instead (labels unused)
     epochs: int = fm.TIP_F_EPOCHS
     probe_max_iter: int = 1000  # L-BFGS iterations per probe fit (CLIP's 1000)
     split_seed: int = 0
@@ -224,7 +227,23 @@ def plan(
     sources |= {
         key: _source(key, data, None, options, exact=False) for key, data in datasets.items() if data is not None
     }
+    if options.pool_dir:  # SuS-X's support from a pool the user names (a crawl, generated images)
+        pool = FileImages(pool_files(options.pool_dir))
+        sources = {key: replace(source, pool=pool) for key, source in sources.items()}
+        notes.append(f"SuS-X retrieves its support from the {len(pool)} images under {options.pool_dir}")
     return sources, targets, notes
+
+
+def pool_files(folder: str | Path) -> list[Path]:
+    """Every image file under ``folder`` (recursive, sorted): any collection, labelled or not;
+    names and folders are never read as labels."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise DataError(f"--pool: not a folder: {root}")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise DataError(f"--pool {root}: no image files in it")
+    return files
 
 
 def _same_classes(train: Classification, test: Classification, name: str) -> None:

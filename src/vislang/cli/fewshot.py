@@ -52,6 +52,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--n-val", type=positive_int, default=500, help="validation images carved from the train split")
     p.add_argument("--n-pool", type=positive_int, default=2000, help="SuS-X's unlabelled pool from the train split")
     p.add_argument("--support-per-class", type=positive_int, default=16, help="SuS-X: images retrieved per class")
+    p.add_argument(
+        "--pool",
+        metavar="DIR",
+        help="SuS-X: retrieve the support from the images under DIR (any collection, e.g. generated images; "
+        "labels and folder names unused) instead of a slice of the train split",
+    )
     p.add_argument("--pool-rendering", choices=RENDERINGS, help="the world: draw the pool in this rendering")
     p.add_argument("--epochs", type=positive_int, default=20, help="Tip-Adapter-F training epochs (default 20)")
     p.add_argument("--probe-max-iter", type=positive_int, default=1000,
@@ -79,6 +85,7 @@ def run(args: argparse.Namespace) -> int:
         n_pool=args.n_pool,
         support_per_class=args.support_per_class,
         pool_rendering=args.pool_rendering,
+        pool_dir=args.pool,
         epochs=args.epochs,
         probe_max_iter=args.probe_max_iter,
     )

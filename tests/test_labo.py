@@ -122,3 +122,35 @@ def test_train_refuses_a_concepts_file_without_a_class(tmp_path, tiny_model):
     bad.write_text(json.dumps({"circle": ["round outline"]}))
     result = cli("labo", "train", tiny_model, "--concepts", str(bad), "--out", str(tmp_path / "o"))
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "'square'" in result.stderr
+
+
+def test_labo_and_gist_run_on_an_imagefolder(tmp_path, tiny_model):
+    from PIL import Image, ImageDraw
+
+    for split, n in (("train", 8), ("test", 4)):
+        for name in ("circle", "square"):
+            (tmp_path / "shapes" / split / name).mkdir(parents=True)
+            for i in range(n):
+                image = Image.new("RGB", (60 + i, 50), (10, 10, 10))
+                box = (10, 10, 40 + i, 40)
+                (ImageDraw.Draw(image).ellipse if name == "circle" else ImageDraw.Draw(image).rectangle)(
+                    box, fill=(200, 30, 30)
+                )
+                image.save(tmp_path / "shapes" / split / name / f"{i}.png")
+    task = f"imagefolder:{tmp_path / 'shapes'}"
+    concepts = tmp_path / "concepts.json"
+    made = cli("labo", "concepts", task, "--backend", "world", "--out", str(concepts))
+    assert made.returncode == 0, made.stderr
+    assert list(json.loads(concepts.read_text())) == ["circle", "square"]  # the class folders, sorted
+    run = cli("labo", "train", tiny_model, "--concepts", str(concepts), "--task", task, "--shots", "2", "--steps", "5",
+              "--out", str(tmp_path / "labo"))  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    assert len(json.loads((tmp_path / "labo" / "labo.json").read_text())["weight"]) == 2
+    fine = tmp_path / "fine.json"
+    assert cli("gist", "describe", task, "--backend", "world", "--out", str(fine)).returncode == 0
+    matched = cli("gist", "match", tiny_model, "--descriptions", str(fine), "--task", task, "--n-images", "10",
+                  "--out", str(tmp_path / "matched.parquet"))  # fmt: skip
+    assert matched.returncode == 0, matched.stderr
+    missing = cli("labo", "train", tiny_model, "--concepts", str(concepts), "--task", f"imagefolder:{tmp_path / 'none'}",
+                  "--out", str(tmp_path / "x"))  # fmt: skip
+    assert missing.returncode == 2 and missing.stderr.count("\n") == 1

@@ -33,12 +33,14 @@ import torch
 
 from vislang.adapt.labo_select import select_concepts
 from vislang.api import load_objective
-from vislang.data.benchmark import ArrayImages
+from vislang.data.benchmark import ArrayImages, ImageFolderConfig
+from vislang.data.transforms import ImageTransform
 from vislang.data.world import COLORS, SHAPES
 from vislang.data.world_tasks import COLOR_TEMPLATES, SHAPE_TEMPLATES, classification_sets
 from vislang.errors import ConfigError, DataError, first_line
 from vislang.eval.encode import FeatureCache
 from vislang.eval.probes import sample_shots
+from vislang.eval.zeroshot import first_images
 from vislang.experiment import eval_context
 from vislang.llm.base import Backend, LLMError, Request, article
 from vislang.llm.cupl import read_classes
@@ -56,18 +58,38 @@ MAX_CONCEPT_WORDS = 8  # LaBo drops long concepts: a bottleneck unit should be o
 
 
 def read_class_spec(spec: str) -> list[str]:
-    """Class names: ``world:shape`` / ``world:color`` (the built-in world's), else a file or a
-    shipped set as ``vislang describe`` reads them."""
+    """Class names: ``world:shape`` / ``world:color`` (the built-in world's), ``imagefolder:PATH``
+    (the class folders of PATH's train split), else a file or a shipped set as ``vislang
+    describe`` reads them."""
     if spec.startswith("world:"):
         return list(world_task(spec)[0])
+    if spec.startswith(FOLDER):
+        return list(folder_dataset(spec, "train").read_classification().classnames)
     return read_classes(spec)
+
+
+FOLDER = "imagefolder:"
+
+
+def folder_dataset(spec: str, split: str) -> ImageFolderConfig:
+    """The ImageFolder a task spec ``imagefolder:PATH`` names (``PATH/<split>/<class>/...``), with
+    OpenAI's ImageNet templates for its zero-shot prompts."""
+    return ImageFolderConfig(format="imagefolder", path=spec.removeprefix(FOLDER), split=split)
+
+
+def task_classes(spec: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """(class names, templates) of a task spec: ``world:shape|color`` or ``imagefolder:PATH``."""
+    if spec.startswith(FOLDER):
+        data = folder_dataset(spec, "train").read_classification()
+        return tuple(data.classnames), tuple(data.templates)
+    return world_task(spec)
 
 
 def world_task(spec: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(class names, templates) of ``world:shape`` or ``world:color``."""
     key = spec.removeprefix("world:")
     if not spec.startswith("world:") or key not in WORLD_TASKS:
-        raise ConfigError(f"--task {spec!r}: expected world:shape or world:color")
+        raise ConfigError(f"--task {spec!r}: expected world:shape, world:color or imagefolder:PATH")
     return WORLD_TASKS[key]
 
 
@@ -191,7 +213,14 @@ class Model:
         self.pipeline, self.cache = self.context.pipeline(), FeatureCache()
 
     def task(self, spec: str, n: int, split: str) -> TaskData:
-        """``n`` labelled images of ``world:shape`` / ``world:color`` from ``split``."""
+        """``n`` labelled images of ``world:shape`` / ``world:color`` from ``split``, or of an
+        ``imagefolder:PATH`` (spread evenly over it, decoded at the model's input size)."""
+        if spec.startswith(FOLDER):
+            data = first_images(folder_dataset(spec, split).read_classification(), n)
+            size = self.cfg.model.vision.image_size
+            resize = ImageTransform(size, self.cfg.data.resize_mode, interpolation=self.cfg.data.interpolation)
+            images = np.stack([resize(data.images.read(i)) for i in range(len(data.labels))])
+            return TaskData(images, np.asarray(data.labels), list(data.classnames), tuple(data.templates))
         names, templates = world_task(spec)
         key = spec.removeprefix("world:")
         data = classification_sets(self.context.world(), n, split=split)[key]
@@ -208,7 +237,7 @@ class Model:
 
     def zeroshot_weights(self, data: TaskData) -> torch.Tensor:
         """Class embeddings [C, D]: the normalised mean of the class's template prompts."""
-        prompts = [t.format(name) for name in data.classnames for t in data.templates]
+        prompts = [t.format(name, c=name) for name in data.classnames for t in data.templates]
         feats = self.texts(prompts).view(len(data.classnames), len(data.templates), -1).mean(dim=1)
         return torch.nn.functional.normalize(feats, dim=-1)
 

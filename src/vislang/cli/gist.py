@@ -46,7 +46,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     m = sub.add_parser("match", help="2: each training image's best descriptions of its own class")
     m.add_argument("model", metavar="MODEL", help="a run directory, checkpoint or export")
     m.add_argument("--descriptions", required=True, help="the JSON of stage 1")
-    m.add_argument("--task", default="world:shape", help="world:shape or world:color (default world:shape)")
+    m.add_argument(
+        "--task",
+        default="world:shape",
+        help="world:shape, world:color, or imagefolder:PATH (PATH/train/<class>/..., PATH/test/...; default world:shape)",
+    )
     m.add_argument("--n-images", type=positive_int, default=600, help="training images matched (default 600)")
     m.add_argument("--top", type=positive_int, default=2, help="descriptions kept per image (default 2)")
     m.add_argument("--device", default="cpu", help="torch device (default cpu)")

@@ -13,7 +13,7 @@ EPILOG = """examples:
   vislang labo concepts world:shape --backend world --out concepts.json
   vislang labo train runs/clip --concepts concepts.json --task world:shape --shots 16 --out labo/
 
-CLASSES is world:shape or world:color (the built-in world's), a file of class names (one a line,
+CLASSES is world:shape or world:color (the built-in world's), imagefolder:PATH (its class folders), a file of class names (one a line,
 or a .json list) or a shipped class-name set. writes: concepts.json ({class: [concepts]}) and
 its .cache.jsonl; DIR/labo.md (accuracy, zero-shot, each class's top concepts) and DIR/labo.json."""
 
@@ -62,7 +62,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     t = sub.add_parser("train", help="select concepts, fit the bottleneck on k shots, score on the test split")
     t.add_argument("model", metavar="MODEL", help="a run directory, checkpoint or export")
     t.add_argument("--concepts", required=True, help="the concepts JSON (vislang labo concepts)")
-    t.add_argument("--task", default="world:shape", help="world:shape or world:color (default world:shape)")
+    t.add_argument(
+        "--task",
+        default="world:shape",
+        help="world:shape, world:color, or imagefolder:PATH (PATH/train/<class>/..., PATH/test/...; default world:shape)",
+    )
     t.add_argument("--shots", type=positive_int, default=16, help="training images per class (default 16)")
     t.add_argument("--per-class", type=positive_int, default=5, help="concepts kept per class (default 5)")
     t.add_argument("--steps", type=positive_int, default=300, help="AdamW steps (default 300)")
@@ -101,14 +105,14 @@ def run_train(args: argparse.Namespace) -> int:
         classes_covered,
         read_text_lists,
         run_labo,
-        world_task,
+        task_classes,
         write_labo,
     )
     from vislang.errors import ConfigError
 
     if args.prior < 0 or args.l1 < 0 or not args.lr > 0:
         raise ConfigError("--lr must be > 0 and --l1, --prior >= 0")
-    names, _ = world_task(args.task)
+    names, _ = task_classes(args.task)
     concepts = read_text_lists(args.concepts, "concepts")
     classes_covered(concepts, names, args.concepts)
     options = LaboOptions(shots=args.shots, per_class=args.per_class, steps=args.steps, lr=args.lr, l1=args.l1,

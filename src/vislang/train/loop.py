@@ -309,7 +309,7 @@ def evaluates_at_start(run: Run) -> bool:
 
 
 def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool = False) -> dict[str, float]:
-    """Train ``cfg`` in ``run_dir``; returns the final evaluation metrics."""
+    """Train ``cfg`` in ``run_dir``; returns the final evaluation metrics (rank 0; {} elsewhere)."""
     run, batches = start(cfg, Path(run_dir), resume, quiet)
     try:
         if evaluates_at_start(run):
@@ -319,15 +319,25 @@ def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False, quiet: bool
             with run.parts.evaluation_weights(), autocast(cfg.train.precision, run.device):
                 run.history = evaluate(run.parts.objective, run.evaluators)
         run.parts.counts = Counter(sum_counts(run.parts.counts))
-        if not run.ranks.main:
-            return {}
-        final = {**run.history, **{f"data/{k}": float(v) for k, v in run.parts.counts.items()}}
-        (run.run_dir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
-        write_report(run.run_dir)
-        for line in cost_warnings(run.run_dir):  # the report's warnings, for whoever reads only the log
-            run.logger.write(line)
+        final = finish(run) if run.ranks.main else {}
+        if run.ranks.world > 1:  # no rank leaves while another still uses the process group
+            dist.barrier()
         return final
     finally:
+        del batches  # the loader's workers stop here, not at interpreter exit
         run.logger.close()
         if run.lock is not None:
             run.lock.release()
+        if run.ranks.world > 1 and dist.is_initialized():
+            # a process group left to interpreter exit can abort the process as it is torn down
+            dist.destroy_process_group()
+
+
+def finish(run: Run) -> dict[str, float]:
+    """Rank 0's end of a run: metrics.json, report.md and its warnings in the log."""
+    final = {**run.history, **{f"data/{k}": float(v) for k, v in run.parts.counts.items()}}
+    (run.run_dir / "metrics.json").write_text(json.dumps(final, indent=2) + "\n")
+    write_report(run.run_dir)
+    for line in cost_warnings(run.run_dir):  # the report's warnings, for whoever reads only the log
+        run.logger.write(line)
+    return final

@@ -33,6 +33,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="the descriptions JSON to write (written atomically)")
     p.add_argument("--n", type=positive_int, default=10, help="answers asked per question (default 10, as CuPL)")
+    add_backend_options(p, 0.99, 50)  # CuPL's sampling
+    p.set_defaults(func=run)
+
+
+def add_backend_options(p: argparse.ArgumentParser, temperature: float, max_tokens: int) -> None:
+    """The language-model flags every command that generates text shares (read by
+    :func:`backend_config`); ``temperature`` and ``max_tokens`` are the command's defaults."""
     p.add_argument(
         "--backend",
         choices=["world", "http", "local", "recorded"],
@@ -51,10 +58,13 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--device", help="local: torch device (default cpu)")
     p.add_argument("--seed", type=int, help="local: sampling seed (default 0)")
     p.add_argument("--recorded", help="recorded: JSONL file of {prompt, texts} records, or a cache file")
-    p.add_argument("--temperature", type=float, default=0.99, help="sampling temperature (default 0.99, as CuPL)")
-    p.add_argument("--max-tokens", type=positive_int, default=50, help="tokens per answer (default 50, as CuPL)")
+    p.add_argument(
+        "--temperature", type=float, default=temperature, help=f"sampling temperature (default {temperature})"
+    )
+    p.add_argument(
+        "--max-tokens", type=positive_int, default=max_tokens, help=f"tokens per answer (default {max_tokens})"
+    )
     p.add_argument("--cache", help="the generation cache (default: OUT with .cache.jsonl)")
-    p.set_defaults(func=run)
 
 
 def backend_config(args: argparse.Namespace) -> LLMConfig:

@@ -7,8 +7,7 @@ import argparse
 from pathlib import Path
 
 from vislang.cli.common import positive_int
-from vislang.cli.describe import backend_config
-from vislang.cli.labo import add_backend_options
+from vislang.cli.describe import add_backend_options, backend_config
 
 EPILOG = """examples:
   vislang gist describe world:shape --backend world --out fine.json

@@ -7,7 +7,7 @@ import argparse
 from pathlib import Path
 
 from vislang.cli.common import positive_int
-from vislang.cli.describe import backend_config
+from vislang.cli.describe import add_backend_options, backend_config
 
 EPILOG = """examples:
   vislang labo concepts world:shape --backend world --out concepts.json
@@ -16,30 +16,6 @@ EPILOG = """examples:
 CLASSES is world:shape or world:color (the built-in world's), imagefolder:PATH (its class folders), a file of class names (one a line,
 or a .json list) or a shipped class-name set. writes: concepts.json ({class: [concepts]}) and
 its .cache.jsonl; DIR/labo.md (accuracy, zero-shot, each class's top concepts) and DIR/labo.json."""
-
-
-def add_backend_options(p: argparse.ArgumentParser, temperature: float, max_tokens: int) -> None:
-    """The language-model flags of ``vislang describe`` (the same names, read by its
-    ``backend_config``)."""
-    p.add_argument("--backend", choices=["world", "http", "local", "recorded"], default="world",
-                   help="world (rules for the built-in world), http (an OpenAI-compatible server), local (a causal "
-                   "LM directory) or recorded (answers replayed from a JSONL file) (default world)")  # fmt: skip
-    p.add_argument("--base-url", help="http: the API root, e.g. http://127.0.0.1:8000/v1 (the default)")
-    p.add_argument("--model", help="http: the model name the server serves")
-    p.add_argument("--api-key-env", help="http: environment variable holding the API key (default OPENAI_API_KEY)")
-    p.add_argument("--timeout", type=float, help="http: seconds one request may take (default 60)")
-    p.add_argument("--retries", type=int, help="http: repeats after 429, 5xx or a lost connection (default 5)")
-    p.add_argument("--model-path", help="local: directory of a saved causal LM (transformers)")
-    p.add_argument("--device", help="local: torch device (default cpu)")
-    p.add_argument("--seed", type=int, help="local: sampling seed (default 0)")
-    p.add_argument("--recorded", help="recorded: JSONL file of {prompt, texts} records, or a cache file")
-    p.add_argument(
-        "--temperature", type=float, default=temperature, help=f"sampling temperature (default {temperature})"
-    )
-    p.add_argument(
-        "--max-tokens", type=positive_int, default=max_tokens, help=f"tokens per answer (default {max_tokens})"
-    )
-    p.add_argument("--cache", help="the generation cache (default: OUT with .cache.jsonl)")
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:

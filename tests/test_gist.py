@@ -63,7 +63,8 @@ def test_stages_end_to_end(tmp_path):
         assert row["scores"][0] >= row["scores"][1]
     assert cli("gist", "summarize", str(matched), "--out", str(pairs)).returncode == 0
     out = pq.read_table(pairs)
-    assert out.column_names == ["image", "caption"] and out.num_rows == 24
+    assert out.column_names == ["image", "caption", "label", "class"] and out.num_rows == 24
+    assert out.column("label").to_pylist() == table.column("label").to_pylist()
     classes = table.column("class").to_pylist()
     assert all(c in caption for c, caption in zip(classes, out.column("caption").to_pylist()))
     first = [p.read_bytes() for p in (fine, matched, pairs)]

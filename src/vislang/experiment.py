@@ -142,9 +142,10 @@ class RunConfig(Section):
                 f"data.hard_negatives needs an objective that accepts it ({accepting}), not {objective.kind!r}"
             )
         objective.check(self.model, self.train)
-        if objective.needs_labels and not data.labelled():
+        if objective.needs_labels and not data.carries_labels():
             raise ValueError(
-                f"the {objective.kind} objective trains on labelled images: data.sources: [{{kind: labelled, ...}}]"
+                f"the {objective.kind} objective trains on labelled images: data.sources: [{{kind: labelled, ...}}] "
+                "(or tables with a label_column)"
             )
         if "tasks" not in self.eval.model_fields_set and any(s.kind == "world" for s in data.sources):
             # the world's evaluators describe a model of the world, not of a user's data

@@ -14,7 +14,10 @@ three stages, each writing a file the next reads:
    short caption (``summary`` requests); a parquet of image and caption, the table source
    ``data.sources: [{kind: table, path: ...}]`` trains on (:func:`write_pairs`).
 
-Fine-tuning on the pairs is ``vislang train`` with ``train.init_from`` (docs/language_adaptation.md).
+Fine-tuning on the pairs is ``vislang train`` with ``train.init_from`` and FLYP's objective: the
+pairs keep each image's label, and with ``label_column: label`` the loss leaves same-class
+images out of each other's negatives, as FLYP does for class prompts
+(docs/language_adaptation.md).
 Every generation goes through the backend's cache, so a rerun writes byte-identical files.
 """
 
@@ -165,6 +168,12 @@ def summarize_matched(backend: Backend, classes: Sequence[str], descriptions: Se
     return captions
 
 
-def write_pairs(images: pa.Array, captions: Sequence[str], path: str | Path) -> None:
-    """The pairs parquet vislang's table source trains on: image (bytes) and caption."""
-    _write(pa.table({"image": images, "caption": pa.array(list(captions), pa.string())}), path)
+def write_pairs(matched: pa.Table, captions: Sequence[str], path: str | Path) -> None:
+    """The pairs parquet vislang's table source trains on: image (bytes), caption, and the
+    matched table's label and class where it has them (``label_column: label`` lets FLYP's loss
+    keep same-class images out of each other's negatives)."""
+    columns = {"image": matched.column("image").combine_chunks(), "caption": pa.array(list(captions), pa.string())}
+    for name in ("label", "class"):
+        if name in matched.column_names:
+            columns[name] = matched.column(name).combine_chunks()
+    _write(pa.table(columns), path)

@@ -17,7 +17,7 @@ EPILOG = """examples:
 
 writes: fine.json ({class: [descriptions]}); matched.parquet (image PNG bytes, label, class,
 descriptions, scores: each image's best descriptions of its own class); pairs.parquet (image,
-caption), a table source for vislang train. Generations are cached in OUT with .cache.jsonl."""
+caption, label, class), a table source for vislang train (label_column: label with objective flyp). Generations are cached in OUT with .cache.jsonl."""
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -105,7 +105,7 @@ def run_summarize(args: argparse.Namespace) -> int:
     with open_backend(cfg, out.with_suffix(".cache.jsonl")) as backend:
         captions = summarize_matched(backend, table.column("class").to_pylist(),
                                      table.column("descriptions").to_pylist(), cfg.temperature)  # fmt: skip
-    write_pairs(table.column("image").combine_chunks(), captions, out)
+    write_pairs(table, captions, out)
     print(f"wrote {len(captions)} image-caption pairs to {out} "
           f"({backend.hits} prompts from the cache, {backend.misses} asked)")  # fmt: skip
     return 0

@@ -48,6 +48,11 @@ class SourceConfig(Section):
     )
     image_column: str = Field("image", description="tables: a path (relative to the table) or encoded bytes")
     caption_columns: list[str] = Field(["caption"], min_length=1, description="tables: the caption columns")
+    label_column: str | None = Field(
+        None,
+        description="tables: an integer class column (GIST's pairs); batches then carry label, so objectives such "
+        "as flyp leave same-class pairs out of the negatives",
+    )
     caption_pick: Literal["random", "first"] = Field(
         "random", description="several captions per image: a seeded random one per visit, or always the first"
     )
@@ -72,6 +77,8 @@ class SourceConfig(Section):
             raise ValueError(f"a {self.kind!r} source needs a path")
         if not self.shuffle and self.resampled:
             raise ValueError("shuffle: false and resampled: true contradict each other (resampled draws at random)")
+        if self.label_column is not None and self.kind != "table":
+            raise ValueError(f"label_column is read from tables only, not from a {self.kind!r} source")
         return self
 
     def label(self, index: int, alone: bool) -> str:

@@ -104,7 +104,14 @@ def build_source(
         built = ShardSamples(s.path, decoder, seed, resampled=s.resampled, shuffle=s.shuffle)
     elif s.kind == "table":
         built = TableSamples(
-            s.path, s.image_column, s.caption_columns, decoder, seed, resampled=s.resampled, shuffle=s.shuffle
+            s.path,
+            s.image_column,
+            s.caption_columns,
+            decoder,
+            seed,
+            resampled=s.resampled,
+            shuffle=s.shuffle,
+            label_column=s.label_column,
         )
     else:
         built = FolderSamples(s.path, decoder, seed, resampled=s.resampled, shuffle=s.shuffle)

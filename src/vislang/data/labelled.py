@@ -92,11 +92,18 @@ class TrainingDataConfig(DataConfig):
             raise ValueError("a labelled source is the run's only source (its classes are the task)")
         if labelled and (self.hard_negatives or self.cit is not None):
             raise ValueError("a labelled source's captions are class prompts: no hard_negatives or cit with it")
+        with_labels = [getattr(s, "label_column", None) is not None for s in self.sources]
+        if any(with_labels) and not all(with_labels):
+            raise ValueError("a batch carries labels from every source or none: give each source a label_column")
         return self
 
     def labelled(self) -> bool:
         """Whether the run trains on labelled images (batches carry ``label``)."""
         return isinstance(self.sources[0], LabelledSourceConfig)
+
+    def carries_labels(self) -> bool:
+        """Whether batches carry ``label``: a labelled source, or tables with a ``label_column``."""
+        return self.labelled() or getattr(self.sources[0], "label_column", None) is not None
 
 
 class LabelledSource(RandomAccessSource):

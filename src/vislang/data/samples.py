@@ -147,6 +147,18 @@ def read_table(path: str | Path, image_column: str, caption_columns: list[str]):
     return table.column(image_column).combine_chunks(), [table.column(c).combine_chunks() for c in caption_columns]
 
 
+def table_labels(path: str | Path, column: str, cells) -> np.ndarray:
+    """A table's label column as non-negative integers; anything else is one line naming it."""
+    try:
+        values = [int(v) if not isinstance(v, bytes) else int(v.decode()) for v in cells.to_pylist()]
+    except (TypeError, ValueError, UnicodeDecodeError):
+        raise DataError(f"{path}: column {column!r} must hold integer class labels") from None
+    labels = np.asarray(values, dtype=np.int64)
+    if len(labels) and labels.min() < 0:
+        raise DataError(f"{path}: column {column!r} holds a negative label ({labels.min()})")
+    return labels
+
+
 class TableSamples(RowSource):
     def __init__(
         self,
@@ -157,16 +169,21 @@ class TableSamples(RowSource):
         seed: int,
         resampled: bool = False,
         shuffle: bool = True,
+        label_column: str | None = None,
     ) -> None:
         self.root = Path(path).parent
-        self.images, self.captions_columns = read_table(path, image_column, caption_columns)
+        columns = caption_columns + ([label_column] if label_column else [])
+        self.images, self.captions_columns = read_table(path, image_column, columns)
+        # a label column rides with the captions through read_table's checks, then is taken off
+        self.labels = table_labels(path, label_column, self.captions_columns.pop()) if label_column else None
         super().__init__(len(self.images), decoder, seed, resampled, shuffle)
 
-    def get(self, position: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
+    def get(self, position: int, rng: np.random.Generator) -> tuple:
         row = self.order.row(position)
         cells = [column[row].as_py() for column in self.captions_columns]
         image = lambda: resolve_image(self.images[row].as_py(), self.root)  # noqa: E731
-        return self.decoder.decode(image, [c for c in cells if c is not None], rng)
+        sample = self.decoder.decode(image, [c for c in cells if c is not None], rng)
+        return sample if self.labels is None else (*sample, int(self.labels[row]))
 
     def captions(self, n: int) -> list[str]:
         return decodable_captions(lambda row: self.captions_columns[0][row].as_py(), range(min(n, len(self))))

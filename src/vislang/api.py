@@ -3,7 +3,8 @@
 A path is a checkpoint file, a run directory (its latest checkpoint is taken), a directory
 written by ``vislang export`` or ``vislang convert --from`` (safetensors, no pickle), or an
 OpenCLIP (``open_clip_config.json``) or Hugging Face CLIP/SigLIP directory, converted on the
-fly. A checkpoint carries its config and tokenizer, so it opens without the run directory
+fly, or an ONNX directory written by ``vislang export --format onnx`` (its ``onnx_config.json``
+says ``"format": "vislang-onnx"``), whose towers onnxruntime runs. A checkpoint carries its config and tokenizer, so it opens without the run directory
 around it. Nothing here imports the training package.
 """
 
@@ -19,6 +20,8 @@ from vislang.convert import peer_checkpoint
 from vislang.data.transforms import ImageTransform, to_tensor
 from vislang.experiment import RunConfig
 from vislang.objectives import Objective
+from vislang.onnx.manifest import is_onnx_directory
+from vislang.onnx.runtime import load_onnx_objective
 from vislang.restore import load_objective as load_own
 from vislang.restore import objective_from_checkpoint
 from vislang.tokenizers import BPETokenizer
@@ -26,6 +29,8 @@ from vislang.tokenizers import BPETokenizer
 
 def load_objective(path: str | Path, device: str | torch.device = "cpu") -> tuple[Objective, BPETokenizer, RunConfig]:
     """The trained objective (in eval mode), its tokenizer and its config, from any supported path."""
+    if is_onnx_directory(path):  # by its manifest's "format" key
+        return load_onnx_objective(path, device)
     checkpoint = peer_checkpoint(path)
     if checkpoint is None:
         return load_own(path, device)

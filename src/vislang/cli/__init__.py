@@ -11,7 +11,23 @@ from __future__ import annotations
 import argparse
 import sys
 
-from vislang.cli import caption, config, curate, data, demo, describe, fewshot, gist, labo, model_io, train, wise
+from vislang.cli import (
+    caption,
+    config,
+    curate,
+    data,
+    demo,
+    describe,
+    fewshot,
+    gist,
+    index,
+    labo,
+    model_io,
+    search,
+    serve,
+    train,
+    wise,
+)
 from vislang.cli import eval as eval_command
 from vislang.errors import VislangError
 
@@ -24,6 +40,9 @@ COMMAND_GROUPS = (
     fewshot,
     labo,
     gist,
+    index,
+    search,
+    serve,
     caption,
     describe,
     model_io,

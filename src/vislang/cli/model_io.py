@@ -19,17 +19,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 def add_export_parser(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "export",
-        help="export a checkpoint as safetensors + config + tokenizer",
-        description="Write a checkpoint (or a run directory's latest) as a directory of plain files: "
-        "model.safetensors, config.json, tokenizer.json. vislang.load and every command that takes a "
-        "checkpoint open it. Loading reads those three files and unpickles none of them. The export is "
+        help="export a checkpoint as safetensors + config + tokenizer, or its two towers as ONNX",
+        description="--format safetensors (the default): write a checkpoint (or a run directory's latest) as a "
+        "directory of plain files: model.safetensors, config.json, tokenizer.json. vislang.load and every command "
+        "that takes a checkpoint open it. Loading reads those three files and unpickles none of them. The export is "
         "self-contained except where its config names local files outside it: model.text.pretrained (a "
         "Hugging Face model directory, read by transformers) and model.vision.timm_pretrained (a weights "
         "file, read by timm); those are read when the export is loaded (torch files among them with "
-        "weights_only), so they must still be there and be the same files.",
+        "weights_only), so they must still be there and be the same files. --format onnx: write the image and "
+        "text towers as image_encoder.onnx and text_encoder.onnx (dynamic batch axis, normalised embeddings), "
+        "with tokenizer.json, config.json and onnx_config.json (preprocessing, logit scale, tensor names); the "
+        "graphs are checked against PyTorch with onnxruntime before the manifest is written. vislang.load, "
+        "vislang embed and vislang eval open that directory through onnxruntime (pip install 'vislang[onnx]'). "
+        "See docs/onnx.md.",
     )
-    p.add_argument("checkpoint", help="checkpoint file (.pt) or run directory")
+    p.add_argument("checkpoint", help="checkpoint file (.pt), run directory, export, OpenCLIP or HF folder")
     p.add_argument("--out", required=True, help="directory to write")
+    p.add_argument(
+        "--format", choices=["safetensors", "onnx"], default="safetensors", help="what to write (default safetensors)"
+    )
     p.set_defaults(func=run_export)
 
 
@@ -87,7 +95,17 @@ def add_embed_parser(subparsers: argparse._SubParsersAction) -> None:
 def run_export(args: argparse.Namespace) -> int:
     from vislang.export import export_model
 
-    out = export_model(args.checkpoint, args.out)
+    out = export_model(args.checkpoint, args.out, args.format)
+    if args.format == "onnx":
+        from vislang.onnx.manifest import read_manifest
+
+        worst = read_manifest(out).checked["max_abs_difference"]
+        print(
+            f"exported to {out} (image_encoder.onnx, text_encoder.onnx, onnx_config.json, tokenizer.json, "
+            f"config.json); onnxruntime against PyTorch: max |difference| image {worst['image']:.1e}, text "
+            f"{worst['text']:.1e}; open with vislang.load('{out}')"
+        )
+        return 0
     print(f"exported to {out} (model.safetensors, config.json, tokenizer.json); open with vislang.load('{out}')")
     return 0
 

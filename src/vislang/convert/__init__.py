@@ -12,6 +12,7 @@ Nothing here unpickles code: ``.bin``/``.pt`` weights are read with ``weights_on
 
 from __future__ import annotations
 
+import importlib.util
 import json
 from pathlib import Path
 from typing import Any
@@ -100,13 +101,13 @@ def peer_checkpoint(path: str | Path) -> dict[str, Any] | None:
 def _openai_tokenizer(path: str | Path | None, context_length: int) -> tuple[BPETokenizer, dict]:
     """OpenAI's BPE from the given merges file or the one an installed open_clip ships."""
     if path is None:
-        try:
-            import open_clip.tokenizer as oc_tokenizer
-        except ImportError:
+        # found without importing open_clip (which imports most of its model zoo)
+        spec = importlib.util.find_spec("open_clip")
+        if spec is None or not spec.submodule_search_locations:
             raise ConfigError(
                 "give --tokenizer: OpenAI CLIP's merges file (bpe_simple_vocab_16e6.txt.gz); no open_clip is installed"
-            ) from None
-        path = oc_tokenizer.default_bpe()
+            )
+        path = Path(list(spec.submodule_search_locations)[0]) / "bpe_simple_vocab_16e6.txt.gz"
     return BPETokenizer.openai(path, context_length), {"kind": "openai", "path": str(path)}
 
 

@@ -200,5 +200,29 @@ def test_every_shipped_config_trains_a_few_steps(path, cap_run, tmp_path):
         clip = cfg.model_copy(update={"objective": ClipConfig()})  # what they start from is a CLIP
         start = export_untrained(clip, ["a red circle", "a blue square", "a green star"] * 10, tmp_path / "start")
         cfg = load_config(path, FEW_STEPS + [f"train.init_from={start}"])
+    if any(s.kind == "table" and not Path(s.path).exists() for s in cfg.data.sources):  # GIST's pairs
+        pairs = _pairs_table(tmp_path / "pairs.parquet")
+        sources = f"data.sources=[{{kind: table, path: '{pairs}', label_column: label}}]"
+        cfg = load_config(path, FEW_STEPS + [f"train.init_from={cfg.train.init_from}", sources])
     metrics = train(cfg, tmp_path / "run", quiet=True)
     assert 0.0 <= metrics["zeroshot/shape/top1"] <= 1.0
+
+
+def _pairs_table(path: Path) -> Path:
+    """What `vislang gist summarize` writes, made up: image bytes, caption, label, class."""
+    import io
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image
+
+    images = []
+    for i in range(24):
+        buffer = io.BytesIO()
+        Image.new("RGB", (32, 32), (40 * (i % 6), 200, 30)).save(buffer, format="PNG")
+        images.append(buffer.getvalue())
+    labels = [i % 6 for i in range(24)]
+    captions = [f"a picture of shape {y}, number {i}" for i, y in enumerate(labels)]
+    table = pa.table({"image": images, "caption": captions, "label": labels, "class": [str(y) for y in labels]})
+    pq.write_table(table, path)
+    return path

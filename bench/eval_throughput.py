@@ -19,30 +19,16 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+from _machine import cpu_line
 from PIL import Image
 
 CLASSES = ["apple", "boat", "car", "dog", "egg", "fern", "goat", "house", "igloo", "jeep"]
-
-
-def cpu_line() -> str:
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        return platform.processor()
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    flags = fields.get("Flags", "")
-    marks = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags.split()]
-    return (
-        f"{fields.get('Model name', '?').strip()}, {fields.get('CPU(s)', '?').strip()} CPUs, flags: {' '.join(marks)}"
-    )
 
 
 def write_data(root: Path, n: int) -> tuple[Path, Path]:

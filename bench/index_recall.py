@@ -17,27 +17,19 @@ the text tower and the faiss search together, one query at a time.
 from __future__ import annotations
 
 import argparse
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import faiss
 import numpy as np
+from _machine import cpu_line
 
 from vislang.search import ann, layout
 from vislang.search.searcher import SearchIndex
 
 QUERIES = 1000
 WORDS = ["red", "blue", "green", "circle", "square", "triangle", "star", "small", "large", "left", "right"]
-
-
-def cpu_line() -> str:
-    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    flags = fields.get("Flags", "").split()
-    units = [f for f in flags if f.startswith(("avx512", "amx")) or f == "avx2"]
-    return f"{fields.get('Model name', '?').strip()}, {fields.get('CPU(s)', '?').strip()} CPUs, {' '.join(units)}"
 
 
 def clustered(n: int, dim: int, seed: int, clusters: int = 1000) -> np.ndarray:

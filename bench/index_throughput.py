@@ -33,20 +33,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-
-def cpu_line() -> str:
-    """The CPU's model name, CPU count and its matrix-relevant flags."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        return platform.processor()
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    flags = fields.get("Flags", "").split()
-    marks = [f for f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in flags]
-    return (
-        f"{fields.get('Model name', '?').strip()}, {fields.get('CPU(s)', '?').strip()} CPUs, flags: {' '.join(marks)}"
-    )
+from _machine import cpu_line
 
 
 def write_images(folder: Path, n: int, size: int) -> None:

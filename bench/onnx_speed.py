@@ -17,14 +17,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
-import subprocess
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from _machine import cpu_line
 
 import vislang
 from vislang.experiment import build_config, build_objective
@@ -38,20 +37,6 @@ CAPTIONS = [
     "a man riding a bicycle down a busy city street",
 ]
 BATCHES = (1, 64)
-
-
-def cpu_line() -> str:
-    """The CPU's model name, core count and the vector/matrix flags that decide fp32 kernels."""
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
-    except OSError:
-        return platform.processor()
-    fields = dict(line.split(":", 1) for line in out.splitlines() if ":" in line)
-    flags = fields.get("Flags", "").split()
-    marks = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_tile") if f in flags]
-    return (
-        f"{fields.get('Model name', '?').strip()}, {fields.get('CPU(s)', '?').strip()} CPUs, flags: {' '.join(marks)}"
-    )
 
 
 def rate(run, batch: int, min_seconds: float) -> float:

@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import io
 import json
-import os
 import random
 import socket
 import subprocess
@@ -29,28 +28,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _machine import cpu_line
 
 ROOT = Path(__file__).resolve().parent.parent
 MIX = ("text", "text", "text", "text", "thumb", "thumb", "thumb", "image", "image", "labels")  # 40/30/20/10 %
 PHRASES = ("a red circle", "a blue square", "a small green triangle", "a large yellow star", "a purple cross",
            "an orange diamond", "a white circle to the left of a cyan square", "a red star above a blue circle")  # fmt: skip
-
-
-def cpu_line() -> str:
-    """The CPU's model, the CPUs this process may use, and the vector flags that matter to matmuls."""
-    try:
-        info = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return f"{os.cpu_count()} CPUs"
-    fields = {}
-    for line in info.splitlines():
-        if ":" in line:
-            name, value = line.split(":", 1)
-            fields.setdefault(name.strip(), value.strip())  # the first CPU's
-    flags = set(fields.get("flags", "").split())
-    wanted = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16") if f in flags]
-    model = fields.get("model name", "?")
-    return f"{model}, {len(os.sched_getaffinity(0))} CPUs, flags: {' '.join(wanted) or 'none of avx2/avx512'}"
 
 
 def build_index(root: Path, model: str, n: int) -> list[bytes]:

@@ -58,6 +58,19 @@ def tiny_config(tiny_overrides):
     return build_config({}, tiny_overrides)
 
 
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    """A two-step TINY run directory, trained once per test module: a real checkpoint for the
+    commands that take a model (index, export, embed), where what it learned does not matter."""
+    from vislang.experiment import build_config
+    from vislang.train.loop import train
+
+    out = tmp_path_factory.mktemp("run")
+    train(build_config({}, TINY + ["train.steps=2", "train.eval_every=2", eval_tasks(compositional=None)]), out,
+          quiet=True)  # fmt: skip
+    return out
+
+
 @pytest.fixture
 def broken_shards(tmp_path):
     good = png()

@@ -13,37 +13,22 @@ import torch
 from PIL import Image
 
 import vislang
-from conftest import eval_tasks
 from vislang.experiment import build_config
-from vislang.train.loop import train
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "vislang.cli", *args], capture_output=True, text=True, timeout=300)
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    from conftest import TINY
-
-    out = tmp_path_factory.mktemp("run")
-    train(
-        build_config({}, TINY + ["train.steps=2", "train.eval_every=2", eval_tasks(compositional=None)]),
-        out,
-        quiet=True,
-    )
-    return out
-
-
-def test_export_opens_like_the_checkpoint(run_dir, tmp_path):
-    result = cli("export", str(run_dir), "--out", str(tmp_path / "exported"))
+def test_export_opens_like_the_checkpoint(tiny_run, tmp_path):
+    result = cli("export", str(tiny_run), "--out", str(tmp_path / "exported"))
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "exported").iterdir()) == [
         "config.json",
         "model.safetensors",
         "tokenizer.json",
     ]
-    model, tokenizer, preprocess = vislang.load(run_dir)
+    model, tokenizer, preprocess = vislang.load(tiny_run)
     exported, exported_tokenizer, exported_preprocess = vislang.load(tmp_path / "exported")
     image = Image.new("RGB", (40, 30), (200, 20, 20))
     texts = ["a red circle", "a blue square above a green star"]
@@ -54,7 +39,7 @@ def test_export_opens_like_the_checkpoint(run_dir, tmp_path):
         assert torch.equal(model.encode_text(tokenizer(texts)), exported.encode_text(exported_tokenizer(texts)))
 
 
-def test_embed_images_and_texts(run_dir, tmp_path):
+def test_embed_images_and_texts(tiny_run, tmp_path):
     folder = tmp_path / "images"
     (folder / "sub").mkdir(parents=True)
     colours = [(200, 20, 20), (20, 200, 20), (20, 20, 200)]
@@ -62,30 +47,30 @@ def test_embed_images_and_texts(run_dir, tmp_path):
         Image.new("RGB", (32, 32), colour).save(folder / ("sub" if i == 2 else "") / f"{i}.png")
     (folder / "broken.png").write_bytes(b"not a png")
     result = cli(
-        "embed", str(run_dir), "--images", str(folder), "--out", str(tmp_path / "img.npy"), "--batch-size", "2"
+        "embed", str(tiny_run), "--images", str(folder), "--out", str(tmp_path / "img.npy"), "--batch-size", "2"
     )
     assert result.returncode == 0, result.stderr
     assert "skipped 1 unreadable" in result.stderr
     embeddings = np.load(tmp_path / "img.npy")
     ids = (tmp_path / "img.ids.txt").read_text().split()
     assert ids == ["0.png", "1.png", "sub/2.png"] and embeddings.shape == (3, 32)
-    model, _, preprocess = vislang.load(run_dir)
+    model, _, preprocess = vislang.load(tiny_run)
     with torch.no_grad():
         expected = model.encode_image(preprocess([Image.new("RGB", (32, 32), c) for c in colours])).numpy()
     np.testing.assert_allclose(embeddings, expected, atol=1e-6)
 
     (tmp_path / "texts.txt").write_text("a red circle\na small blue square left of a star\n")
-    result = cli("embed", str(run_dir), "--texts", str(tmp_path / "texts.txt"), "--out", str(tmp_path / "t.parquet"))
+    result = cli("embed", str(tiny_run), "--texts", str(tmp_path / "texts.txt"), "--out", str(tmp_path / "t.parquet"))
     assert result.returncode == 0, result.stderr
     table = pq.read_table(tmp_path / "t.parquet")
     assert table.column("id").to_pylist() == ["0", "1"]
     assert np.allclose(np.linalg.norm(np.array(table.column("embedding").to_pylist()), axis=1), 1, atol=1e-5)
 
 
-def test_embed_and_export_errors_are_one_line(run_dir, tmp_path):
+def test_embed_and_export_errors_are_one_line(tiny_run, tmp_path):
     for args in (
-        ("embed", str(run_dir), "--images", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.npy")),
-        ("embed", str(run_dir), "--texts", str(tmp_path / "none.txt"), "--out", str(tmp_path / "x.npy")),
+        ("embed", str(tiny_run), "--images", str(tmp_path / "nowhere"), "--out", str(tmp_path / "x.npy")),
+        ("embed", str(tiny_run), "--texts", str(tmp_path / "none.txt"), "--out", str(tmp_path / "x.npy")),
         ("export", str(tmp_path / "no_run"), "--out", str(tmp_path / "e")),
     ):
         result = cli(*args)

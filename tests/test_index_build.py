@@ -23,27 +23,11 @@ import torch
 from PIL import Image
 
 import vislang
-from conftest import eval_tasks
 from tar_helpers import png, write_tar
 from vislang.cli import index as index_cli
 from vislang.data.decode import open_image
-from vislang.experiment import build_config
 from vislang.search.build import check_job
 from vislang.search.items import open_items
-from vislang.train.loop import train
-
-
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    from conftest import TINY
-
-    out = tmp_path_factory.mktemp("run")
-    train(
-        build_config({}, TINY + ["train.steps=2", "train.eval_every=2", eval_tasks(compositional=None)]),
-        out,
-        quiet=True,
-    )
-    return out
 
 
 def index(*argv: str) -> dict:
@@ -96,21 +80,21 @@ def images(folder, n: int, captions: bool, seed: int = 0) -> list[str]:
     return sorted(names)
 
 
-def expected_images(run_dir, paths) -> np.ndarray:
-    model, _, preprocess = vislang.load(run_dir)
+def expected_images(tiny_run, paths) -> np.ndarray:
+    model, _, preprocess = vislang.load(tiny_run)
     with torch.no_grad():
         return model.encode_image(torch.stack([preprocess(open_image(p, 10**8)) for p in paths])).numpy()
 
 
-def test_folder_without_captions_is_indexed(run_dir, tmp_path):
+def test_folder_without_captions_is_indexed(tiny_run, tmp_path):
     names = images(tmp_path / "pics", 11, captions=False)
-    manifest = index(str(tmp_path / "pics"), "--model", str(run_dir), "--out", str(tmp_path / "ix"),
+    manifest = index(str(tmp_path / "pics"), "--model", str(tiny_run), "--out", str(tmp_path / "ix"),
                      "--part-size", "4", "--batch-size", "3", "--workers", "2")  # fmt: skip
     table = rows(tmp_path / "ix")
     assert table.column("id").to_pylist() == list(range(11)) and table.column("key").to_pylist() == names
     assert table.column("caption").null_count == 11 and table.column("text_embedding").null_count == 11
-    np.testing.assert_allclose(vectors(table, "image_embedding"),
-                               expected_images(run_dir, [tmp_path / "pics" / n for n in names]), atol=1e-6)  # fmt: skip
+    expected = expected_images(tiny_run, [tmp_path / "pics" / n for n in names])
+    np.testing.assert_allclose(vectors(table, "image_embedding"), expected, atol=1e-6)
     assert manifest["count"] == 11 and manifest["captions"] == 0 and manifest["parts"] == 3
     assert manifest["skipped"] == {} and set(manifest["faiss"]) == {"image"}
     thumb = Image.open(io.BytesIO(table.column("thumbnail")[10].as_py()))
@@ -119,10 +103,10 @@ def test_folder_without_captions_is_indexed(run_dir, tmp_path):
     assert (tmp_path / "ix" / "image.faiss").is_file() and not (tmp_path / "ix" / "text.faiss").exists()
 
 
-def test_folder_with_captions_and_a_corrupt_image(run_dir, tmp_path):
+def test_folder_with_captions_and_a_corrupt_image(tiny_run, tmp_path):
     names = images(tmp_path / "pics", 8, captions=True)
     (tmp_path / "pics" / "broken.jpg").write_bytes(b"not a jpeg")
-    manifest = index(str(tmp_path / "pics"), "--model", str(run_dir), "--out", str(tmp_path / "ix"),
+    manifest = index(str(tmp_path / "pics"), "--model", str(tiny_run), "--out", str(tmp_path / "ix"),
                      "--part-size", "5", "--no-thumbnails")  # fmt: skip
     table = rows(tmp_path / "ix")
     everything = sorted([*names, "broken.jpg"])  # positions in sorted path order, the broken one's left empty
@@ -131,7 +115,7 @@ def test_folder_with_captions_and_a_corrupt_image(run_dir, tmp_path):
     assert table.column("thumbnail").null_count == 8 and manifest["positions"] == 9
     captions = table.column("caption").to_pylist()
     assert captions == [f"a picture number {int(n[-7:-4])}" if int(n[-7:-4]) % 2 else None for n in names]
-    model, tokenizer, _ = vislang.load(run_dir)
+    model, tokenizer, _ = vislang.load(tiny_run)
     with torch.no_grad():
         expected = model.encode_text(tokenizer([c for c in captions if c])).numpy()
     texts = vectors(table, "text_embedding")
@@ -139,28 +123,28 @@ def test_folder_with_captions_and_a_corrupt_image(run_dir, tmp_path):
     assert manifest["captions"] == 4 and set(manifest["faiss"]) == {"image", "text"}
 
 
-def test_thumbnail_fits_the_box(run_dir, tmp_path):
+def test_thumbnail_fits_the_box(tiny_run, tmp_path):
     (tmp_path / "pics").mkdir()
     Image.new("RGB", (400, 100), (10, 200, 30)).save(tmp_path / "pics" / "wide.png")
-    index(str(tmp_path / "pics"), "--model", str(run_dir), "--out", str(tmp_path / "ix"), "--thumbnail-size", "80")
+    index(str(tmp_path / "pics"), "--model", str(tiny_run), "--out", str(tmp_path / "ix"), "--thumbnail-size", "80")
     thumb = Image.open(io.BytesIO(rows(tmp_path / "ix").column("thumbnail")[0].as_py()))
     assert thumb.size == (80, 20)
 
 
-def test_table_of_image_bytes_and_several_sources(run_dir, tmp_path):
+def test_table_of_image_bytes_and_several_sources(tiny_run, tmp_path):
     colours = [(200, 20, 20), (20, 200, 20), (20, 20, 200)]
     encoded = [png(c, (24, 24)) for c in colours]
     pq.write_table(
         pa.table({"jpg": encoded + [b"junk"], "text": ["red", "green", None, "bad"]}), tmp_path / "t.parquet"
     )
     names = images(tmp_path / "pics", 3, captions=False)
-    manifest = index(str(tmp_path / "t.parquet"), str(tmp_path / "pics"), "--model", str(run_dir), "--out",
+    manifest = index(str(tmp_path / "t.parquet"), str(tmp_path / "pics"), "--model", str(tiny_run), "--out",
                      str(tmp_path / "ix"), "--image-column", "jpg", "--caption-column", "text", "--part-size", "3")  # fmt: skip
     table = rows(tmp_path / "ix")
     assert table.column("id").to_pylist() == [0, 1, 2, 4, 5, 6]  # row 3 does not decode
     assert table.column("key").to_pylist() == ["0", "1", "2", *names]
     assert table.column("caption").to_pylist() == ["red", "green", None, None, None, None]
-    model, _, preprocess = vislang.load(run_dir)
+    model, _, preprocess = vislang.load(tiny_run)
     with torch.no_grad():
         expected = model.encode_image(
             torch.stack([preprocess(Image.open(io.BytesIO(b)).convert("RGB")) for b in encoded])
@@ -169,21 +153,21 @@ def test_table_of_image_bytes_and_several_sources(run_dir, tmp_path):
     assert manifest["skipped"] == {"bad_image": 1} and [s["kind"] for s in manifest["sources"]] == ["table", "folder"]
 
 
-def test_shards_random_access_and_streamed(run_dir, broken_shards, tmp_path):
+def test_shards_random_access_and_streamed(tiny_run, broken_shards, tmp_path):
     spec = str(broken_shards / "{00000..00002}.tar")
-    manifest = index(spec, "--model", str(run_dir), "--out", str(tmp_path / "ix"), "--max-image-pixels", "10000",
+    manifest = index(spec, "--model", str(tiny_run), "--out", str(tmp_path / "ix"), "--max-image-pixels", "10000",
                      "--part-size", "4")  # fmt: skip
     table = rows(tmp_path / "ix")
     assert table.column("key").to_pylist() == ["a/s0", "a/s1", "a/s4", "a/s5", "a/s6", "b/t0"]
     assert table.column("caption").to_pylist() == ["a red square", "red", None, None, None, "fine"]
     assert manifest["skipped"] == {"bad_image": 2, "missing_image": 1, "too_large": 1, "truncated_shard": 1}
     assert manifest["positions"] == 11
-    model, _, preprocess = vislang.load(run_dir)
+    model, _, preprocess = vislang.load(tiny_run)
     with torch.no_grad():
         expected = model.encode_image(preprocess(open_image(png(), 10**8))[None]).numpy()
     np.testing.assert_allclose(vectors(table, "image_embedding"), np.repeat(expected, 6, 0), atol=1e-6)
     # the first shard streamed through a pipe: the same samples at the same positions
-    streamed = index(f"pipe:cat {broken_shards / '00000.tar'}", "--model", str(run_dir), "--out",
+    streamed = index(f"pipe:cat {broken_shards / '00000.tar'}", "--model", str(tiny_run), "--out",
                      str(tmp_path / "st"), "--max-image-pixels", "10000", "--part-size", "4")  # fmt: skip
     stream_table = rows(tmp_path / "st")
     assert stream_table.column("key").to_pylist() == table.column("key").to_pylist()[:5]
@@ -191,19 +175,19 @@ def test_shards_random_access_and_streamed(run_dir, broken_shards, tmp_path):
     assert streamed["positions"] == 9 and streamed["skipped"] == {"bad_image": 2, "missing_image": 1, "too_large": 1}
 
 
-def test_a_stream_must_come_last_and_other_jobs_are_refused(run_dir, tmp_path):
+def test_a_stream_must_come_last_and_other_jobs_are_refused(tiny_run, tmp_path):
     images(tmp_path / "pics", 2, captions=False)
     with pytest.raises(vislang.errors.DataError, match="must come after the local ones"):
         open_items(["pipe:cat nothing.tar", str(tmp_path / "pics")])
     with pytest.raises(vislang.errors.DataError, match="source not found: .*nope"):
         open_items([str(tmp_path / "nope")])
     out = tmp_path / "ix"
-    index(str(tmp_path / "pics"), "--model", str(run_dir), "--out", str(out))
-    other = str(next((run_dir / "checkpoints").iterdir()))
+    index(str(tmp_path / "pics"), "--model", str(tiny_run), "--out", str(out))
+    other = str(next((tiny_run / "checkpoints").iterdir()))
     refused = cli(str(tmp_path / "pics"), "--model", other, "--out", str(out))
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert refused.stderr.count("\n") == 1 and "already an index with model" in refused.stderr
-    assert "part_size" in cli(str(tmp_path / "pics"), "--model", str(run_dir), "--out", str(out),
+    assert "part_size" in cli(str(tmp_path / "pics"), "--model", str(tiny_run), "--out", str(out),
                               "--part-size", "7").stderr  # fmt: skip
     (tmp_path / "elsewhere").mkdir()
     (tmp_path / "elsewhere" / "notes.txt").write_text("mine")
@@ -243,8 +227,8 @@ def collection(tmp_path):
     return [str(tmp_path / "pics"), "::".join(shards)]
 
 
-def test_resume_after_sigkill_gives_the_same_index(run_dir, collection, tmp_path):
-    argv = [*collection, "--model", str(run_dir), "--part-size", "3", "--batch-size", "2", "--workers", "1"]
+def test_resume_after_sigkill_gives_the_same_index(tiny_run, collection, tmp_path):
+    argv = [*collection, "--model", str(tiny_run), "--part-size", "3", "--batch-size", "2", "--workers", "1"]
     index(*argv, "--out", str(tmp_path / "whole"))
     command = [sys.executable, "-m", CLI, "index", *argv, "--out", str(tmp_path / "killed"), "--quiet"]
     job = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=ENV)
@@ -264,8 +248,8 @@ def test_resume_after_sigkill_gives_the_same_index(run_dir, collection, tmp_path
     assert_same_index(tmp_path / "whole", tmp_path / "killed")
 
 
-def test_torchrun_ranks_write_the_same_index(run_dir, collection, tmp_path):
-    argv = [*collection, "--model", str(run_dir), "--part-size", "4", "--batch-size", "3", "--workers", "1"]
+def test_torchrun_ranks_write_the_same_index(tiny_run, collection, tmp_path):
+    argv = [*collection, "--model", str(tiny_run), "--part-size", "4", "--batch-size", "3", "--workers", "1"]
     index(*argv, "--out", str(tmp_path / "one"))
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={free_port()}",
                "-m", CLI, "index", *argv, "--out", str(tmp_path / "two"), "--quiet"]  # fmt: skip
@@ -276,9 +260,9 @@ def test_torchrun_ranks_write_the_same_index(run_dir, collection, tmp_path):
 
 
 @pytest.mark.slow  # a local Ray's start and two tasks that each load the model: about a minute here
-def test_ray_tasks_write_the_same_index(run_dir, collection, tmp_path):
+def test_ray_tasks_write_the_same_index(tiny_run, collection, tmp_path):
     pytest.importorskip("ray")
-    argv = [*collection, "--model", str(run_dir), "--part-size", "4", "--batch-size", "3", "--workers", "0"]
+    argv = [*collection, "--model", str(tiny_run), "--part-size", "4", "--batch-size", "3", "--workers", "0"]
     index(*argv, "--out", str(tmp_path / "one"))
     env = {k: v for k, v in ENV.items() if k != "RAY_ADDRESS"}
     result = cli(*argv, "--out", str(tmp_path / "ray"), "--engine", "ray", "--tasks", "2", env=env)

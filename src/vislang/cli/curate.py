@@ -1,9 +1,10 @@
-"""``vislang curate metadata|match|balance|dedup|filter|capfilt|export``: the curation stages
+"""``vislang curate metadata|match|balance|dedup|filter|capfilt|export|video``: the curation stages
 (parsers and thin calls into :mod:`vislang.curate`)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 
 from vislang.cli.common import non_negative_int, positive_int
 
@@ -27,6 +28,7 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     add_filter_parser(stages)
     add_capfilt_parser(stages)
     add_export_parser(stages)
+    add_video_parser(stages)
 
 
 def add_engine_arguments(parser: argparse.ArgumentParser) -> None:
@@ -180,6 +182,41 @@ def add_export_parser(stages: argparse._SubParsersAction) -> None:
     m.set_defaults(func=run_export)
 
 
+def add_video_parser(stages: argparse._SubParsersAction) -> None:
+    m = stages.add_parser(
+        "video",
+        help="narrated videos -> image-text shards: scene-change keyframes paired with their narration",
+        description="Choose keyframes of each video by scene change, pair each with the subtitle cues around it, "
+        "filter the narration (fillers, minimum words/characters) and write webdataset shards (KEY.jpg, KEY.txt, "
+        "KEY.json) that 'vislang train' reads, with video.json (the summary). Subtitles go with videos by file "
+        "stem (lecture.mp4 and lecture.srt), else in the given order. docs/curate_video.md",
+    )
+    m.add_argument("videos", nargs="+", help="video files or folders of .mp4 / .webm (folders: recursively, sorted)")
+    m.add_argument("--subtitles", nargs="+", required=True, help=".srt / .vtt files or folders")
+    m.add_argument("--out", required=True, help="folder for the shards (must hold no .tar files)")
+    m.add_argument(
+        "--pair-by", choices=["auto", "stem", "order"], default="auto", help="auto: stem when every video has one"
+    )
+    m.add_argument("--score", choices=["histogram", "grey"], default="histogram", help="scene-change score")
+    m.add_argument(
+        "--threshold", type=float, help="score against the last keyframe for a new one (default histogram 0.3, grey 0.1)"
+    )
+    m.add_argument("--min-gap", type=float, default=1.0, help="seconds at least between keyframes (default 1)")
+    m.add_argument("--max-keyframes", type=non_negative_int, default=0, help="per video, the best-scoring (0: all)")
+    m.add_argument("--before", type=float, default=2.0, help="seconds of narration before a keyframe (default 2)")
+    m.add_argument("--after", type=float, default=6.0, help="seconds of narration after a keyframe (default 6)")
+    m.add_argument(
+        "--rules", metavar="FILE.yaml", help="narration rules (YAML/JSON): fillers, strip_fillers, min_words, min_chars"
+    )
+    m.add_argument("--min-words", type=non_negative_int, help="drop narration with fewer words (default 3)")
+    m.add_argument("--min-chars", type=non_negative_int, help="drop narration with fewer characters (default 10)")
+    m.add_argument("--fillers", help="comma-separated filler phrases replacing the list ('' for none)")
+    m.add_argument("--keep-fillers", action="store_true", help="leave filler words in the kept text")
+    m.add_argument("--jpeg-quality", type=positive_int, default=90)
+    m.add_argument("--shard-size", type=positive_int, default=10000)
+    m.set_defaults(func=run_video)
+
+
 # -- commands --------------------------------------------------------------------------------
 
 
@@ -297,4 +334,30 @@ def run_export(args: argparse.Namespace) -> int:
 
     sizes = export_subset(args.inputs, args.keep, args.out, args.shard_size)
     print(f"wrote {sum(sizes.values())} samples in {len(sizes)} shards to {args.out}")
+    return 0
+
+
+def run_video(args: argparse.Namespace) -> int:
+    from vislang.config.base import build_section
+    from vislang.curate.subtitles import read_rules
+    from vislang.curate.video import VideoCurationOptions, curate_videos
+
+    flags = {"min_words": args.min_words, "min_chars": args.min_chars}
+    if args.fillers is not None:
+        flags["fillers"] = [f.strip() for f in args.fillers.split(",") if f.strip()]
+    if args.keep_fillers:
+        flags["strip_fillers"] = False
+    rules = read_rules(args.rules, {k: v for k, v in flags.items() if v is not None})
+    fields = ("score", "threshold", "min_gap", "max_keyframes", "before", "after", "jpeg_quality")
+    options = build_section(VideoCurationOptions, {k: getattr(args, k) for k in fields}, [], "curate video")
+    options.rules = rules
+    s = curate_videos(args.videos, args.subtitles, args.out, options, args.pair_by, args.shard_size)
+    dropped = ", ".join(f"{n} {reason}" for reason, n in s["dropped"].items()) or "none"
+    print(
+        f"{s['videos']} videos ({s['videos_corrupt']} corrupt, skipped; {s['videos_truncated']} truncated): "
+        f"{s['keyframes']} keyframes, {s['pairs']} pairs kept; dropped: {dropped} -> {args.out} "
+        f"({len(s['shards'])} shards)"
+    )
+    for video in s["corrupt"]:
+        print(f"curate video: skipped corrupt video {video}", file=sys.stderr)
     return 0

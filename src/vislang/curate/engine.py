@@ -12,12 +12,13 @@ every node at the same paths (a shared file system).
 
 from __future__ import annotations
 
+import json
 import multiprocessing
-import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from typing import Any
 
+from vislang.cluster import ray_session
 from vislang.errors import ConfigError
 
 ENGINES = ("local", "ray")
@@ -47,29 +48,12 @@ def run_tasks(
 
 
 def _run_ray(fn: Callable[..., dict], tasks: list[dict[str, Any]], processes: int) -> list[dict]:
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("--engine ray needs Ray (pip install 'vislang[ray]')") from None
-    import json
-
-    started = False
-    if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=max(1, processes), include_dashboard=False, log_to_driver=False)
-        started = True
-    try:
+    with ray_session(processes) as ray:
         rows = ray.data.from_items([{"index": i, "task": json.dumps(t)} for i, t in enumerate(tasks)])
 
         def apply(row: dict) -> dict:
             return {"index": row["index"], "result": json.dumps(fn(**json.loads(row["task"])))}
 
         out = rows.map(apply, concurrency=max(1, processes)).take_all()
-    finally:
-        if started:
-            ray.shutdown()
     results = sorted(out, key=lambda r: r["index"])
     return [json.loads(r["result"]) for r in results]

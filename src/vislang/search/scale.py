@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 
 from vislang.api import load
+from vislang.cluster import ray_session
 from vislang.errors import ConfigError, DataError, VislangError
 from vislang.search import layout
 from vislang.search.ann import build_indexes
@@ -165,21 +166,8 @@ def _run_ranks(job: IndexJob, rank: int, world: int) -> dict | None:
 def _run_ray(job: IndexJob, tasks: int) -> list[dict]:
     """Each of ``tasks`` Ray tasks embeds its share (it loads the model and opens the sources
     itself); their summaries."""
-    try:
-        import ray
-    except ImportError:
-        raise ConfigError("--engine ray needs Ray (pip install 'vislang[ray]')") from None
-
-    started = False
-    if not ray.is_initialized():
-        address = os.environ.get("RAY_ADDRESS")
-        if address:
-            ray.init(address=address, log_to_driver=False)
-        else:
-            ray.init(num_cpus=max(1, tasks), include_dashboard=False, log_to_driver=False)
-        started = True
     gpus = 1 if torch.device(job.options.device).type == "cuda" else 0
-    try:
+    with ray_session(tasks) as ray:
         ray.data.DataContext.get_current().enable_progress_bars = not job.options.quiet
         shares = ray.data.from_items([{"share": r} for r in range(tasks)], override_num_blocks=tasks)
 
@@ -197,9 +185,6 @@ def _run_ray(job: IndexJob, tasks: int) -> list[dict]:
             }
 
         out = shares.map(apply, concurrency=tasks, num_cpus=1, num_gpus=gpus).take_all()
-    finally:
-        if started:
-            ray.shutdown()
     failed = [r["error"] for r in out if r["error"]]
     if failed:
         raise DataError(failed[0])

@@ -8,10 +8,32 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 import vislang
 from vislang.search import ann, layout
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
+SHAPES = ("circle", "square")
+
+
+def drawn(colour: str, shape: str, offset: int) -> Image.Image:
+    """A 48-px drawing of one coloured shape, shifted by ``offset`` pixels."""
+    image = Image.new("RGB", (48, 48), (240, 240, 240))
+    box = (6 + offset, 6 + offset, 34 + offset, 34 + offset)
+    draw = ImageDraw.Draw(image)
+    (draw.ellipse if shape == "circle" else draw.rectangle)(box, fill=COLOURS[colour])
+    return image
+
+
+def shapes_collection() -> tuple[list[Image.Image], list[str | None]]:
+    """Eighteen drawings (every colour and shape at three offsets) and their captions; every
+    fourth row has none, as a collection with some uncaptioned images."""
+    images, captions = [], []
+    for i, (colour, shape) in enumerate((c, s) for c in COLOURS for s in SHAPES for _ in range(3)):
+        images.append(drawn(colour, shape, i % 3 * 4))
+        captions.append(f"a {colour} {shape}" if i % 4 else None)
+    return images, captions
 
 
 def jpeg(image: Image.Image) -> bytes:

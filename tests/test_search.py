@@ -12,43 +12,23 @@ import sys
 import numpy as np
 import pytest
 import torch
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from conftest import TINY, eval_tasks
-from index_helpers import build_test_index
+from index_helpers import build_test_index, shapes_collection
 from vislang.errors import DataError
-from vislang.experiment import build_config
 from vislang.search.searcher import SearchIndex, image_from_bytes
-from vislang.train.loop import train
-
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
-SHAPES = ("circle", "square")
 
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "vislang.cli", *args], capture_output=True, text=True, timeout=300)
 
 
-def drawn(colour: str, shape: str, offset: int) -> Image.Image:
-    image = Image.new("RGB", (48, 48), (240, 240, 240))
-    box = (6 + offset, 6 + offset, 34 + offset, 34 + offset)
-    draw = ImageDraw.Draw(image)
-    (draw.ellipse if shape == "circle" else draw.rectangle)(box, fill=COLOURS[colour])
-    return image
-
-
 @pytest.fixture(scope="module")
-def index(tmp_path_factory):
-    run = tmp_path_factory.mktemp("run")
-    train(build_config({}, TINY + ["train.steps=2", "train.eval_every=2", eval_tasks(compositional=None)]), run,
-          quiet=True)  # fmt: skip
-    images, captions = [], []
-    for i, (colour, shape) in enumerate((c, s) for c in COLOURS for s in SHAPES for _ in range(3)):
-        images.append(drawn(colour, shape, i % 3 * 4))
-        captions.append(f"a {colour} {shape}" if i % 4 else None)  # some rows have no caption
+def index(tmp_path_factory, tiny_run):
+    images, captions = shapes_collection()
     root = tmp_path_factory.mktemp("index")
-    image_emb, text_emb = build_test_index(root, run, images, captions, part_size=5)
-    return root, run, images, captions, image_emb, text_emb
+    image_emb, text_emb = build_test_index(root, tiny_run, images, captions, part_size=5)
+    return root, tiny_run, images, captions, image_emb, text_emb
 
 
 def ranks_as_numpy(hits, rows: np.ndarray, query: np.ndarray, k: int, keep: np.ndarray | None = None) -> bool:

@@ -21,28 +21,16 @@ import numpy as np
 import pytest
 import uvicorn
 from fastapi.testclient import TestClient
-from PIL import Image, ImageDraw
+from PIL import Image
 
-from conftest import TINY, eval_tasks
-from index_helpers import build_test_index
+from index_helpers import build_test_index, shapes_collection
 from vislang.cli.serve import exposure_warning
-from vislang.experiment import build_config
 from vislang.search.searcher import SearchIndex
 from vislang.serve.app import create_app, warm_up
 from vislang.serve.limits import BodyLimit, ServeOptions
-from vislang.train.loop import train
 
-COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220)}
-SHAPES = ("circle", "square")
 OPTIONS = ServeOptions(max_upload_bytes=256 * 1024, max_pixels=200_000, max_k=50, max_classes=20)
 GOOD = "/api/search?q=a%20red%20circle&k=3"
-
-
-def drawn(colour: str, shape: str, offset: int) -> Image.Image:
-    image = Image.new("RGB", (48, 48), (240, 240, 240))
-    box = (6 + offset, 6 + offset, 34 + offset, 34 + offset)
-    (ImageDraw.Draw(image).ellipse if shape == "circle" else ImageDraw.Draw(image).rectangle)(box, fill=COLOURS[colour])
-    return image
 
 
 def png_bytes(image: Image.Image) -> bytes:
@@ -62,15 +50,9 @@ def png_declaring(width: int, height: int) -> bytes:
     return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
 
 
-def make_index(tmp_path_factory) -> tuple[SearchIndex, list[Image.Image]]:
-    """A 2-step TINY model and an 18-image index of drawn shapes (some rows without captions)."""
-    run = tmp_path_factory.mktemp("run")
-    train(build_config({}, TINY + ["train.steps=2", "train.eval_every=2", eval_tasks(compositional=None)]), run,
-          quiet=True)  # fmt: skip
-    images, captions = [], []
-    for i, (colour, shape) in enumerate((c, s) for c in COLOURS for s in SHAPES for _ in range(3)):
-        images.append(drawn(colour, shape, i % 3 * 4))
-        captions.append(f"a {colour} {shape}" if i % 4 else None)
+def make_index(tmp_path_factory, run) -> tuple[SearchIndex, list[Image.Image]]:
+    """An 18-image index of drawn shapes (some rows without captions) under the model ``run``."""
+    images, captions = shapes_collection()
     root = tmp_path_factory.mktemp("index")
     build_test_index(root, run, images, captions, part_size=5)
     index = SearchIndex(root)
@@ -132,8 +114,8 @@ def _length(answer: bytes) -> int:
 
 
 @pytest.fixture(scope="module")
-def served(tmp_path_factory):
-    index, images = make_index(tmp_path_factory)
+def served(tmp_path_factory, tiny_run):
+    index, images = make_index(tmp_path_factory, tiny_run)
     return index, images, TestClient(create_app(index, OPTIONS))
 
 

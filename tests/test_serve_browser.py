@@ -24,8 +24,8 @@ THUMBS_LOADED = "() => [...document.querySelectorAll('.card img.thumb')].every(i
 
 
 @pytest.fixture(scope="module")
-def site(tmp_path_factory):
-    index, images = make_index(tmp_path_factory)
+def site(tmp_path_factory, tiny_run):
+    index, images = make_index(tmp_path_factory, tiny_run)
     with LiveServer(create_app(index, OPTIONS)) as server, sync_playwright() as playwright:
         args = ["--no-sandbox"] if os.geteuid() == 0 else []
         browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=args)

@@ -1,6 +1,7 @@
 """``vislang fewshot`` end to end on a tiny untrained model: a world suite with a shift and an
 ImageFolder with a train split, the outputs, the zero-shot rows equal to ``vislang eval``'s,
-the notes for what is skipped, and bad input as one line with exit status 2."""
+the notes for what is skipped, bad input as one line with exit status 2, and SuS-X on a given
+support folder (``--support``: labelled by its subfolders, no retrieval)."""
 
 from __future__ import annotations
 
@@ -12,13 +13,14 @@ import sys
 import numpy as np
 import pytest
 import torch
-from PIL import Image
+from PIL import Image, ImageDraw
 
 from conftest import TINY, export_untrained
-from vislang.adapt.fewshot import METHODS, FewshotOptions, plan
+from vislang.adapt.fewshot import METHODS, SHOT_FREE, FewshotOptions, plan
 from vislang.cli import fewshot as fewshot_command
 from vislang.cli import main
 from vislang.data.world import COLORS, SHAPES
+from vislang.eval.suite import read_suite
 from vislang.experiment import build_config
 
 TEXTS = [f"a photo of a {c} {s}" for c in COLORS for s in SHAPES] * 10 + ["a photo of a red thing"] * 5
@@ -73,7 +75,7 @@ def test_fewshot_writes_tables_and_figures(setup, capsys):
     for task in tasks:
         mine = [r for r in rows if r["task"] == task]
         assert sorted((r["method"], r["shots"]) for r in mine) == sorted(
-            [("zeroshot", "0"), ("sus_x", "0")] + [(m, k) for m in METHODS[1:] if m != "sus_x" for k in ("1", "2")]
+            [("zeroshot", "0"), ("sus_x", "0")] + [(m, k) for m in METHODS if m not in SHOT_FREE for k in ("1", "2")]
         )
         for r in mine:
             accs = [float(a) for a in r["accs"].split(";")]
@@ -170,3 +172,103 @@ def test_sus_x_retrieves_from_a_pool_the_user_names(setup, capsys, monkeypatch):
     assert seen and all(len(a[0]) == 6 for a in seen if hasattr(a[0], "__len__"))
     assert main([*argv, "--pool", str(setup["root"] / "nowhere")]) == 2
     assert "--pool: not a folder" in capsys.readouterr().err
+
+
+def _support(root, shapes=SHAPES, per_class: int = 3) -> None:
+    """Generated-looking support images: a shape's subfolder (upper-cased: matched after
+    lower-casing) of outlines, a subfolder that is no class, and one file that does not decode."""
+    for k, shape in enumerate(shapes):
+        (root / shape.upper()).mkdir(parents=True)
+        for i in range(per_class):
+            image = Image.new("RGB", (32, 32), (255, 255, 255))
+            ImageDraw.Draw(image).regular_polygon((16, 16, 6 + 2 * i), 3 + k, fill=(30 * k, 90, 200 - 20 * i))
+            image.save(root / shape.upper() / f"{i}.png")
+    (root / "unknown_thing").mkdir()
+    Image.new("RGB", (32, 32)).save(root / "unknown_thing" / "0.png")
+    (root / shapes[0].upper() / "broken.png").write_bytes(b"not a png")
+
+
+@pytest.fixture(scope="module")
+def shape_suite(setup):
+    path = setup["root"] / "shape.yaml"
+    path.write_text("batch_size: 64\nworkers: 0\ntasks:\n  - {type: zeroshot, n: 30, world_sets: [shape]}\n")
+    return str(path)
+
+
+def test_support_images_carry_their_folder_labels(setup, shape_suite):
+    from vislang.api import load_objective
+    from vislang.experiment import eval_context
+
+    folder = setup["root"] / "support_plan"
+    _support(folder)
+    _, tokenizer, cfg = load_objective(setup["model"])
+    options = FewshotOptions(n_train=40, n_val=10, n_pool=20, support_per_class=2, support_dir=str(folder),
+                             methods=("zeroshot", "sus_x_support"))  # fmt: skip
+    warnings = []
+    sources, _, notes = plan(read_suite(shape_suite).tasks, eval_context(cfg, tokenizer, 64), options, warnings)
+    support = sources["world/shape"].support
+    assert support.labels.tolist() == [k for k in range(len(SHAPES)) for _ in range(2)]  # class order, 2 a class
+    assert [p.parent.name.lower() for p in support.images.paths] == [SHAPES[k] for k in support.labels]
+    assert "broken.png" not in {p.name for p in support.images.paths} and support.unreadable == 1
+    assert warnings == [f"--support {folder}: 1 subfolder(s) name no class and are ignored: unknown_thing"]
+    assert any("1 unreadable image file(s) skipped (bad image: CIRCLE/broken.png)" in note for note in notes)
+    again, _, _ = plan(read_suite(shape_suite).tasks, eval_context(cfg, tokenizer, 64), options)
+    assert again["world/shape"].support.images.paths == support.images.paths  # the per-class draw is seeded
+
+
+def test_sus_x_on_a_given_support_end_to_end(setup, shape_suite, capsys, monkeypatch):
+    from vislang.adapt import fewshot
+
+    folder, pool = setup["root"] / "support_cli", setup["root"] / "support_pool"
+    _support(folder)
+    _folder(pool, 2)
+    calls = {"retrieve": 0, "tipx": []}
+    real_retrieve, real_search = fewshot.fm.retrieve_support, fewshot.fm.search_tipx
+
+    def retrieve(*args, **kwargs):
+        calls["retrieve"] += 1
+        return real_retrieve(*args, **kwargs)
+
+    def search(val_x, val_y, prototypes, support, values, *rest, **kwargs):
+        calls["tipx"].append((support.shape[0], values.argmax(1).tolist()))
+        return real_search(val_x, val_y, prototypes, support, values, *rest, **kwargs)
+
+    monkeypatch.setattr(fewshot.fm, "retrieve_support", retrieve)
+    monkeypatch.setattr(fewshot.fm, "search_tipx", search)
+    out = setup["root"] / "out_support"
+    argv = ["fewshot", shape_suite, setup["model"], "--out", str(out), *ARGS, "--support", str(folder)]
+    assert main([*argv, "--methods", "zeroshot"]) == 0  # --support adds its row; nothing is retrieved
+    err = capsys.readouterr().err
+    assert calls["retrieve"] == 0 and calls["tipx"] == [(12, [k for k in range(6) for _ in range(2)])]
+    assert len([line for line in err.splitlines() if "warning" in line and "unknown_thing" in line]) == 1, err
+    assert "1 unreadable image file(s) skipped" in err
+    rows = list(csv.DictReader((out / "fewshot.csv").open()))
+    assert [(r["method"], r["shots"]) for r in rows] == [("zeroshot", "0"), ("sus_x_support", "0")]
+    record = json.loads((out / "fewshot.json").read_text())
+    assert record["support"]["world/shape"]["per_class"] == dict.fromkeys(SHAPES, 2)
+    assert record["support"]["world/shape"]["unreadable"] == 1
+    # with --pool too: both SuS-X rows, side by side in every output
+    assert main([*argv, "--methods", "zeroshot", "sus_x", "--pool", str(pool)]) == 0
+    rows = list(csv.DictReader((out / "fewshot.csv").open()))
+    assert [r["method"] for r in rows] == ["zeroshot", "sus_x", "sus_x_support"]
+    assert "SuS-X, given support (TIP-X)" in (out / "fewshot.md").read_text()
+    assert "1 unreadable files skipped" in (out / "fewshot.md").read_text()
+    assert (out / "zeroshot_shape.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert calls["retrieve"] == 1
+    assert "sus_x_support" in capsys.readouterr().out
+
+
+def test_support_folder_errors_are_one_line_exit_2(setup, shape_suite, tmp_path, capsys):
+    folder = tmp_path / "support"
+    _support(folder, shapes=SHAPES[:-1])  # no subfolder for the last shape
+    base = ["fewshot", shape_suite, setup["model"], "--out", str(tmp_path / "o"), *ARGS, "--methods", "zeroshot"]
+    cases = [
+        (str(folder), f"--support {folder}: no subfolder for the class {SHAPES[-1]!r} of world/shape"),
+        (str(tmp_path / "nowhere"), f"--support: not a folder: {tmp_path / 'nowhere'}"),
+    ]
+    for where, message in cases:
+        assert main([*base, "--support", where]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len([line for line in err.splitlines() if "error" in line]) == 1, err
+    assert main([*base, "--methods", "sus_x_support"]) == 2
+    assert "--support DIR and the method sus_x_support go together" in capsys.readouterr().err

@@ -237,7 +237,7 @@ def _synthetic_encoded() -> tuple[Encoded, torch.Tensor, torch.Tensor]:
     prompts = [basis[[0]], basis[[1]], (2 * basis[1] + basis[2])[None]]
     x, y = draw(20)
     pool, _ = draw(30)
-    encoded = Encoded(prompts, fm.class_prototypes(prompts), x, y, draw(40), pool)
+    encoded = Encoded(prompts, fm.class_prototypes(prompts), x, y, draw(40), pool, draw(4))  # a labelled support
     return encoded, *draw(100)
 
 
@@ -254,7 +254,7 @@ def test_every_method_fits_and_scores(method):
         assert params == {}
     elif method == "sus_x":  # no labels: its support set, retrieved by the leaning prototype, cannot fix class 2
         assert set(params) == {"alpha", "beta", "gamma", "val_acc"} and acc >= zeroshot - 0.02
-    else:  # 4 labelled shots per class correct the leaning prototype
+    else:  # 4 labelled shots (or given support images) per class correct the leaning prototype
         assert acc > zeroshot + 0.05, (method, acc, zeroshot, params)
 
 
@@ -265,3 +265,21 @@ def test_options_refuse_bad_values():
         FewshotOptions(shots=(0, 2)).check()
     with pytest.raises(ConfigError, match="--n-val"):
         FewshotOptions(n_val=0).check()
+
+
+def test_support_option_and_method_go_together(tmp_path):
+    with pytest.raises(ConfigError, match="sus_x_support go together"):
+        FewshotOptions(methods=("zeroshot", "sus_x_support")).check()
+    with pytest.raises(ConfigError, match="sus_x_support go together"):
+        FewshotOptions(methods=("zeroshot",), support_dir=str(tmp_path)).check()
+    with pytest.raises(DataError, match="--support: not a folder: "):
+        FewshotOptions(methods=("sus_x_support",), support_dir=str(tmp_path / "nowhere")).check()
+    FewshotOptions(methods=("sus_x_support",), support_dir=str(tmp_path)).check()
+    assert "sus_x_support" not in FewshotOptions().methods  # the default runs without a support folder
+
+
+def test_support_folder_names_match_classes():
+    from vislang.adapt.fewshot_support import same_name
+
+    assert same_name("Golden Retriever", "Golden Retriever") and same_name("golden_retriever", "Golden Retriever")
+    assert same_name("CIRCLE", "circle") and not same_name("circles", "circle") and not same_name("golden", "golden r")

@@ -3,18 +3,28 @@ bottleneck's initialisation and fit, and both commands end to end on a tiny untr
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import math
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
 from conftest import TINY, export_untrained
 from vislang.adapt.labo import association_init, bottleneck_columns, clean_concepts, fit_bottleneck
-from vislang.adapt.labo_select import class_similarity, discriminability, greedy_select, labo_score, select_concepts
+from vislang.adapt.labo_select import (
+    class_similarity,
+    coverage_similarity,
+    greedy_select,
+    labo_score,
+    mutual_information,
+    select_concepts,
+)
+from vislang.errors import DataError
 
 # Three candidates: 0 and 1 near-copies (φ = 0.9), 2 unlike both; 1 is more discriminative than 2.
 DISC = torch.tensor([0.5, 0.4, 0.1])
@@ -34,42 +44,116 @@ def test_score_by_hand():
     assert labo_score([], DISC, PHI, 1.0, 1.0) == 0.0
 
 
+def reference_mi(sim: np.ndarray) -> np.ndarray:
+    """LaBo's ``mi_score`` (select_algo.py) written out concept by concept in plain numpy."""
+    m, n = sim.shape
+    out = np.zeros(m)
+    for c in range(m):
+        for y in range(n):
+            p_cy = sim[c, y] / (sim[:, y].sum() * n)
+            p_c = sum(sim[c, z] / (sim[:, z].sum() * n) for z in range(n))
+            out[c] += p_cy * math.log(p_cy / (p_c * (1 / n)))
+    return out
+
+
+def reference_score(chosen, images, labels, text, owner, cls, alpha, beta) -> float:
+    """F(C) for class ``cls`` as LaBo's submodular_select scores it: alpha * the chosen concepts'
+    MI (over all candidates) plus beta * apricot's facility location with cos² similarity."""
+    n = labels.max() + 1
+    sim = np.array([[np.mean([text[c] @ images[i] for i in np.flatnonzero(labels == y)]) for y in range(n)]
+                    for c in range(len(text))])  # fmt: skip
+    mi = reference_mi(sim)
+    own = np.flatnonzero(owner == cls)
+    unit = text / np.linalg.norm(text, axis=1, keepdims=True)
+    coverage = sum(max(0.0, max((unit[c1] @ unit[own[j]]) ** 2 for j in chosen)) for c1 in own)
+    return alpha * sum(mi[own[j]] for j in chosen) + beta * coverage
+
+
+def test_mutual_information_by_hand():
+    # two classes, two concepts: sim [[0.8, 0.2], [0.2, 0.2]]; column sums 1.0 and 0.4
+    # p(c, y) = sim / (2 * colsum) = [[0.4, 0.25], [0.1, 0.25]], p(c) = [0.65, 0.35], p(y) = 1/2
+    sim = torch.tensor([[0.8, 0.2], [0.2, 0.2]])
+    expected = [0.4 * math.log(0.4 / 0.325) + 0.25 * math.log(0.25 / 0.325),
+                0.1 * math.log(0.1 / 0.175) + 0.25 * math.log(0.25 / 0.175)]  # fmt: skip
+    assert mutual_information(sim).tolist() == pytest.approx(expected, rel=1e-6)
+    assert mutual_information(sim).tolist() == pytest.approx(reference_mi(sim.numpy().astype(float)), rel=1e-6)
+    # a concept whose similarities follow the classes' totals over all candidates carries no
+    # information (here both rows do); non-positive cosines stay finite
+    assert mutual_information(torch.tensor([[0.3, 0.1], [0.9, 0.3]])).tolist() == pytest.approx([0.0, 0.0], abs=1e-7)
+    assert torch.isfinite(mutual_information(torch.tensor([[0.5, -0.2], [0.0, 0.4]]))).all()
+
+
+def test_score_matches_the_reference_formula_on_a_made_case():
+    g = np.random.default_rng(3)
+    images = g.normal(size=(9, 4)) + 2.0  # positive similarities, as CLIP's are
+    images /= np.linalg.norm(images, axis=1, keepdims=True)
+    labels = np.array([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    text = g.normal(size=(7, 4)) + 2.0
+    text /= np.linalg.norm(text, axis=1, keepdims=True)
+    owner = np.array([0, 0, 0, 0, 1, 1, 2])
+    sim = class_similarity(torch.tensor(images).float(), torch.tensor(labels), torch.tensor(text).float(), 3)
+    disc = mutual_information(sim)
+    block = torch.tensor(text[:4]).float()
+    for chosen, alpha, beta in (([0], 1e7, 1.0), ([1, 3], 1e7, 1.0), ([0, 2, 3], 1e3, 15.0), ([2], 1.0, 0.0)):
+        expected = reference_score(chosen, images, labels, text, owner, 0, alpha, beta)
+        got = labo_score(chosen, disc[:4], coverage_similarity(block), alpha, beta)
+        assert got == pytest.approx(expected, rel=1e-4)
+
+
 def test_greedy_prefers_diverse_over_redundant():
     # first pick: gains 2.4, 2.3, 1.1 -> 0; then 1 adds 0.4 + 0.1, 2 adds 0.1 + 1.0 -> 2
-    assert greedy_select(DISC, PHI, 2) == [0, 2]
+    assert greedy_select(DISC, PHI, 2, alpha=1.0) == [0, 2]
     # without coverage the two most discriminative are chosen, redundant or not
-    assert greedy_select(DISC, PHI, 2, beta=0.0) == [0, 1]
+    assert greedy_select(DISC, PHI, 2, alpha=1.0, beta=0.0) == [0, 1]
     assert greedy_select(DISC, PHI, 5) == [0, 1, 2]
 
 
-def test_greedy_is_within_its_guarantee_on_random_cases():
+def random_case(g: torch.Generator, m: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A class's made-up MI scores (of the order LaBo's take, ~1/M) and cos² similarities."""
+    feats = torch.randn(m, 4, generator=g)
+    return torch.rand(m, generator=g) * 1e-7, coverage_similarity(feats)
+
+
+def test_greedy_against_brute_force_on_random_cases():
     g = torch.Generator().manual_seed(0)
-    for _ in range(20):
-        feats = torch.nn.functional.normalize(torch.randn(7, 4, generator=g), dim=1)
-        disc, phi = torch.rand(7, generator=g), feats @ feats.T
-        best = max(labo_score(s, disc, phi, 1.0, 1.0) for s in itertools.combinations(range(7), 3))
-        assert labo_score(greedy_select(disc, phi, 3), disc, phi, 1.0, 1.0) >= (1 - 1 / math.e) * best - 1e-6
+    for case in range(30):
+        disc, phi = random_case(g, 7)
+        alpha, beta = 1e7, (0.1, 1.0, 15.0)[case % 3]
+        score = functools.partial(labo_score, disc=disc, phi=phi, alpha=alpha, beta=beta)
+        chosen = greedy_select(disc, phi, 3, alpha, beta)
+        assert len(set(chosen)) == 3
+        best = max(score(s) for s in itertools.combinations(range(7), 3))
+        assert score(chosen) >= (1 - 1 / math.e) * best - 1e-6
+        # one pick is the exact best single concept, and the greedy order is the marginal-gain order
+        assert score(chosen[:1]) == pytest.approx(max(score([j]) for j in range(7)))
+        for step in range(1, 3):
+            gains = {j: score(chosen[:step] + [j]) for j in range(7) if j not in chosen[:step]}
+            assert score(chosen[: step + 1]) == pytest.approx(max(gains.values()))
+        # without coverage the score is modular: greedy is exactly the brute-force best
+        modular = max(labo_score(s, disc, phi, alpha, 0.0) for s in itertools.combinations(range(7), 3))
+        assert labo_score(greedy_select(disc, phi, 3, alpha, 0.0), disc, phi, alpha, 0.0) == pytest.approx(modular)
 
 
-def test_class_similarity_and_discriminability_by_hand():
+def test_class_similarity_by_hand():
     images = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.6, 0.8]])
     labels = torch.tensor([0, 1, 1])
     concepts = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
     sim = class_similarity(images, labels, concepts, 2)
     # concept 0: class 0 mean 1.0, class 1 mean (0 + 0.6)/2; concept 1: 0.0 and (1 + 0.8)/2
     assert torch.allclose(sim, torch.tensor([[1.0, 0.3], [0.0, 0.9]]))
-    disc = discriminability(sim, torch.tensor([0, 0]), tau=0.1)
-    assert disc[0] == pytest.approx(1 / (1 + math.exp(-7.0)), rel=1e-5)
-    assert disc[1] == pytest.approx(1 / (1 + math.exp(9.0)), rel=1e-4)
+    assert torch.allclose(coverage_similarity(concepts * 3.0), torch.eye(2))
 
 
 def test_select_concepts_keeps_the_concept_its_class_shows():
-    # class a's images lie along e0: "seen" (e0) is discriminative, "unseen" (e1, class b's direction) is not
-    concepts = {"a": ["seen", "unseen"], "b": ["other"]}
-    text = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    # class a's images lie along e0: "seen" (e0) tells the classes apart best; "unseen" matches
+    # class b's images, as b's own "other" does, so it carries half the information
+    concepts = {"a": ["unseen", "seen"], "b": ["other"]}
+    text = torch.tensor([[0.0, 1.0], [1.0, 0.0], [0.0, 1.0]])
     images, labels = torch.tensor([[1.0, 0.0], [0.0, 1.0]]), torch.tensor([0, 1])
     chosen = select_concepts(concepts, ["a", "b"], text, images, labels, k=1, beta=0.0)
     assert chosen == {"a": ["seen"], "b": ["other"]}
+    with pytest.raises(DataError):
+        select_concepts(concepts, ["a", "b"], text[:2], images, labels, k=1)
 
 
 def test_clean_concepts():

@@ -9,7 +9,8 @@ data's train split, which is carved once (seeded) into three disjoint parts:
   hyperparameters (probe l2, Tip-Adapter's α and β, TIP-X's α, β, γ, Tip-Adapter-F's epoch);
   the test set is never looked at;
 - an unlabelled pool (``n_pool`` images, labels never read) from which SuS-X retrieves its
-  support set.
+  support set; ``support_dir`` gives images labelled by their class subfolder instead (SuS-SD's
+  generated images: the row ``sus_x_support``, :mod:`vislang.adapt.fewshot_support`).
 
 For the built-in world the train split is ``classification_sets(world, n, split="train")`` in
 the world's own rendering (or ``pool_rendering`` for the pool), so a shift task (sketch,
@@ -35,9 +36,9 @@ from tqdm import tqdm
 
 from vislang.adapt import fewshot_math as fm
 from vislang.adapt.fewshot_probe import cross_modal_set, search_probe
+from vislang.adapt.fewshot_support import SupportSet, pool_files, support_sets
 from vislang.config.data import Rendering
 from vislang.data.benchmark import ArrayImages, Classification, FileImages, ImageSet
-from vislang.data.samples import IMAGE_SUFFIXES
 from vislang.data.world_tasks import classification_sets
 from vislang.errors import ConfigError, DataError, VislangError
 from vislang.eval.encode import FeatureCache
@@ -47,8 +48,9 @@ from vislang.eval.zeroshot import ZeroShotTask
 from vislang.objectives import Objective
 from vislang.objectives.contrastive import EmbeddingObjective
 
-METHODS = ("zeroshot", "linear_probe", "tip_adapter", "tip_adapter_f", "cross_modal", "sus_x")
-SHOT_FREE = ("zeroshot", "sus_x")  # use no labelled shots: one result per test set, shots = 0
+METHODS = ("zeroshot", "linear_probe", "tip_adapter", "tip_adapter_f", "cross_modal", "sus_x", "sus_x_support")
+SHOT_FREE = ("zeroshot", "sus_x", "sus_x_support")  # use no labelled shots: one result per test set, shots = 0
+DEFAULT_METHODS = METHODS[:-1]  # sus_x_support needs a support_dir
 
 
 @dataclass(frozen=True)
@@ -56,7 +58,7 @@ class FewshotOptions:
     """What to run and how the train split is carved (see the module docstring)."""
 
     shots: tuple[int, ...] = (1, 2, 4, 8, 16)
-    methods: tuple[str, ...] = METHODS
+    methods: tuple[str, ...] = DEFAULT_METHODS
     seeds: int = 3
     n_train: int = 1000  # the world: shot candidates rendered (a dataset: the rest of its train split)
     n_val: int = 500
@@ -64,6 +66,7 @@ class FewshotOptions:
     support_per_class: int = 16  # SuS-X: M retrieved images per class
     pool_rendering: Rendering | None = None  # the world: the pool's rendering (default: its own)
     pool_dir: str | None = None  # SuS-X: a folder of images to retrieve from instead (labels unused)
+    support_dir: str | None = None  # sus_x_support: a folder of one subfolder of images per class
     epochs: int = fm.TIP_F_EPOCHS
     probe_max_iter: int = 1000  # L-BFGS iterations per probe fit (CLIP's 1000)
     split_seed: int = 0
@@ -81,6 +84,11 @@ class FewshotOptions:
         for name in ("seeds", "n_train", "n_val", "n_pool", "support_per_class", "epochs", "probe_max_iter"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"--{name.replace('_', '-')}: must be >= 1, got {getattr(self, name)}")
+        for flag, folder in (("--pool", self.pool_dir), ("--support", self.support_dir)):
+            if folder and not Path(folder).is_dir():
+                raise DataError(f"{flag}: not a folder: {folder}")
+        if ("sus_x_support" in self.methods) != bool(self.support_dir):
+            raise ConfigError("--support DIR and the method sus_x_support go together: give both or neither")
 
 
 @dataclass
@@ -91,6 +99,7 @@ class Source:
     candidates: Classification
     val: Classification
     pool: ImageSet
+    support: SupportSet | None = None  # sus_x_support's images, labelled by their folder
 
 
 @dataclass
@@ -135,6 +144,8 @@ class FewshotResult:
     options: FewshotOptions
     chance: dict[str, float] = field(default_factory=dict)
     splits: dict[str, tuple[int, int, int]] = field(default_factory=dict)
+    support: dict[str, dict[str, Any]] = field(default_factory=dict)  # per train split: sus_x_support's set
+    warnings: list[str] = field(default_factory=list)
 
 
 def carve(n: int, n_val: int, n_pool: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -193,10 +204,10 @@ def _world_sources(context: EvalContext, keys: set[str], options: FewshotOptions
 
 
 def plan(
-    tasks: list[TaskConfig], context: EvalContext, options: FewshotOptions
+    tasks: list[TaskConfig], context: EvalContext, options: FewshotOptions, warnings: list[str] | None = None
 ) -> tuple[dict[str, Source], list[Target], list[str]]:
     """The train splits and test sets of a suite's zero-shot tasks (nothing encoded yet), and a
-    note for every task left out."""
+    note for every task left out (``warnings`` gets the support folder's unmatched subfolders)."""
     targets, notes, datasets, world_keys = [], [], {}, set()
     for task in tasks:
         if not isinstance(task, ZeroShotTask):
@@ -231,19 +242,13 @@ def plan(
         pool = FileImages(pool_files(options.pool_dir))
         sources = {key: replace(source, pool=pool) for key, source in sources.items()}
         notes.append(f"SuS-X retrieves its support from the {len(pool)} images under {options.pool_dir}")
+    if options.support_dir:  # SuS-SD: images per class, labelled by their folder
+        names = {key: list(source.candidates.classnames) for key, source in sources.items()}
+        given, more, warned = support_sets(options.support_dir, names, options.support_per_class, options.split_seed)
+        sources = {key: replace(source, support=given[key]) for key, source in sources.items()}
+        notes += more
+        (warnings if warnings is not None else notes).extend(warned)
     return sources, targets, notes
-
-
-def pool_files(folder: str | Path) -> list[Path]:
-    """Every image file under ``folder`` (recursive, sorted): any collection, labelled or not;
-    names and folders are never read as labels."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise DataError(f"--pool: not a folder: {root}")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
-    if not files:
-        raise DataError(f"--pool {root}: no image files in it")
-    return files
 
 
 def _same_classes(train: Classification, test: Classification, name: str) -> None:
@@ -262,6 +267,7 @@ class Encoded:
     y: torch.Tensor
     val: tuple[torch.Tensor, torch.Tensor]
     pool: torch.Tensor
+    support: tuple[torch.Tensor, torch.Tensor] | None = None  # given support: features, folder labels
 
 
 class Encoder:
@@ -289,13 +295,15 @@ class Encoder:
         return [fm.normalize(part) for part in torch.split(flat, [len(group) for group in prompts])]
 
     def source(self, source: Source, drawn: np.ndarray) -> Encoded:
-        """Prompts, the candidates at ``drawn``, validation and pool."""
+        """Prompts, the candidates at ``drawn``, validation, pool and the given support (if any)."""
         prompts = self.prompts(source.candidates)
         shots = _take(source.candidates, drawn, f"{source.name}/drawn")
         x = self.images(shots.images, f"{source.name} shots") if len(drawn) else torch.zeros(0, 1)
         val = (self.images(source.val.images, f"{source.name} val"), _labels(source.val))
         pool = self.images(source.pool, f"{source.name} pool")
-        return Encoded(prompts, fm.class_prototypes(prompts), x, _labels(shots), val, pool)
+        s = source.support
+        support = (self.images(s.images, f"{source.name} support"), torch.from_numpy(s.labels)) if s else None
+        return Encoded(prompts, fm.class_prototypes(prompts), x, _labels(shots), val, pool, support)
 
 
 def _labels(data: Classification) -> torch.Tensor:
@@ -312,9 +320,13 @@ def fit(
     w, n_classes = e.prototypes, e.prototypes.shape[0]
     if method == "zeroshot":
         return (lambda f: fm.zeroshot_logits(f, w)), {}
-    if method == "sus_x":
-        chosen, labels = fm.retrieve_support(e.pool, w, options.support_per_class)
-        support, values = e.pool[chosen], fm.one_hot(labels, n_classes)
+    if method in ("sus_x", "sus_x_support"):  # retrieved from the pool, or given with its labels
+        if method == "sus_x":
+            chosen, labels = fm.retrieve_support(e.pool, w, options.support_per_class)
+            support = e.pool[chosen]
+        else:
+            support, labels = e.support
+        values = fm.one_hot(labels, n_classes)
         c = fm.search_tipx(*e.val, w, support, values)
         return (lambda f: fm.tipx_logits(f, w, support, values, c)), asdict(c)
     x, y = e.x[idx], e.y[idx]
@@ -341,10 +353,11 @@ def run_fewshot(
 ) -> FewshotResult:
     """Every method, shot count and seed on every test set of the suite's zero-shot tasks."""
     options.check()
-    sources, targets, notes = plan(tasks, context, options)
+    warnings: list[str] = []
+    sources, targets, notes = plan(tasks, context, options, warnings)
     if not targets:
         raise ConfigError("the suite has no zero-shot classification task with a train split: nothing to do")
-    encoder, result = Encoder(objective, context), FewshotResult([], notes, options)
+    encoder, result = Encoder(objective, context), FewshotResult([], notes, options, warnings=warnings)
     for key, source in sources.items():
         mine = [t for t in targets if t.source == key]
         n_classes = len(source.candidates.classnames)
@@ -368,6 +381,7 @@ def run_fewshot(
         result.rows += _score_all(encoded, tests, draws, shots, options, context.progress, key)
         result.chance |= {t.name: 1.0 / n_classes for t in mine}
         result.splits[key] = (len(labels), len(source.val.labels), len(source.pool))
+        result.support |= {key: source.support.summary()} if source.support else {}
     order = {t.name: i for i, t in enumerate(targets)}
     result.rows.sort(key=lambda r: (order[r.task], options.methods.index(r.method), r.shots))
     return result

@@ -19,6 +19,7 @@ LABELS = {
     "tip_adapter_f": "Tip-Adapter-F",
     "cross_modal": "cross-modal probe",
     "sus_x": "SuS-X (TIP-X)",
+    "sus_x_support": "SuS-X, given support (TIP-X)",
 }
 COLORS = {
     "linear_probe": "#4878a8",
@@ -27,6 +28,7 @@ COLORS = {
     "cross_modal": "#2a9d3a",
     "zeroshot": "#555555",
     "sus_x": "#e0a000",
+    "sus_x_support": "#7a4fa0",
 }
 MARKERS = {"linear_probe": "o", "tip_adapter": "s", "tip_adapter_f": "D", "cross_modal": "^"}
 
@@ -63,7 +65,8 @@ def table_json(result: FewshotResult) -> str:
     """Everything, with each fit's chosen hyperparameters: what explains a row that surprises."""
     rows = [vars(r) | {"mean": r.mean, "std": r.std} for r in result.rows]
     splits = {k: dict(zip(("shot_candidates", "val", "pool"), v, strict=True)) for k, v in result.splits.items()}
-    body = {"options": vars(result.options), "notes": result.notes, "splits": splits, "rows": rows}
+    body = {"options": vars(result.options), "notes": result.notes, "warnings": result.warnings, "splits": splits}
+    body |= {"support": result.support, "rows": rows}
     return json.dumps(body, indent=1, default=str) + "\n"
 
 
@@ -87,7 +90,11 @@ def table_markdown(result: FewshotResult, model: str, suite: str) -> str:
     ]
     for key, (n_cand, n_val, n_pool) in result.splits.items():
         lines.append(f"- `{key}`: {n_cand} shot candidates, {n_val} validation images, {n_pool} pool images")
-    lines += [f"- note: {note}" for note in result.notes]
+    for key, s in result.support.items():
+        per_class = ", ".join(f"{c} {n}" for c, n in s["per_class"].items())
+        lines.append(f"- `{key}`: given support (`sus_x_support`, no retrieval) from `{s['folder']}`: "
+                     f"{s['images']} images ({per_class}), {s['unreadable']} unreadable files skipped")  # fmt: skip
+    lines += [f"- note: {note}" for note in result.notes] + [f"- warning: {w}" for w in result.warnings]
     header = "| method | 0 | " + " | ".join(str(k) for k in shots) + " |"
     for task in _tasks(result):
         by = {(r.method, r.shots): r for r in result.rows if r.task == task}
@@ -117,7 +124,7 @@ def plot_task(result: FewshotResult, task: str, path: Path) -> Path:
         if not mine:
             continue
         if m in SHOT_FREE:
-            style = "-" if m == "zeroshot" else "--"
+            style = {"zeroshot": "-", "sus_x": "--"}.get(m, "-.")
             ax.axhline(mine[0].mean, color=COLORS.get(m), linestyle=style, linewidth=1.6, zorder=1,
                        label=f"{LABELS.get(m, m)}: {mine[0].mean:.3f} (no labelled images)")  # fmt: skip
             continue

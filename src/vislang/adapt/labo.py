@@ -6,15 +6,20 @@ y relies on concept c".
 1. :func:`generate_concepts` asks the backend LaBo's kind of questions about each class
    (``concepts`` requests, ``n`` answers each), splits the answers into one concept a line and
    cleans them (:func:`clean_concepts`).
-2. :func:`vislang.adapt.labo_select.select_concepts` keeps ``k`` per class (submodular).
+2. :func:`vislang.adapt.labo_select.select_concepts` keeps ``k`` per class (submodular, the
+   score of LaBo's released code).
 3. The bottleneck: the image embedding's cosine similarities to the chosen concepts' text
    embeddings, standardised with the training shots' mean and std per concept, then a linear
-   layer ``W`` [C, K] initialised as LaBo does (``init`` from each class to its own concepts, 0
-   elsewhere) and trained with cross-entropy by AdamW on the cached features
-   (:func:`fit_bottleneck`). LaBo's optional sparsity penalty is an L1 term on ``W``
-   (``l1``, default off); an L2 pull towards the initial association (``prior``, not LaBo's)
-   keeps each class leaning on its own concepts when a few shots would let cross-entropy lean
-   on any correlated one. There is no bias, so a class's score is its weighted concepts alone.
+   layer ``W`` [C, K] initialised as LaBo does (``init``, LaBo's ``init_val = 1``, from each
+   class to its own concepts, 0 elsewhere) and trained with cross-entropy by AdamW on the
+   cached features (:func:`fit_bottleneck`). LaBo's optional sparsity penalty is an L1 term on
+   ``W`` (``l1``, default off); an L2 pull towards the initial association (``prior``, not
+   LaBo's) keeps each class leaning on its own concepts when a few shots would let
+   cross-entropy lean on any correlated one. There is no bias, so a class's score is its
+   weighted concepts alone. Unlike LaBo's code (``models/asso_opt/asso_opt.py``), which uses
+   ``softmax(W)`` over each class's row (``asso_act = 'softmax'``) on raw dot products with
+   logits scaled by 100 and Adam, ``W`` is used as it is on the standardised scores (kept from
+   before; vislang's form has not been measured against LaBo's).
 
 :mod:`vislang.adapt.gist` shares this module's encoding helpers (:class:`TaskData`,
 :func:`encode_task`).
@@ -254,11 +259,10 @@ class LaboOptions:
     steps: int = 300
     lr: float = 0.01
     l1: float = 0.0
-    prior: float = 0.01  # L2 pull towards the initial association (0: plain LaBo)
+    prior: float = 0.01  # L2 pull towards the initial association (0: none, as in LaBo)
     init: float = 1.0
-    alpha: float = 1.0
-    beta: float = 1.0
-    tau: float = 0.01
+    alpha: float = 1e7  # weight of the mutual-information term (LaBo's configs: 1e7)
+    beta: float = 1.0  # weight of the coverage term (LaBo's CUB config: 1)
     template: str = "{}"  # how a concept is put to the text encoder
     seed: int = 0
 
@@ -318,7 +322,7 @@ def run_labo(model: Model, concepts: dict[str, list[str]], spec: str, options: L
 def _select(model: Model, concepts, names, flat, images, labels, options: LaboOptions) -> dict[str, list[str]]:
     """LaBo's selection on the shots (no test image is looked at)."""
     return select_concepts(concepts, names, model.texts(flat), images, labels, options.per_class,
-                           options.alpha, options.beta, options.tau)  # fmt: skip
+                           options.alpha, options.beta)  # fmt: skip
 
 
 def labo_json(result: LaboResult, options: LaboOptions, model: str, task: str) -> dict:

@@ -1,24 +1,46 @@
 """LaBo's concept selection (Yang et al. 2023, "Language in a Bottle", CVPR, Sec. 3.2) as pure functions.
 
 A language model proposes many candidate concepts per class, most of them redundant or not
-visible. LaBo keeps ``k`` per class by greedily maximising a submodular score with two parts:
+visible. LaBo keeps ``k`` per class by greedily maximising a submodular score with two parts.
+The formulas below follow LaBo's released code (github.com/YueYANG1996/LaBo,
+``models/select_concept/select_algo.py``: ``mi_score`` and ``submodular_select``), not a
+reading of the paper's text:
 
-- discriminability: a concept should be more similar to the images of its own class than to
-  the images of the other classes. With ``Sim(y, c)`` the mean cosine similarity of concept
-  ``c``'s text embedding to the image embeddings of class ``y``, ``D(c)`` is the share of the
-  concept's own class ``y_c`` in a softmax over the classes,
-  ``D(c) = exp(Sim(y_c, c)/τ) / Σ_y' exp(Sim(y', c)/τ)``;
-- coverage: the chosen concepts should together represent every candidate of the class (a
-  facility location over concept-to-concept text similarities ``φ(c₁, c₂)``, clipped at 0),
-  which rewards diversity, since a second near-copy of a chosen concept covers nothing new.
+- discriminability, a per-concept mutual-information term. ``Sim(c, y)`` is the mean
+  similarity of concept ``c``'s text embedding to the training images of class ``y``. Each
+  class's column is normalised over *all* candidates (every class's) into a joint
+  distribution with uniform class marginal ``p(y) = 1/N`` (``N`` classes):
+  ``p(c, y) = Sim(c, y) / (N Σ_c' Sim(c', y))``, ``p(c) = Σ_y p(c, y)``, and
+  ``D(c) = Σ_y p(c, y) log(p(c, y) / (p(c) p(y)))``,
+  concept ``c``'s share of the mutual information between concepts and classes, that is
+  ``p(c) · KL(p(y | c) ‖ p(y))``. It is large for a concept that matches one class's images
+  far better than the others' (whichever class proposed it; the column normalisation measures
+  "better" against what all candidates score on each class) and 0 for one whose similarities
+  follow the classes' totals. It is never negative, so its sum over the chosen set is monotone
+  and modular.
+- coverage: a facility location over the class's candidates ``S_y`` with the similarity
+  apricot's ``FacilityLocationSelection(metric='cosine')`` uses, the *squared* cosine of the
+  concepts' text embeddings, ``φ(c₁, c₂) = cos(c₁, c₂)²`` (apricot starts every candidate's
+  coverage at 0, hence the ``max(·, 0)``, a no-op for a square). A second near-copy of a
+  chosen concept covers nothing new, so coverage rewards diversity.
 
 For the candidates ``S_y`` of class ``y`` and a chosen set ``C ⊆ S_y``:
 
-    F(C) = α · Σ_{c ∈ C} D(c) + β · Σ_{c₁ ∈ S_y} max_{c₂ ∈ C} φ(c₁, c₂)        (F(∅) = 0)
+    F(C) = α · Σ_{c ∈ C} D(c) + β · Σ_{c₁ ∈ S_y} max(0, max_{c₂ ∈ C} φ(c₁, c₂))        (F(∅) = 0)
 
-Both parts are monotone and submodular (``D > 0``, ``φ ≥ 0``), so the greedy choice, adding the
-candidate of largest marginal gain ``k`` times, is within ``1 - 1/e`` of the best ``k``-set
-(Nemhauser, Wolsey and Fisher 1978).
+The reference mixes the two with apricot's naive greedy (weights ``[1, β]`` on the score
+scaled by ``α``): its configs use ``α = 1e7`` throughout (``D`` is of order ``1/M`` for ``M``
+candidates) and ``β`` from 0 to 100 by data set, 1 for CUB; vislang's defaults are CUB's.
+Both parts are monotone and submodular, so the greedy choice, adding the candidate of
+largest marginal gain ``k`` times, is within ``1 - 1/e`` of the best ``k``-set (Nemhauser,
+Wolsey and Fisher 1978).
+
+Deliberate differences from the reference: ``Sim`` is a mean *cosine* (vislang's embeddings
+are normalised; LaBo's default takes raw CLIP dot products), and similarities at or below 0,
+where the logarithm is undefined (LaBo's would give NaN), are raised to ``MIN_SIM``; ``φ`` is
+the squared cosine of the text embeddings alone, whereas LaBo hands apricot the embeddings
+with the scaled score ``α D(c)`` prepended as an extra feature (an artefact of giving both
+mixture parts one feature matrix, which makes ``φ`` depend on ``α``).
 """
 
 from __future__ import annotations
@@ -28,6 +50,8 @@ from collections.abc import Sequence
 import torch
 
 from vislang.errors import DataError
+
+MIN_SIM = 1e-8  # floor for Sim(c, y) so that log p(c, y) stays finite for non-positive cosines
 
 
 def class_similarity(
@@ -45,10 +69,21 @@ def class_similarity(
     return (concepts @ images.T) @ onehot / counts  # [M, C]
 
 
-def discriminability(sim: torch.Tensor, owner: torch.Tensor, tau: float = 0.01) -> torch.Tensor:
-    """``D(c)``: the softmax share (temperature ``tau``) of each concept's own class ``owner[c]``
-    among its class similarities ``sim`` [M, C]; near 1 when only its class's images match it."""
-    return torch.softmax(sim / tau, dim=1).gather(1, owner[:, None])[:, 0]
+def mutual_information(sim: torch.Tensor) -> torch.Tensor:
+    """``D(c)`` of the module docstring for every candidate from ``sim`` [M, C] (all classes'
+    candidates together, since each class's column is normalised over all of them)."""
+    sim = sim.double().clamp(min=MIN_SIM)
+    n_classes = sim.shape[1]
+    joint = sim / (sim.sum(dim=0) * n_classes)  # p(c, y); each column sums to p(y) = 1/N
+    marginal = joint.sum(dim=1, keepdim=True)  # p(c)
+    return (joint * torch.log(joint / (marginal / n_classes))).sum(dim=1).float()
+
+
+def coverage_similarity(text: torch.Tensor) -> torch.Tensor:
+    """``φ`` [M, M] for one class's candidate embeddings [M, D]: apricot's "cosine" similarity,
+    the squared cosine (the embeddings need not be normalised)."""
+    unit = torch.nn.functional.normalize(text, dim=-1)
+    return (unit @ unit.T).square()
 
 
 def labo_score(chosen: Sequence[int], disc: torch.Tensor, phi: torch.Tensor, alpha: float, beta: float) -> float:
@@ -60,13 +95,14 @@ def labo_score(chosen: Sequence[int], disc: torch.Tensor, phi: torch.Tensor, alp
     return float(alpha * disc[index].sum() + beta * coverage)
 
 
-def greedy_select(disc: torch.Tensor, phi: torch.Tensor, k: int, alpha: float = 1.0, beta: float = 1.0) -> list[int]:
-    """The ``k`` candidates chosen greedily for ``F`` (all of them when there are at most ``k``),
-    in the order chosen; ties go to the earlier candidate, so the choice is reproducible."""
+def greedy_select(disc: torch.Tensor, phi: torch.Tensor, k: int, alpha: float = 1e7, beta: float = 1.0) -> list[int]:
+    """The ``k`` candidates chosen greedily for ``F`` (all of them when there are at most ``k``,
+    as LaBo does), in the order chosen; ties go to the earlier candidate (apricot's naive greedy
+    takes the first maximum too), so the choice is reproducible."""
     m = len(disc)
     if k >= m:
         return list(range(m))
-    phi = phi.clamp(min=0)
+    disc, phi = disc.double(), phi.double().clamp(min=0)
     covered = torch.zeros(m, dtype=phi.dtype)
     chosen: list[int] = []
     for _ in range(k):
@@ -86,22 +122,20 @@ def select_concepts(
     images: torch.Tensor,
     labels: torch.Tensor,
     k: int,
-    alpha: float = 1.0,
+    alpha: float = 1e7,
     beta: float = 1.0,
-    tau: float = 0.01,
 ) -> dict[str, list[str]]:
     """``k`` concepts per class by :func:`greedy_select`: ``text`` [M, D] holds the normalised
     embeddings of every class's candidates, flattened in ``classnames`` order; ``images`` and
-    ``labels`` are the labelled images the discriminability is measured on."""
-    owner = torch.cat([torch.full((len(concepts[name]),), y, dtype=torch.long) for y, name in enumerate(classnames)])
-    if len(owner) != len(text):
-        raise DataError(f"concept selection: {len(text)} concept embeddings for {len(owner)} concepts")
-    disc = discriminability(class_similarity(images, labels, text, len(classnames)), owner, tau)
+    ``labels`` are the labelled images (the training shots) the discriminability is measured on."""
+    sizes = [len(concepts[name]) for name in classnames]
+    if sum(sizes) != len(text):
+        raise DataError(f"concept selection: {len(text)} concept embeddings for {sum(sizes)} concepts")
+    disc = mutual_information(class_similarity(images, labels, text, len(classnames)))
     out, start = {}, 0
-    for name in classnames:
-        stop = start + len(concepts[name])
-        block = text[start:stop]
-        chosen = greedy_select(disc[start:stop], block @ block.T, k, alpha, beta)
+    for name, size in zip(classnames, sizes):
+        stop = start + size
+        chosen = greedy_select(disc[start:stop], coverage_similarity(text[start:stop]), k, alpha, beta)
         out[name] = [concepts[name][i] for i in chosen]
         start = stop
     return out

@@ -10,13 +10,14 @@ from pathlib import Path
 
 from vislang.cli.common import add_encoding_options, add_quiet_option, add_set_option, positive_int
 
-METHOD_NAMES = ("zeroshot", "linear_probe", "tip_adapter", "tip_adapter_f", "cross_modal", "sus_x")
+METHOD_NAMES = ("zeroshot", "linear_probe", "tip_adapter", "tip_adapter_f", "cross_modal", "sus_x", "sus_x_support")
 RENDERINGS = ("filled", "sketch", "textured", "palette")
 
 EPILOG = """examples:
   vislang fewshot world_shift runs/demo --out fewshot/
   vislang fewshot world_shape_shift runs/demo --shots 1 4 16 --methods zeroshot tip_adapter --seeds 5 --out fs/
   vislang fewshot my_suite.yaml export/ --device cuda --out fs/
+  vislang fewshot world_shift runs/demo --support generated/ --out fs/
 
 Every zero-shot task of SUITE (a file, or a shipped suite's name) gives test sets; the shots come
 from the same data's train split (the world: its train split in its own rendering, so a shift
@@ -24,6 +25,9 @@ task is fitted in distribution and tested under shift; a dataset: its `train` sp
 without one is skipped with a note). That split is carved once into shot candidates, a labelled
 validation split (--n-val) on which every hyperparameter is chosen, and an unlabelled pool
 (--n-pool) from which SuS-X retrieves --support-per-class images per class by text similarity.
+--support DIR adds the row sus_x_support: SuS-X on the images under DIR (one subfolder per class,
+e.g. generated from "a photo of a {class}"), labelled by their folder, at most --support-per-class
+a class (seeded), no retrieval.
 Shots are drawn with seeds 0..SEEDS-1 (big_vision's draw).
 
 writes: DIR/fewshot.csv, fewshot.json (every seed, chosen hyperparameters), fewshot.md and
@@ -45,18 +49,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("model", metavar="MODEL", help="a run directory, checkpoint, export, OpenCLIP or HF folder")
     p.add_argument("--out", required=True, help="the result folder")
     p.add_argument("--shots", nargs="+", type=positive_int, default=[1, 2, 4, 8, 16], help="shots per class")
-    p.add_argument("--methods", nargs="+", choices=METHOD_NAMES, default=list(METHOD_NAMES), metavar="METHOD",
-                   help=f"of {', '.join(METHOD_NAMES)} (default all)")  # fmt: skip
+    p.add_argument("--methods", nargs="+", choices=METHOD_NAMES, metavar="METHOD",
+                   help=f"of {', '.join(METHOD_NAMES)} (default all; sus_x_support with --support)")  # fmt: skip
     p.add_argument("--seeds", type=positive_int, default=3, help="seeded shot draws per shot count (default 3)")
     p.add_argument("--n-train", type=positive_int, default=1000, help="the world: shot candidates rendered")
     p.add_argument("--n-val", type=positive_int, default=500, help="validation images carved from the train split")
     p.add_argument("--n-pool", type=positive_int, default=2000, help="SuS-X's unlabelled pool from the train split")
-    p.add_argument("--support-per-class", type=positive_int, default=16, help="SuS-X: images retrieved per class")
+    p.add_argument("--support-per-class", type=positive_int, default=16,
+                   help="SuS-X: images retrieved per class (--support: at most this many a class)")  # fmt: skip
     p.add_argument(
         "--pool",
         metavar="DIR",
         help="SuS-X: retrieve the support from the images under DIR (any collection, e.g. generated images; "
         "labels and folder names unused) instead of a slice of the train split",
+    )
+    p.add_argument(
+        "--support",
+        metavar="DIR",
+        help="SuS-X with a given support set (SuS-SD): the images under DIR, one subfolder per class named "
+        "as the class (or lower-cased with _ for spaces), labelled by their folder; adds the row sus_x_support",
     )
     p.add_argument("--pool-rendering", choices=RENDERINGS, help="the world: draw the pool in this rendering")
     p.add_argument("--epochs", type=positive_int, default=20, help="Tip-Adapter-F training epochs (default 20)")
@@ -76,9 +87,12 @@ def run(args: argparse.Namespace) -> int:
     from vislang.eval.suite import read_suite
     from vislang.experiment import eval_context
 
+    methods = list(args.methods or [m for m in METHOD_NAMES if m != "sus_x_support"])
+    if args.support and "sus_x_support" not in methods:
+        methods.append("sus_x_support")  # --support asks for its row
     options = FewshotOptions(
         shots=tuple(sorted(set(args.shots))),
-        methods=tuple(dict.fromkeys(args.methods)),
+        methods=tuple(dict.fromkeys(methods)),
         seeds=args.seeds,
         n_train=args.n_train,
         n_val=args.n_val,
@@ -86,6 +100,7 @@ def run(args: argparse.Namespace) -> int:
         support_per_class=args.support_per_class,
         pool_rendering=args.pool_rendering,
         pool_dir=args.pool,
+        support_dir=args.support,
         epochs=args.epochs,
         probe_max_iter=args.probe_max_iter,
     )
@@ -99,10 +114,12 @@ def run(args: argparse.Namespace) -> int:
     result = run_fewshot(objective, suite.tasks, context, options)
     for note in result.notes:
         print(f"vislang: note: {note}", file=sys.stderr)
+    for warning in result.warnings:
+        print(f"vislang: warning: {warning}", file=sys.stderr)
     out = Path(args.out)
     write_outputs(result, out, str(args.model), str(args.suite))
     for row in result.rows:
-        if row.method in ("zeroshot", "sus_x") or row.shots == max(options.shots):
+        if row.method in ("zeroshot", "sus_x", "sus_x_support") or row.shots == max(options.shots):
             print(f"{row.task:32s} {row.method:14s} {row.shots:3d} shots  {row.mean:.4f} ± {row.std:.4f}")
     print(f"wrote {out / 'fewshot.md'}, fewshot.csv, fewshot.json and one PNG per test set")
     return 0

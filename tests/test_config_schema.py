@@ -38,6 +38,7 @@ OMIT = object()  # overrides() without the field itself: the scaffold alone
 # What must surround a field for the config to reach it: required fields next to it.
 SOURCE = {"kind": "table", "path": "x.csv"}
 RULE = {"match": "^model\\."}
+STAGE = {"start_step": 1, "image_size": 64}  # a stage must change something
 CIT = {"class_names": ["a"]}
 TASK_REQUIRED = {"aro": {"kind": "vg_relation", "annotations": "a.json", "images": "i"}, "winoground": {"root": "w"}}
 TASK_REQUIRED |= {"captioning": {"references": "c.json", "images": "i"}, "sugarcrepe": {"root": "s", "images": "i"}}
@@ -283,6 +284,14 @@ def overrides(key: str, variant: str, value: Any = OMIT) -> list[str]:
         return [f"data.sources={_yaml([source])}"]
     if key.startswith("train.param_rules[]."):
         return [f"train.param_rules={_yaml([_with(RULE, key.removeprefix('train.param_rules[].'), value)])}"]
+    if key.startswith("train.stages[]."):
+        name = key.removeprefix("train.stages[].")
+        stage = (
+            _with(STAGE, name, value)
+            if name != "image_size"
+            else _with({"start_step": 1, "mask_ratio": 0.5}, name, value)
+        )
+        return [f"train.stages={_yaml([stage])}"]
     if key.startswith("data.cit."):
         return [f"data.cit={_yaml(_with(CIT, key.removeprefix('data.cit.'), value))}"]
     if "[]" in key:

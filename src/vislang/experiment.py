@@ -264,6 +264,7 @@ def eval_context(
         workers=workers,
         progress=progress,
         precision=precision,
+        frames=d.frames,
     )
 
 

@@ -30,7 +30,7 @@ from vislang.checkpoint import CLASSES, CONFIG, TOKENIZER, is_export, read_model
 from vislang.classes import ClassTask
 from vislang.config import legacy
 from vislang.config.base import format_error
-from vislang.config.train import LoraConfig
+from vislang.config.train import LoraConfig, stage_values
 from vislang.errors import CheckpointError, ConfigError, first_line
 from vislang.experiment import RunConfig, build_objective
 from vislang.objectives import Objective
@@ -141,13 +141,40 @@ def without_lora(cfg: RunConfig) -> RunConfig:
     return cfg.model_copy(update={"train": cfg.train.model_copy(update={"lora": None})})
 
 
+def with_inputs(
+    cfg: RunConfig, image_size: int | None = None, context_length: int | None = None, mask_ratio: float | None = None
+) -> RunConfig:
+    """``cfg`` with the model's inputs changed (the fields given), validated: an image size that
+    is not a multiple of the patch size is one :class:`ConfigError`."""
+    vision = {k: v for k, v in (("image_size", image_size), ("mask_ratio", mask_ratio)) if v is not None}
+    text = {"context_length": context_length} if context_length is not None else {}
+    v, t = cfg.model.vision, cfg.model.text
+    try:
+        v = type(v).model_validate(v.model_dump() | vision) if vision else v
+        t = type(t).model_validate(t.model_dump() | text) if text else t
+    except ValidationError as error:
+        raise ConfigError(error.errors()[0]["msg"].removeprefix("Value error, ")) from None
+    return cfg.model_copy(update={"model": cfg.model.model_copy(update={"vision": v, "text": t})})
+
+
+def as_trained(cfg: RunConfig, step: int | None) -> RunConfig:
+    """``cfg`` describing the model a checkpoint of ``step`` holds: the ``train.stages`` that
+    trained that step (begun after ``step - 1`` steps) written into the model section, the stages
+    cleared (an export of it is a plain model). Without a step (an export) the end of training."""
+    if not cfg.train.stages:
+        return cfg
+    values = stage_values(cfg.train.stages, (cfg.train.steps if step is None else step) - 1)
+    cfg = with_inputs(cfg, values.get("image_size"), values.get("context_length"), values.get("mask_ratio"))
+    return cfg.model_copy(update={"train": cfg.train.model_copy(update={"stages": []})})
+
+
 def objective_from_checkpoint(
     checkpoint: dict, source: str | Path = "checkpoint", export: bool = False
 ) -> tuple[Objective, BPETokenizer, RunConfig]:
     """(objective in eval mode, tokenizer, config) of a checkpoint-shaped dict; every way the
     dict can be wrong (config, tokenizer, weights) is one :class:`CheckpointError` naming
     ``source``, or the export's own file when ``source`` is an export directory."""
-    cfg = saved_config(checkpoint, source, export)
+    cfg = as_trained(saved_config(checkpoint, source, export), checkpoint.get("step"))
     try:
         tokenizer = BPETokenizer.from_json(checkpoint["tokenizer"], cfg.model.text.context_length)
     except KeyError as error:

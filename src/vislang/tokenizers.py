@@ -20,6 +20,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 
 from vislang.errors import ConfigError, first_line
 from vislang.files import read_json
+from vislang.tokenizer_phrases import PhraseMatcher, clean_phrases, normalise
 
 PAD, SOT, EOT = "<pad>", "<sot>", "<eot>"
 OPENAI_SOT, OPENAI_EOT = "<|startoftext|>", "<|endoftext|>"
@@ -188,12 +189,17 @@ class BPETokenizer:
         if not isinstance(data, dict):
             raise ConfigError("not a tokenizer: the JSON is not an object")
         kind, specials = data.pop("vislang_kind", "trained"), data.pop("vislang_specials", None)
-        if kind not in ("trained", "openai", "pretrained") or not isinstance(specials, (dict, type(None))):
+        phrases, lowercase = data.pop("vislang_phrases", None), data.pop("vislang_lowercase", True)
+        if kind not in ("trained", "openai", "pretrained", "regex") or not isinstance(specials, (dict, type(None))):
             raise ConfigError(f"not a tokenizer: unknown vislang_kind {kind!r} or vislang_specials")
+        if kind == "regex" and not (isinstance(phrases, list) and all(isinstance(p, str) for p in phrases)):
+            raise ConfigError("not a tokenizer: a regex tokenizer needs vislang_phrases, a list of strings")
         try:
             tokenizer = Tokenizer.from_str(json.dumps(data))
         except Exception as error:  # tokenizers raises plain Exceptions
             raise ConfigError(f"not a tokenizer ({first_line(error)})") from None
+        if kind == "regex":
+            return PhraseTokenizer(tokenizer, context_length, phrases, bool(lowercase))
         return cls(tokenizer, context_length, kind, specials)
 
     def to_json(self) -> str:
@@ -225,5 +231,101 @@ class BPETokenizer:
         for row, encoding in enumerate(encodings):
             start = [] if self.sot_id is None else [self.sot_id]
             ids = [*start, *encoding.ids[: self.context_length - 1 - len(start)], self.eot_id]
+            out[row, : len(ids)] = torch.tensor(ids)
+        return out
+
+
+BYTE_ALPHABET = 256  # ids a byte-level BPE needs before its first merge
+
+
+class PhraseTokenizer(BPETokenizer):
+    """``kind: regex``: each domain phrase is one token, the free text between phrases goes
+    through a byte-level BPE trained on that free text. Ids: the BPE's (its specials
+    ``<pad> <sot> <eot>`` first), then one per phrase, so :attr:`vocab_size` counts all three.
+    Decoding gives back :meth:`normalise` of the text exactly (whitespace made single spaces,
+    lower-cased when ``lowercase``)."""
+
+    def __init__(
+        self, tokenizer: Tokenizer, context_length: int, phrases: Sequence[str], lowercase: bool = True
+    ) -> None:
+        super().__init__(tokenizer, context_length, kind="trained")
+        self.kind, self.lowercase = "regex", lowercase
+        self.matcher = PhraseMatcher(clean_phrases(phrases, lowercase))
+        self.phrase_offset = tokenizer.get_vocab_size()
+
+    @classmethod
+    def train_phrases(
+        cls, texts: Iterable[str], phrases: Sequence[str], vocab_size: int, context_length: int, lowercase: bool = True
+    ) -> PhraseTokenizer:
+        """The tokenizer of ``phrases`` whose BPE fills the rest of ``vocab_size`` (all ids, the
+        phrases and specials included), trained on the free text of ``texts``."""
+        phrases = clean_phrases(phrases, lowercase)
+        room = vocab_size - len(phrases) - 3
+        if room < BYTE_ALPHABET:
+            raise ConfigError(
+                f"tokenizer.vocab_size {vocab_size} leaves {room} BPE ids beside {len(phrases)} phrases and 3 specials; "
+                f"a byte-level BPE needs at least {BYTE_ALPHABET}: raise vocab_size or use fewer phrases"
+            )
+        matcher = PhraseMatcher(phrases)
+        free = matcher.free_text(normalise(t, lowercase) for t in texts)
+        tokenizer = Tokenizer(models.BPE())
+        tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+        tokenizer.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size - len(phrases),
+            special_tokens=[PAD, SOT, EOT],
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tokenizer.train_from_iterator(free, trainer)
+        return cls(tokenizer, context_length, phrases, lowercase)
+
+    @property
+    def phrases(self) -> list[str]:
+        return self.matcher.phrases
+
+    @property
+    def vocab_size(self) -> int:
+        return self.phrase_offset + len(self.phrases)
+
+    def normalise(self, text: str) -> str:
+        """What decoding the ids of ``text`` gives back."""
+        return normalise(text, self.lowercase)
+
+    def to_json(self) -> str:
+        extra = {"vislang_kind": "regex", "vislang_phrases": self.phrases, "vislang_lowercase": self.lowercase}
+        return json.dumps({**json.loads(self.tokenizer.to_str()), **extra})
+
+    def encode(self, text: str) -> list[int]:
+        ids: list[int] = []
+        for piece in self.matcher.pieces(self.normalise(text)):
+            if isinstance(piece, int):
+                ids.append(self.phrase_offset + piece)
+            else:
+                ids.extend(self.tokenizer.encode(piece, add_special_tokens=False).ids)
+        return ids
+
+    def decode(self, ids: Sequence[int]) -> str:
+        ids = list(ids)
+        if self.eot_id in ids:
+            ids = ids[: ids.index(self.eot_id)]  # what follows the end (padding) is not text
+        parts, run = [], []
+        for i in ids:
+            if i >= self.phrase_offset:
+                parts.append(self.tokenizer.decode(run))
+                run = []
+                if i < self.vocab_size:
+                    parts.append(" " + self.phrases[i - self.phrase_offset])
+            elif i not in (self.pad_id, self.sot_id):
+                run.append(i)
+        text = "".join([*parts, self.tokenizer.decode(run)])
+        return text[1:] if text.startswith(" ") else text
+
+    def __call__(self, texts: str | Sequence[str]) -> torch.Tensor:
+        if isinstance(texts, str):
+            texts = [texts]
+        out = torch.full((len(texts), self.context_length), self.pad_id, dtype=torch.long)
+        for row, text in enumerate(texts):
+            ids = [self.sot_id, *self.encode(text)[: self.context_length - 2], self.eot_id]
             out[row, : len(ids)] = torch.tensor(ids)
         return out

@@ -25,6 +25,7 @@ from vislang.cli import (
     model_io,
     search,
     serve,
+    tokenizer,
     train,
     wise,
 )
@@ -48,6 +49,7 @@ COMMAND_GROUPS = (
     model_io,
     config,
     data,
+    tokenizer,
     curate,
 )
 

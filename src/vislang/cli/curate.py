@@ -199,7 +199,9 @@ def add_video_parser(stages: argparse._SubParsersAction) -> None:
     )
     m.add_argument("--score", choices=["histogram", "grey"], default="histogram", help="scene-change score")
     m.add_argument(
-        "--threshold", type=float, help="score against the last keyframe for a new one (default histogram 0.3, grey 0.1)"
+        "--threshold",
+        type=float,
+        help="score against the last keyframe for a new one (default histogram 0.3, grey 0.1)",
     )
     m.add_argument("--min-gap", type=float, default=1.0, help="seconds at least between keyframes (default 1)")
     m.add_argument("--max-keyframes", type=non_negative_int, default=0, help="per video, the best-scoring (0: all)")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from vislang.cli.common import add_encoding_options, add_quiet_option, add_set_option
@@ -13,6 +14,7 @@ EPILOG = """examples:
   vislang eval runs/demo                               the run config's eval.tasks
   vislang eval runs/demo --suite world --out eval/     the shipped world suite
   vislang eval MODEL --suite my_suite.yaml --out eval/ a suite file (see docs/evaluation.md)
+  vislang eval runs/demo --image-size 64               at another resolution (positions interpolated)
   vislang eval --compare eval/a eval/b                 two suite results side by side
 
 MODEL is a run directory, a checkpoint, a vislang export, or an OpenCLIP or Hugging Face folder."""
@@ -34,6 +36,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--compare", nargs="+", metavar="DIR", help="suite result folders to put side by side")
     p.add_argument("--out", help="with --suite: the result folder; otherwise a JSON file for the metrics")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        metavar="PX",
+        help="evaluate at this image size: the model's position embeddings are interpolated to it (docs/resolution.md)",
+    )
     add_encoding_options(p, "the suite's, or 0")
     add_quiet_option(p)
     add_set_option(p, "eval.batch_size=256 (with --suite: a suite field, e.g. tasks.0.n=100)")
@@ -54,12 +62,23 @@ def run(args: argparse.Namespace) -> int:
     return _own_tasks(args)
 
 
+def _load(args: argparse.Namespace) -> tuple:
+    """(objective, tokenizer, config) of MODEL, at ``--image-size`` when given (one line says so)."""
+    from vislang.api import at_image_size, load_objective
+
+    objective, tokenizer, cfg = load_objective(args.model, args.device)
+    if args.image_size is not None:
+        cfg, lines = at_image_size(objective, cfg, args.image_size)
+        for line in lines:
+            print(f"{args.model}: {line}", file=sys.stderr)
+    return objective, tokenizer, cfg
+
+
 def _own_tasks(args: argparse.Namespace) -> int:
-    from vislang.api import load_objective
     from vislang.eval import build_evaluators, evaluate
     from vislang.experiment import eval_context, with_eval_overrides
 
-    objective, tokenizer, cfg = load_objective(args.model, args.device)
+    objective, tokenizer, cfg = _load(args)
     cfg = with_eval_overrides(cfg, args.set, source=str(args.model))
     if not cfg.eval.tasks:
         print(f"{args.model}: its config lists no eval.tasks; use --suite (e.g. --suite world) or --set eval.tasks=...")
@@ -75,13 +94,12 @@ def _own_tasks(args: argparse.Namespace) -> int:
 
 
 def _suite(args: argparse.Namespace) -> int:
-    from vislang.api import load_objective
     from vislang.eval.suite import read_suite, run_suite
     from vislang.eval.suite_report import datacomp_average, write_results
     from vislang.experiment import eval_context
 
     suite = read_suite(args.suite, args.set)
-    objective, tokenizer, cfg = load_objective(args.model, args.device)
+    objective, tokenizer, cfg = _load(args)
     workers = suite.workers if args.workers is None else args.workers
     context = eval_context(cfg, tokenizer, args.batch_size or suite.batch_size, workers, not args.quiet, args.precision)
     results = run_suite(objective, suite.tasks, context)

@@ -31,15 +31,23 @@ class WorldConfig(Section):
         "domain), sketch (outlines only), textured (striped, blotchy background) or palette (every colour "
         "hue-rotated and dimmed); the others are the distribution shifts of the world_shift suite",
     )
+    motion: bool = Field(
+        False,
+        description="the world draws clips of motion_frames frames in which one object moves left, right, up or "
+        "down, captioned with its direction (vislang.data.world_motion; the world_video suite)",
+    )
+    motion_frames: int = Field(8, ge=2, le=64, description="frames of one motion clip (data.frames must be 0 or this)")
 
 
 class SourceConfig(Section):
     """One training (or held-out) source."""
 
-    kind: Literal["world", "table", "folder", "shards"] = Field(
+    kind: Literal["world", "table", "folder", "shards", "texts"] = Field(
         "world",
         description="world (the built-in world, settings in data.world), table (.csv/.tsv/.parquet at path), "
-        "folder (images with .txt/.json captions under path) or shards (webdataset tars; braces and :: allowed)",
+        "folder (images with .txt/.json captions under path), shards (webdataset tars; braces and :: allowed) "
+        "or texts (no images: a .txt file of one text per line, or a table's first caption_columns column; "
+        "for text-only objectives such as lm)",
     )
     path: str | None = Field(None, description="the table file, image folder or shard pattern")
     name: str | None = Field(None, description="name in the per-source counts of the logs (default: kind, index)")
@@ -128,8 +136,32 @@ class DataConfig(Section):
         description="NegCLIP/FiGCLIP hard-negative captions added to each batch: rules from vislang.data.negatives, "
         "one applicable rule drawn per caption (objectives that accept hard negatives only)",
     )
+    frames: int = Field(
+        0,
+        ge=0,
+        le=256,
+        description="frames per sample: 0 or 1 still images ([B, 3, H, W]); T > 1 clips [B, T, 3, H, W] from "
+        "videos (.mp4/.webm/... via PyAV), frame folders or shard members (a video, or numbered frames KEY.0.jpg ...)",
+    )
+    frame_sampling: Literal["uniform", "random"] = Field(
+        "uniform",
+        description="which T frames of a longer clip: uniform (the centre of each of T equal segments) or random "
+        "(a seeded draw within each segment, a pure function of the sample's position); both keep time order",
+    )
     world: WorldConfig = Field(WorldConfig(), description="the built-in world")
     cit: CitConfig | None = Field(None, description="curation in training (objectives that accept CiT only)")
+
+    @model_validator(mode="after")
+    def _clip_length(self) -> DataConfig:
+        if not (self.world.motion and any(s.kind == "world" for s in self.sources)):
+            return self
+        if self.frames > 1 and self.frames != self.world.motion_frames:
+            raise ValueError(
+                f"data.frames {self.frames} differs from data.world.motion_frames {self.world.motion_frames}"
+            )
+        if self.frames <= 1 and len(self.sources) > 1:
+            raise ValueError("mixing the motion world with other sources needs data.frames = data.world.motion_frames")
+        return self
 
     @field_validator("crop_scale")
     @classmethod

@@ -78,6 +78,17 @@ class VisionConfig(Section):
     grad_checkpointing: bool = Field(False, description="recompute block activations in the backward pass")
     lock: bool = Field(False, description=LOCK)
     unlocked_blocks: int = Field(0, ge=0, description="with lock: the last blocks that stay trainable")
+    temporal: Literal["none", "mean", "attention"] = Field(
+        "none",
+        description="clips [B, T, 3, H, W] (data.frames > 1): every frame goes through the tower, then the frame "
+        "features are pooled over T by their mean (blind to frame order) or by attention (learned temporal "
+        "positions + transformer blocks over the frames: sees order); none: still images only",
+    )
+    max_frames: int = Field(32, ge=1, description="temporal attention: the most frames a clip may have (positions)")
+    temporal_depth: int = Field(1, ge=1, description="temporal attention: transformer blocks over the frame features")
+    temporal_heads: int = Field(
+        2, ge=1, description="temporal attention: heads of those blocks (must divide model.embed_dim)"
+    )
     init_from: str | None = Field(
         None,
         description="start this tower from another run's image tower: a vislang checkpoint file or run directory "
@@ -187,6 +198,10 @@ class ModelConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> ModelConfig:
+        if self.vision.temporal == "attention" and self.embed_dim % self.vision.temporal_heads:
+            raise ValueError(
+                f"model.vision.temporal_heads {self.vision.temporal_heads} must divide embed_dim {self.embed_dim}"
+            )
         if self.vision.kind == "vit" and self.vision.proj == "none" and self.vision.width != self.embed_dim:
             raise ValueError(
                 f"model.vision.proj none needs embed_dim ({self.embed_dim}) equal to the vision width ({self.vision.width})"

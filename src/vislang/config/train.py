@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -72,6 +72,46 @@ class LoraConfig(Section):
         return value
 
 
+class Stage(Section):
+    """A change of the model's input from optimizer step ``start_step`` on (CLIPA's low-then-high
+    resolution, BiomedCLIP's patch dropout until the last epoch). Fields left unset keep the value
+    of the stage before (the model section's before the first stage)."""
+
+    start_step: int = Field(
+        ge=1,
+        description="steps done when the stage begins: the stage trains steps start_step+1 onwards (log numbering), "
+        "and a checkpoint of step start_step or later holds the stage's model",
+    )
+    image_size: int | None = Field(
+        None, gt=0, description="model.vision.image_size from here on: positions interpolated, data at this size"
+    )
+    mask_ratio: float | None = Field(
+        None, ge=0, lt=1, allow_inf_nan=False, description="model.vision.mask_ratio (FLIP) from here on"
+    )
+    context_length: int | None = Field(
+        None, ge=3, description="model.text.context_length from here on: text positions truncated or interpolated"
+    )
+
+    @model_validator(mode="after")
+    def _sets_something(self) -> Stage:
+        if self.image_size is None and self.mask_ratio is None and self.context_length is None:
+            raise ValueError(
+                f"the stage at start_step {self.start_step} changes nothing "
+                "(set image_size, mask_ratio or context_length)"
+            )
+        return self
+
+
+def stage_values(stages: list[Stage], step: int) -> dict[str, Any]:
+    """The fields (image_size, mask_ratio, context_length) the stages in effect after ``step``
+    steps set, each later stage overriding what it sets; {} before the first stage."""
+    values: dict[str, Any] = {}
+    for stage in stages:
+        if stage.start_step <= step:
+            values |= stage.model_dump(exclude={"start_step"}, exclude_none=True)
+    return values
+
+
 class TrainConfig(Section):
     steps: int = Field(1250, ge=1, description="optimizer steps")
     batch_size: int = Field(128, ge=1, description="samples per step and rank (the global batch is ranks x this)")
@@ -107,7 +147,14 @@ class TrainConfig(Section):
         ge=0,
         le=1,
         allow_inf_nan=False,
-        description="FLIP: the last fraction of the steps trains with model.vision.mask_ratio 0",
+        description="FLIP: the last fraction of the steps trains with model.vision.mask_ratio 0 (a stage "
+        "{start_step: N, mask_ratio: 0} says the same; the two are not combined)",
+    )
+    stages: list[Stage] = Field(
+        [],
+        description="changes of image size, FLIP mask ratio or context length during training, in order of "
+        "start_step: [{start_step: 300, image_size: 48}] (CLIPA), [{start_step: 900, mask_ratio: 0}] (BiomedCLIP); "
+        "see docs/resolution.md",
     )
     device: str = Field(
         "auto",
@@ -184,22 +231,54 @@ class TrainConfig(Section):
             raise ValueError(f"train.accum_steps ({self.accum_steps}) exceeds train.batch_size")
         if self.ema_start and self.ema_decay is None:
             raise ValueError("train.ema_start is set but train.ema_decay is not: no average would be kept")
+        self._check_stages()
         return self
+
+    def _check_stages(self) -> None:
+        starts = [stage.start_step for stage in self.stages]
+        for i, (before, after) in enumerate(zip(starts, starts[1:])):
+            if after <= before:
+                raise ValueError(f"train.stages.{i + 1}.start_step {after} does not follow the stage before ({before})")
+        if starts and starts[-1] >= self.steps:
+            last = len(starts) - 1
+            raise ValueError(f"train.stages.{last}.start_step {starts[-1]} is not before train.steps ({self.steps})")
+        if self.unmasked_tuning and any(stage.mask_ratio is not None for stage in self.stages):
+            raise ValueError("train.unmasked_tuning and a stage's mask_ratio both set the mask: use one of them")
+        resized = any(stage.image_size or stage.context_length for stage in self.stages)
+        for name, used in (("fsdp", self.fsdp), ("ema_decay", self.ema_decay is not None), ("l2_sp", self.l2_sp > 0)):
+            if resized and used:
+                raise ValueError(f"train.stages that resize the inputs do not combine with train.{name} yet")
 
 
 class TokenizerConfig(Section):
-    kind: Literal["trained", "openai"] = Field(
+    kind: Literal["trained", "openai", "regex"] = Field(
         "trained",
         description="trained: a byte-level BPE trained on the training captions, or the saved tokenizer.json at "
-        "path; openai: OpenAI CLIP's BPE (49408 ids, OpenCLIP's ids) from its merges file at path",
+        "path; openai: OpenAI CLIP's BPE (49408 ids, OpenCLIP's ids) from its merges file at path; regex: "
+        "domain phrases (phrases file and/or mined from the captions) one token each, a byte-level BPE for the rest",
     )
     path: str | None = Field(None, description="tokenizer.json (trained) or bpe_simple_vocab_16e6.txt.gz (openai)")
     vocab_size: int = Field(512, ge=16, description="trained: vocabulary size (special tokens included)")
     train_texts: int = Field(20000, ge=1, description="trained: captions the BPE is trained on")
-    lowercase: bool = Field(True, description="trained: lower-case texts before tokenising")
+    lowercase: bool = Field(True, description="trained, regex: lower-case texts before tokenising")
+    phrases: str | None = Field(
+        None, description="regex: a text file of domain phrases, one per line (# starts a comment line)"
+    )
+    mine_phrases: int = Field(
+        0, ge=0, description="regex: phrases to learn from the training captions (frequent word runs), beside a file's"
+    )
+    min_phrase_count: int = Field(5, ge=2, description="regex: occurrences a mined phrase needs in the captions")
+    max_phrase_words: int = Field(8, ge=2, description="regex: words a mined phrase may have at most")
 
     @model_validator(mode="after")
     def _check(self) -> TokenizerConfig:
         if self.kind == "openai" and not self.path:
             raise ValueError("an openai tokenizer needs path: OpenAI CLIP's merges file (bpe_simple_vocab_16e6.txt.gz)")
+        if self.kind == "regex" and not self.path and not self.phrases and not self.mine_phrases:
+            raise ValueError("a regex tokenizer needs phrases (a file) or mine_phrases > 0 (or path: a saved one)")
+        if self.kind == "regex" and self.mine_phrases + 3 + 256 > self.vocab_size:
+            raise ValueError(
+                f"mine_phrases {self.mine_phrases} leaves too few of vocab_size {self.vocab_size} for the byte-level "
+                "BPE (256 bytes and 3 specials)"
+            )
         return self

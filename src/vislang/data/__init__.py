@@ -20,8 +20,11 @@ from vislang.data.samples import FolderSamples, TableSamples, WorldSamples
 from vislang.data.shards import ShardSamples, is_remote
 from vislang.data.source import RandomAccessSource, Source, StreamedSource
 from vislang.data.stream import ShardStream
+from vislang.data.texts import TextsSource
 from vislang.data.transforms import ImageTransform, to_tensor
+from vislang.data.video import ClipDecoder
 from vislang.data.world import World
+from vislang.data.world_motion import MotionSamples, MotionWorld
 from vislang.data.world_tasks import RetrievalSet
 from vislang.errors import DataError
 
@@ -64,6 +67,8 @@ def build_sources(
     opening a source reads a table or indexes shards, which the tokenizer and the loader share.
     With ``check``, each must hold a usable sample."""
     alone = len(data.sources) == 1
+    if len({s.kind == "texts" for s in data.sources}) > 1:
+        raise DataError("data.sources: texts sources have no images and cannot be mixed with image sources")
     return {
         s.label(i, alone): build_source(data, s, image_size, seed, train, check) for i, s in enumerate(data.sources)
     }
@@ -81,8 +86,11 @@ def build_source(
     ``seed`` orders the rows and lanes. ``data`` gives what all sources share: how images are
     resized and cropped and the pixel limit."""
     s = source
+    if s.kind == "texts":  # no images: batches of tokens only (vislang.data.texts)
+        return TextsSource(s.path, s.caption_columns[0], seed, resampled=s.resampled, shuffle=s.shuffle)
     if s.kind == "world":
-        return WorldSamples(build_world(data.world, image_size))
+        world = build_world(data.world, image_size)
+        return MotionSamples(MotionWorld(world, data.world.motion_frames)) if data.world.motion else WorldSamples(world)
     transform = ImageTransform(
         image_size, data.resize_mode, data.random_crop and train, data.crop_scale, interpolation=data.interpolation
     )
@@ -92,6 +100,8 @@ def build_source(
             _check_usable(built, f"data source {s.label(0, True)}")
         return built
     decoder = SampleDecoder(transform, data.max_image_pixels, s.caption_pick)
+    if data.frames > 1:  # clips of T frames (vislang.data.video)
+        decoder = ClipDecoder(transform, data.max_image_pixels, s.caption_pick, data.frames, data.frame_sampling)
     built: Source
     if s.kind == "shards" and _streamed(s):
         if not s.shuffle:

@@ -14,7 +14,7 @@ sample. Streamed sources (:class:`~vislang.data.stream.ShardStream`) cannot seek
 of worker ``b mod lanes`` of rank ``r`` read lane ``r * lanes + b mod lanes`` in order; a lane
 met at another position (after a resume) is re-read up to it.
 
-A batch: ``image`` [B, 3, S, S], ``text`` [B, L] (+ ``text_neg``, ``text_neg_valid`` with hard
+A batch: ``image`` [B, 3, S, S] (clips, ``data.frames`` > 1 or the motion world: [B, T, 3, S, S]), ``text`` [B, L] (+ ``text_neg``, ``text_neg_valid`` with hard
 negatives; + ``label`` [B] from a labelled source, whose captions are class prompts, one
 template per class and batch: :mod:`vislang.data.labelled`), and ``counts``: ``skipped/<reason>`` for every bad sample (a bad sample is skipped,
 so a batch may be smaller than ``batch_size``), ``negatives/<rule>`` and ``source/<name>``.
@@ -167,16 +167,17 @@ class Batches(Dataset):
             except BadSample as bad:
                 tally[f"skipped/{bad.reason}"] += 1
                 continue
-            images.append(image)
+            if image is not None:  # a texts source has captions only
+                images.append(image)
             captions.append(caption)
             labels += label
             if len(self.sources) > 1:
                 tally[f"source/{name}"] += 1
         batch: dict = {}
-        if images:
+        if captions:
             fields, negative_counts = text_fields(captions, self.tokenizer, self.negative_rules, rng)
             tally.update(negative_counts)
-            batch = {"image": to_tensor(np.stack(images), self.mean, self.std), **fields}
+            batch = {"image": to_tensor(np.stack(images), self.mean, self.std), **fields} if images else fields
             if labels:
                 batch["label"] = torch.tensor(labels)
         return batch | {"counts": dict(tally)}

@@ -17,6 +17,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image
@@ -101,6 +102,7 @@ class SampleDecoder:
     reads it, so that a sample whose caption fails is not read at all.
     """
 
+    clips: ClassVar[bool] = False  # True for vislang.data.video.ClipDecoder (samples of T frames)
     transform: Callable[[Image.Image, np.random.Generator | None], np.ndarray]
     max_pixels: int
     caption_pick: str = "random"

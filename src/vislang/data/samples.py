@@ -5,7 +5,9 @@
   the table) or encoded bytes (also Hugging Face's ``{"bytes", "path"}`` structs); one or more
   caption columns.
 - :class:`FolderSamples`: a folder of images with sidecar captions: ``NAME.txt`` (one caption)
-  and/or ``NAME.json`` (``{"captions": [...]}``, a list, or a string).
+  and/or ``NAME.json`` (``{"captions": [...]}``, a list, or a string). With a clip decoder
+  (``data.frames`` > 1) also videos (``NAME.mp4`` beside ``NAME.txt``) and frame folders
+  (``NAME/`` of frame images beside ``NAME.txt``): :mod:`vislang.data.video`.
 
 Table and folder streams visit the rows epoch by epoch, each epoch in its own seeded order:
 position ``p`` is row ``perm_e[p mod N]`` with ``e = p // N`` (or, resampled, a seeded draw). Columns stay in Arrow buffers,
@@ -24,6 +26,7 @@ import numpy as np
 
 from vislang.data.decode import BadSample, SampleDecoder, decode_caption
 from vislang.data.source import RandomAccessSource
+from vislang.data.video import is_clip_path
 from vislang.data.world import World
 from vislang.errors import DataError, first_line
 
@@ -189,18 +192,21 @@ class TableSamples(RowSource):
         return decodable_captions(lambda row: self.captions_columns[0][row].as_py(), range(min(n, len(self))))
 
 
-def scan_folder(root: str | Path) -> list[Path]:
-    """Image files under ``root`` (recursive), sorted, that have a .txt or .json caption file."""
+def scan_folder(root: str | Path, clips: bool = False) -> list[Path]:
+    """Image files under ``root`` (recursive), sorted, that have a .txt or .json caption file;
+    with ``clips`` also video files and frame folders that have one."""
     root = Path(root)
     if not root.is_dir():
         raise DataError(f"data source folder not found: {root}")
     images = sorted(
         p
         for p in root.rglob("*")
-        if p.suffix.lower() in IMAGE_SUFFIXES and (p.with_suffix(".txt").exists() or p.with_suffix(".json").exists())
+        if (p.suffix.lower() in IMAGE_SUFFIXES or (clips and is_clip_path(p)))
+        and (p.with_suffix(".txt").exists() or p.with_suffix(".json").exists())
     )
     if not images:
-        raise DataError(f"{root}: no images with a .txt or .json caption file")
+        what = "images, videos or frame folders" if clips else "images"
+        raise DataError(f"{root}: no {what} with a .txt or .json caption file")
     return images
 
 
@@ -225,7 +231,7 @@ class FolderSamples(RowSource):
     def __init__(
         self, root: str | Path, decoder: SampleDecoder, seed: int, resampled: bool = False, shuffle: bool = True
     ) -> None:
-        self.images = scan_folder(root)
+        self.images = scan_folder(root, decoder.clips)
         super().__init__(len(self.images), decoder, seed, resampled, shuffle)
 
     def get(self, position: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:

@@ -13,7 +13,8 @@ is counted as a ``truncated_shard`` skip whenever it is visited, and the run's l
 shards were truncated or empty (an empty shard contributes nothing). Sizes come from the scan,
 so ``sizes.json`` / ``_stats.json`` are not needed (shards written by ``vislang data
 make-shards`` carry one for other tools). Shards must be local files: remote URLs and ``pipe:``
-commands are streamed by :mod:`vislang.data.stream`.
+commands are streamed by :mod:`vislang.data.stream`. With ``data.frames`` > 1 a sample's clip is
+a video member (``KEY.mp4``) or numbered frame members (``KEY.0.jpg``, ``KEY.1.jpg``, ...).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from braceexpand import braceexpand
 
 from vislang.data.decode import BadSample, SampleDecoder
 from vislang.data.samples import RowSource, decodable_captions
+from vislang.data.video import clip_media
 from vislang.errors import DataError
 
 IMAGE_EXTENSIONS = ("jpg", "jpeg", "png", "webp")
@@ -165,6 +167,26 @@ def tar_members(path: Path) -> Iterator[tuple[str, int, int]]:
             offset = data + -(-size // _BLOCK) * _BLOCK
 
 
+def shard_groups(path: Path) -> tuple[dict[str, dict[str, tuple[int, int]]], bool]:
+    """One shard's samples in member order, key -> extension -> (data offset, size), and whether
+    its headers stopped at damage (the samples before the damage are kept). A sample with a
+    member cut short by the end of the file maps to ``{TRUNCATED: (0, 0)}``: it keeps its place,
+    and visiting it counts one ``truncated_shard`` skip."""
+    groups: dict[str, dict[str, tuple[int, int]]] = {}
+    damaged = False
+    try:
+        for name, offset, length in tar_members(path):
+            key, extension = split_key(name)
+            groups.setdefault(key, {})[extension] = (offset, length)
+    except (tarfile.ReadError, EOFError, OSError, ValueError):
+        damaged = True
+    size = path.stat().st_size
+    for key, files in groups.items():
+        if any(offset + length > size for offset, length in files.values()):
+            groups[key] = {TRUNCATED: (0, 0)}
+    return groups, damaged
+
+
 @dataclass
 class ShardIndex:
     shards: list[Path]
@@ -176,19 +198,10 @@ class ShardIndex:
     def scan(cls, shards: list[Path]) -> ShardIndex:
         index = cls(shards)
         for shard_id, path in enumerate(shards):
-            groups: dict[str, dict[str, tuple[int, int]]] = {}
-            try:
-                for name, offset, length in tar_members(path):
-                    key, extension = split_key(name)
-                    groups.setdefault(key, {})[extension] = (offset, length)
-            except (tarfile.ReadError, EOFError, OSError, ValueError):
+            groups, damaged = shard_groups(path)
+            if damaged:
                 index.truncated.append(path)
-            # a sample with a member cut short by the end of the file stays in the index as a
-            # broken sample, so visiting it counts one "truncated_shard" skip
-            size = path.stat().st_size
-            for files in groups.values():
-                cut = any(offset + length > size for offset, length in files.values())
-                index.samples.append((shard_id, {TRUNCATED: (0, 0)} if cut else files))
+            index.samples += [(shard_id, files) for files in groups.values()]
             if not groups:
                 index.empty.append(path)
         if not index.samples:
@@ -232,7 +245,10 @@ class ShardSamples(RowSource):
         shard, files = self.index.samples[self.order.row(position)]
         if TRUNCATED in files:
             raise BadSample("truncated_shard")
-        image = lambda: self._read(shard, files[image_extension(files)])  # noqa: E731
+        if self.decoder.clips:  # a video member or numbered frames (vislang.data.video)
+            image = lambda: clip_media(files, lambda ext: self._read(shard, files[ext]))  # noqa: E731
+        else:
+            image = lambda: self._read(shard, files[image_extension(files)])  # noqa: E731
         return self.decoder.decode(image, self._captions(shard, files), rng)
 
     def captions(self, n: int) -> list[str]:

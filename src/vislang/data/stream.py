@@ -37,6 +37,7 @@ import numpy as np
 from vislang.data.decode import BadSample, SampleDecoder, decode_caption
 from vislang.data.shards import expand_urls, image_extension, is_remote, sample_captions
 from vislang.data.source import StreamedSource
+from vislang.data.video import clip_media
 from vislang.errors import DataError
 
 BAD = "__bad__"
@@ -184,6 +185,8 @@ class ShardStream(StreamedSource):
         if BAD in raw:
             raise BadSample(raw[BAD])
         captions = sample_captions(raw.get("txt"), raw.get("json"))
+        if self.decoder.clips:  # a video member or numbered frames (vislang.data.video)
+            return self.decoder.decode(lambda: clip_media(raw, raw.__getitem__), captions, rng)
         return self.decoder.decode(lambda: raw[image_extension(raw)], captions, rng)
 
     def one_pass(self) -> Iterator[dict]:

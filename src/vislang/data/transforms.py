@@ -9,10 +9,12 @@ import torch
 
 
 def to_tensor(images: np.ndarray | torch.Tensor, mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
-    """[N, H, W, 3] uint8 -> [N, 3, H, W] float32, scaled to [0, 1] then normalised per channel."""
-    x = torch.as_tensor(images).permute(0, 3, 1, 2).float().div_(255.0)
-    mean_t = torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1)
-    std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+    """[N, H, W, 3] uint8 -> [N, 3, H, W] float32, scaled to [0, 1] then normalised per channel;
+    clips [N, T, H, W, 3] -> [N, T, 3, H, W] the same way."""
+    x = torch.as_tensor(images)
+    x = (x.permute(0, 1, 4, 2, 3) if x.dim() == 5 else x.permute(0, 3, 1, 2)).float().div_(255.0)
+    mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1, 1)
+    std_t = torch.tensor(std, dtype=torch.float32).view(3, 1, 1)
     return x.sub_(mean_t).div_(std_t)
 
 

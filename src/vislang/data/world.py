@@ -239,7 +239,7 @@ class World:
             u0, v0 = (self._xx[rows, cols] - cx) / radius, (self._yy[rows, cols] - cy) / radius
             u, v = cos * u0 + sin * v0, -sin * u0 + cos * v0
             color = np.asarray(palette[obj.color], dtype=np.float32) + rng.uniform(-12, 12, size=3)
-            mask = _shape_mask(obj.shape, u, v)
+            mask = shape_mask(obj.shape, u, v)
             if rendering == "sketch":
                 mask = _outline(mask, width)
             image[rows, cols][mask] = color
@@ -324,7 +324,7 @@ def _outline(mask: np.ndarray, width: int) -> np.ndarray:
     return mask & ~inner
 
 
-def _shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
+def shape_mask(shape: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
     """Boolean mask of ``shape`` in object coordinates (unit radius, v pointing down)."""
     if shape == "circle":
         return u * u + v * v <= 1.0

@@ -26,6 +26,7 @@ from vislang.eval.probe import ProbeTask
 from vislang.eval.retrieval import RetrievalTask
 from vislang.eval.sugarcrepe import SugarCrepeTask
 from vislang.eval.tasks import EvalContext, Evaluator, Scheduled, TaskConfig, build_evaluators
+from vislang.eval.video import SameSubjectTask, TemporalProbeTask, VideoRetrievalTask
 from vislang.eval.winoground import WinogroundTask
 from vislang.eval.zeroshot import ZeroShotTask
 from vislang.objectives import Objective
@@ -40,6 +41,9 @@ TASKS: dict[str, type[TaskConfig]] = {
     "sugarcrepe": SugarCrepeTask,
     "winoground": WinogroundTask,
     "head": HeadTask,
+    "video_retrieval": VideoRetrievalTask,
+    "same_subject": SameSubjectTask,
+    "temporal": TemporalProbeTask,
 }
 
 

@@ -49,6 +49,7 @@ class EvalContext:
     workers: int = 0  # image-decoding loader workers
     progress: bool = False  # progress bars while encoding
     precision: str = "fp32"  # autocast precision: fp32, bf16, fp16
+    frames: int = 0  # the run's data.frames: clips of this length for video tasks on a table (0: stills)
     _world: World | None = field(default=None, repr=False)
 
     def world(self) -> World:

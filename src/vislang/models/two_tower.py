@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vislang.models.logit_scale import LogitScaleMixin
+from vislang.models.temporal import encode_clips
 
 
 class TwoTower(LogitScaleMixin, nn.Module):
@@ -19,13 +20,15 @@ class TwoTower(LogitScaleMixin, nn.Module):
         init_logit_scale: float = 1 / 0.07,
         max_logit_scale: float = 100.0,
         init_logit_bias: float | None = None,
+        temporal: nn.Module | None = None,
     ) -> None:
         super().__init__()
         self.vision, self.text = vision, text
+        self.temporal = temporal  # pools frame features of [B, T, 3, H, W] clips (models.temporal)
         self.add_logit_scale(init_logit_scale, max_logit_scale, init_logit_bias)
 
     def encode_image(self, images: torch.Tensor, normalize: bool = True) -> torch.Tensor:
-        features = self.vision(images)
+        features = encode_clips(self.vision, self.temporal, images) if images.dim() == 5 else self.vision(images)
         return F.normalize(features, dim=-1) if normalize else features
 
     def encode_text(self, tokens: torch.Tensor, normalize: bool = True) -> torch.Tensor:

@@ -12,6 +12,8 @@ from vislang.objectives.coca import CocaConfig
 from vislang.objectives.contrastive import ClipConfig
 from vislang.objectives.coop import CoopConfig
 from vislang.objectives.flyp import FlypConfig
+from vislang.objectives.lm import LmConfig
+from vislang.objectives.mae import MaeConfig
 from vislang.objectives.sigmoid import SiglipConfig
 
 OBJECTIVES: dict[str, type[ObjectiveConfig]] = {
@@ -20,6 +22,9 @@ OBJECTIVES: dict[str, type[ObjectiveConfig]] = {
     "cap": CapConfig,
     "cappa": CappaConfig,
     "coca": CocaConfig,
+    # unimodal pretraining (CONCH): the image tower alone, a text decoder alone
+    "mae": MaeConfig,
+    "lm": LmConfig,
     # fine-tuning on labelled images (data.sources: [{kind: labelled, ...}])
     "flyp": FlypConfig,
     "classifier": ClassifierConfig,

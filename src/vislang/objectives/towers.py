@@ -13,6 +13,7 @@ from vislang.config import ModelConfig
 from vislang.errors import ConfigError
 from vislang.models.captioner import Captioner
 from vislang.models.coca import CoCa
+from vislang.models.temporal import build_temporal
 from vislang.models.text.decoder import TextDecoder
 from vislang.models.text.pretrained import PretrainedTextTower
 from vislang.models.text.transformer import TextTransformer
@@ -87,7 +88,11 @@ def build_two_tower(model: ModelConfig, vocab_size: int, pad_id: int) -> TwoTowe
     """CLIP / SigLIP: both towers projected to ``model.embed_dim``, with the logit scale (and bias)."""
     vision = build_vision(model, model.embed_dim)
     text = build_text(model, vocab_size, pad_id)
-    return TwoTower(vision, text, model.init_logit_scale, model.max_logit_scale, model.init_logit_bias)
+    v = model.vision
+    temporal = build_temporal(
+        v.temporal, model.embed_dim, v.max_frames, v.temporal_depth, v.temporal_heads, model.attn_impl
+    )
+    return TwoTower(vision, text, model.init_logit_scale, model.max_logit_scale, model.init_logit_bias, temporal)
 
 
 def build_decoder(

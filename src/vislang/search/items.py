@@ -20,7 +20,6 @@ without a caption is a sample here, and a caption that does not decode is droppe
 from __future__ import annotations
 
 import bisect
-import tarfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,8 +34,7 @@ from vislang.data.shards import (
     image_extension,
     is_remote,
     sample_captions,
-    split_key,
-    tar_members,
+    shard_groups,
 )
 from vislang.data.stream import BAD, shard_samples
 from vislang.errors import DataError
@@ -127,17 +125,8 @@ class ShardItems:
         self.shards = shards
         self.samples: list[tuple[int, str, dict[str, tuple[int, int]]]] = []
         for shard, path in enumerate(shards):
-            groups: dict[str, dict[str, tuple[int, int]]] = {}
-            try:
-                for name, offset, length in tar_members(path):
-                    key, extension = split_key(name)
-                    groups.setdefault(key, {})[extension] = (offset, length)
-            except (tarfile.ReadError, EOFError, OSError, ValueError):
-                pass  # the samples before the damage are kept
-            size = path.stat().st_size
-            for key, files in groups.items():
-                cut = any(offset + length > size for offset, length in files.values())
-                self.samples.append((shard, key, {TRUNCATED: (0, 0)} if cut else files))
+            groups, _ = shard_groups(path)  # a damaged shard keeps the samples before the damage
+            self.samples += [(shard, key, files) for key, files in groups.items()]
         if not self.samples:
             raise DataError(f"no samples in the shards {shards[0]}{' ...' if len(shards) > 1 else ''}")
         self._handles: dict[int, object] = {}

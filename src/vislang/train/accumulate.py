@@ -37,7 +37,7 @@ Scale = Callable[[torch.Tensor], torch.Tensor]
 
 def split_batch(batch: dict[str, torch.Tensor], parts: int) -> list[dict[str, torch.Tensor]]:
     """``parts`` micro-batches of nearly equal size (fewer if the batch has fewer samples)."""
-    n = len(batch["image"])
+    n = len(batch["text"])  # every batch has captions (a texts source has no images)
     chunks = {k: torch.tensor_split(v, min(parts, n)) for k, v in batch.items()}
     return [{k: chunks[k][i] for k in batch} for i in range(min(parts, n))]
 

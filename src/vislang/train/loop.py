@@ -5,7 +5,9 @@ Read top to bottom: :func:`train` sets up the run directory, the process group (
 torchrun), the sources, and the objective with its optimizer (:mod:`vislang.train.setup`,
 restored from the latest checkpoint when resuming); then it steps, logs, checkpoints and
 evaluates (a checkpoint is written before an evaluation of the same step, so a failing
-evaluation never costs training); a fine-tune first evaluates its starting weights (step 0,
+evaluation never costs training; a stage of ``train.stages`` switches the image size, mask ratio
+or context length at its first step: positions resized in place, loader and evaluators rebuilt);
+a fine-tune first evaluates its starting weights (step 0,
 ``eval.at_start``), so the report can say what it cost; it ends with a final evaluation,
 ``metrics.json`` and ``report.md``. Fine-tuning options reach it only through the trainable parts' generic hooks
 (penalties on the weights, what follows a step, the weights evaluation sees; see
@@ -28,6 +30,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 
 from vislang.checkpoint import load_latest_readable, save_checkpoint
+from vislang.config.train import stage_values
 from vislang.data import build_sources, train_loader
 from vislang.data.cit import CitCurator
 from vislang.errors import ConfigError, TrainingDiverged, VislangError
@@ -36,20 +39,21 @@ from vislang.experiment import RunConfig, eval_context
 from vislang.hardware import cpu_has_bf16_units
 from vislang.models.vision.vit import set_mask_ratio
 from vislang.report import cost_warnings, headline, write_report
+from vislang.restore import as_trained
 from vislang.rng import rng_state
 from vislang.train.accumulate import all_reduce_gradients, backward
 from vislang.train.distributed import Ranks, gather_objects, init_distributed, local_device, sum_counts, training_state
 from vislang.train.log import RunLogger
 from vislang.train.optim import clip_gradients
 from vislang.train.run_dir import RunDirLock, prepare_run_dir
-from vislang.train.setup import Trainable, autocast, build_trainable, resolve_device
+from vislang.train.setup import Trainable, autocast, build_trainable, check_stages, resolve_device
 
 
 def all_ranks_have(batch: dict, world: int, device: torch.device) -> bool:
     """Whether every rank's part of the step holds a sample (all ranks skip the step together)."""
     if world == 1:
-        return "image" in batch
-    usable = torch.tensor(int("image" in batch), device=device)
+        return "text" in batch  # every usable batch has captions; a texts source has no images
+    usable = torch.tensor(int("text" in batch), device=device)
     dist.all_reduce(usable, op=dist.ReduceOp.MIN)
     return bool(usable)
 
@@ -78,6 +82,7 @@ class Run:
     lock: RunDirLock | None = None
     ddp: DistributedDataParallel | None = None
     curator: CitCurator | None = None
+    inputs: tuple[int, int] = (0, 0)  # the image size and context length the model takes now
     history: dict[str, float] = field(default_factory=dict)
     window: Window = field(default_factory=Window)
 
@@ -120,6 +125,7 @@ class Run:
 def start(cfg: RunConfig, run_dir: Path, resume: bool, quiet: bool) -> tuple[Run, object]:
     """Everything before the first step: the run, and this rank's batch iterator."""
     t = cfg.train
+    check_stages(cfg)
     device = local_device(resolve_device(t.device))
     if t.precision == "fp16" and device.type != "cuda":
         raise ConfigError("train.precision: fp16 needs a CUDA device (use bf16 or fp32 on the CPU)")
@@ -152,8 +158,9 @@ def _start(cfg: RunConfig, run_dir: Path, checkpoint: dict | None, quiet: bool, 
     t = cfg.train
     torch.set_num_threads(t.threads or os.cpu_count() or 1)
     torch.manual_seed(t.seed)  # the same initial weights on every rank
+    sized = as_trained(cfg, checkpoint["step"]) if checkpoint is not None else cfg  # the checkpoint's stage
     # opened (tables read, shards indexed) once for the tokenizer and the loader
-    sources = build_sources(cfg.data, cfg.model.vision.image_size, t.seed)
+    sources = build_sources(cfg.data, sized.model.vision.image_size, t.seed)
     parts = build_trainable(cfg, run_dir, sources, checkpoint, ranks, device)
     objective = parts.objective
     ddp = None
@@ -164,13 +171,14 @@ def _start(cfg: RunConfig, run_dir: Path, checkpoint: dict | None, quiet: bool, 
     if t.compile:
         objective.model.compile()
     # every rank evaluates its share (eval/encode.py)
-    evaluators = build_evaluators(cfg.eval.tasks, eval_context(cfg, parts.tokenizer))
+    evaluators = build_evaluators(cfg.eval.tasks, eval_context(sized, parts.tokenizer))
     curator = CitCurator(cfg.data.cit, parts.tokenizer, t.batch_size) if cfg.data.cit is not None else None
     batches, description = train_loader(
-        cfg.data, cfg.model.vision, t, parts.tokenizer, parts.step, device.type == "cuda", sources
+        cfg.data, sized.model.vision, t, parts.tokenizer, parts.step, device.type == "cuda", sources
     )
     logger = RunLogger(run_dir, t.steps, parts.step, quiet=quiet or not ranks.main, files=ranks.main)
     run = Run(cfg, run_dir, ranks, device, parts, logger, evaluators, lock, ddp, curator)
+    run.inputs = (sized.model.vision.image_size, sized.model.text.context_length)
     for line in [header(run), description, *parts.notes, *cpu_notes(cfg, device)]:
         logger.write(line)
     return run, batches
@@ -246,7 +254,7 @@ def log_step(run: Run, step: int, parts: dict, grad_norm: torch.Tensor, mask: fl
         "train/samples_per_s": w.samples / w.time,
         "train/data_wait_s": w.wait / w.steps,
     }
-    if run.cfg.model.vision.mask_ratio > 0:
+    if run.cfg.model.vision.mask_ratio > 0 or any(s.mask_ratio for s in run.cfg.train.stages):
         values["train/mask_ratio"] = mask
     total_counts = sum_counts(p.counts)
     values |= {f"data/{k}": v for k, v in total_counts.items()}
@@ -263,15 +271,47 @@ def log_step(run: Run, step: int, parts: dict, grad_norm: torch.Tensor, mask: fl
     run.window = Window()
 
 
+def enter_stage(run: Run, step: int, batches):
+    """The batch iterator for the step after ``step`` steps: when a stage (``train.stages``)
+    changes the input sizes there, the model's positions (and their optimizer moments) are
+    resized in place, and the loader and evaluators rebuilt at the new sizes; else ``batches``."""
+    staged = as_trained(run.cfg, step + 1)  # the model that trains step + 1
+    v, t = staged.model.vision, run.cfg.train
+    inputs = (v.image_size, staged.model.text.context_length)
+    if inputs == run.inputs:
+        return batches
+    lines = run.parts.resize_inputs(*inputs)
+    run.inputs = inputs
+    if run.ddp is not None:  # its buckets were laid out for the old shapes
+        index = [run.device.index] if run.device.type == "cuda" else None
+        run.ddp = DistributedDataParallel(run.parts.objective, device_ids=index)
+    run.evaluators = build_evaluators(run.cfg.eval.tasks, eval_context(staged, run.parts.tokenizer))
+    del batches  # its workers stop before the new loader's start
+    sources = build_sources(run.cfg.data, v.image_size, t.seed)
+    batches, _ = train_loader(run.cfg.data, v, t, run.parts.tokenizer, step, run.device.type == "cuda", sources)
+    resized = "; ".join(lines) or "no positions to resize"
+    run.logger.write(f"step {step}: stage of {v.image_size} px, context length {inputs[1]}: {resized}")
+    return batches
+
+
+def mask_at(cfg: RunConfig, step: int) -> float:
+    """The FLIP mask ratio of the step after ``step`` steps: the model's, a stage's, or 0 in
+    the unmasked tuning at the end (``train.unmasked_tuning``)."""
+    t = cfg.train
+    if step >= round(t.steps * (1 - t.unmasked_tuning)):
+        return 0.0
+    return stage_values(t.stages, step).get("mask_ratio", cfg.model.vision.mask_ratio)
+
+
 def steps(run: Run, batches) -> None:
     """Train from the run's step to ``train.steps``."""
     t, p = run.cfg.train, run.parts
-    mask_ratio, current_mask = run.cfg.model.vision.mask_ratio, None
-    unmask_at = round(t.steps * (1 - t.unmasked_tuning))
+    current_mask = None
     p.objective.train()
     step = p.step
     while step < t.steps:
         tick = time.perf_counter()
+        batches = enter_stage(run, step, batches)
         batch = next(batches)
         p.counts.update(batch.pop("counts", {}))
         if not all_ranks_have(batch, run.ranks.world, run.device):  # every sample of some rank's part was unusable
@@ -283,13 +323,15 @@ def steps(run: Run, batches) -> None:
             batch = run.curator(p.objective.model, batch)
             p.counts.update({"cit/drawn": drawn, "cit/kept": len(batch["text"])})
         ready = time.perf_counter()
-        if (wanted := mask_ratio if step < unmask_at else 0.0) != current_mask:
+        if (wanted := mask_at(run.cfg, step)) != current_mask:
+            if current_mask is not None:  # a stage or the unmasked tuning changed it
+                run.logger.write(f"step {step}: mask ratio {current_mask:g} -> {wanted:g}")
             set_mask_ratio(p.objective, current_mask := wanted)
         parts, grad_norm = optimizer_step(run, batch, step)
         step += 1
         done = time.perf_counter()
         w = run.window
-        w.samples, w.time, w.wait, w.steps = (w.samples + len(batch["image"]) * run.ranks.world,
+        w.samples, w.time, w.wait, w.steps = (w.samples + len(batch["text"]) * run.ranks.world,
                                               w.time + done - tick, w.wait + ready - tick, w.steps + 1)  # fmt: skip
         last = step == t.steps
         if step % t.log_every == 0 or last:

@@ -9,6 +9,7 @@ optimizer; then, under torchrun, a per-rank seed; then, when resuming, the saved
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -22,9 +23,14 @@ from vislang.data import Source, build_source, labelled_batches, tokenizer_corpu
 from vislang.errors import CheckpointError, ConfigError
 from vislang.eval.probes import fit_logistic
 from vislang.experiment import RunConfig, build_objective
+from vislang.models.positions import adapt_positions
+from vislang.models.text.transformer import set_context_length
+from vislang.models.vision.vit import set_image_size
 from vislang.objectives import Objective
 from vislang.objectives.base import StartContext
+from vislang.restore import as_trained, with_inputs
 from vislang.rng import set_rng_state
+from vislang.tokenizer_stats import build_from_section
 from vislang.tokenizers import BPETokenizer
 from vislang.train.distributed import Ranks, load_training_state, shard_blocks
 from vislang.train.ema import ParameterCopy, WeightEMA
@@ -76,6 +82,16 @@ def start_context(cfg: RunConfig, tokenizer: BPETokenizer, sources: dict[str, So
     return StartContext(tokenizer, device, batches, fit_logistic)
 
 
+def check_stages(cfg: RunConfig) -> None:
+    """Refuse a stage (``train.stages``) whose sizes the model cannot take (an image size the
+    patches do not divide), before anything is written: the switch comes mid-run."""
+    for i, stage in enumerate(cfg.train.stages):
+        try:
+            with_inputs(cfg, stage.image_size, stage.context_length)
+        except ConfigError as error:
+            raise ConfigError(f"train.stages.{i}: {error}") from None
+
+
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -105,6 +121,8 @@ def build_tokenizer(cfg: RunConfig, sources: dict[str, Source], start: dict | No
         return BPETokenizer.from_json(start["tokenizer"], context)
     if t.kind == "openai":
         return BPETokenizer.openai(t.path, context)
+    if t.kind == "regex" and not t.path:
+        return build_from_section(t, tokenizer_corpus(sources, t.train_texts), context)
     if t.path:
         return BPETokenizer.load(t.path, context)
     return BPETokenizer.train(tokenizer_corpus(sources, t.train_texts), t.vocab_size, context, t.lowercase)
@@ -134,6 +152,27 @@ class Trainable:
     def evaluation_weights(self) -> contextlib.AbstractContextManager:
         """The weights in the objective while it is evaluated: the moving average where one is kept."""
         return self.ema.applied() if self.ema is not None else contextlib.nullcontext()
+
+    def resize_inputs(self, image_size: int, context_length: int) -> list[str]:
+        """Switch to a stage's input sizes (``train.stages``), in place: the towers' positions
+        resized (:mod:`vislang.models.positions`), the optimizer's moments of those positions
+        resized the same way (moments that were never negative clamped at 0, as the second
+        moment must be), and the tokenizer at the new context length. Returns the log lines."""
+        named = dict(self.objective.named_parameters())
+        before = {name: param.shape for name, param in named.items()}
+        lines = set_image_size(self.objective, image_size) + set_context_length(self.objective, context_length)
+        for name, param in named.items():
+            state = self.optimizer.state.get(param, {})
+            for key, value in state.items():
+                if param.shape == before[name] or not torch.is_tensor(value) or value.shape != before[name]:
+                    continue
+                moments = {name: value}
+                adapt_positions(self.objective, moments)
+                state[key] = moments[name].clamp(min=0) if bool((value >= 0).all()) else moments[name]
+        if context_length != self.tokenizer.context_length:
+            self.tokenizer = copy.copy(self.tokenizer)  # the evaluators' and loader's one is replaced, not changed
+            self.tokenizer.context_length = context_length
+        return lines
 
     def extra_state(self) -> dict:
         """Checkpoint entries beyond the model, optimizer and schedule: the weight average
@@ -166,23 +205,27 @@ def build_trainable(
     """A fresh objective (seeded by ``train.seed``) or, given one, the state of a checkpoint."""
     t = cfg.train
     start = read_start(t.init_from) if t.init_from and checkpoint is None else None
+    # a checkpoint taken in a later stage (train.stages) holds a model of that stage's sizes
+    sized = as_trained(cfg, checkpoint["step"]) if checkpoint is not None else cfg
     if checkpoint is not None:
-        tokenizer = BPETokenizer.from_json(checkpoint["tokenizer"], cfg.model.text.context_length)
+        tokenizer = BPETokenizer.from_json(checkpoint["tokenizer"], sized.model.text.context_length)
     else:
         tokenizer = build_tokenizer(cfg, sources, start)
     if ranks.main:
         tokenizer.save(run_dir / "tokenizer.json")
     classes = run_classes(sources, checkpoint)
-    objective = build_objective(cfg, tokenizer.vocab_size, tokenizer.pad_id, classes).to(device)
+    objective = build_objective(sized, tokenizer.vocab_size, tokenizer.pad_id, classes).to(device)
     notes = []
     if start is not None:
         check_start_architecture(cfg, start, t.init_from)
         notes.append(init_objective_from(objective, start, t.init_from))
     if cfg.model.vision.init_from and checkpoint is None:
-        loaded, fresh = init_tower_from(objective.model.vision, cfg.model.vision.init_from, "model.vision.")
+        resized: list[str] = []
+        loaded, fresh = init_tower_from(objective.model.vision, cfg.model.vision.init_from, "model.vision.", resized)
         notes.append(
             f"image tower: {loaded} tensors from {cfg.model.vision.init_from}"
             + (f"; fresh: {', '.join(fresh)}" if fresh else "")
+            + (f"; {'; '.join(resized)}" if resized else "")
         )
     if checkpoint is None:  # a head fitted to the start (zero-shot, a probe): before adapters and the optimizer
         notes += objective.start(start_context(cfg, tokenizer, sources, device))

@@ -13,6 +13,7 @@ Two extras:
   contrastive text feature. The CLS always sits at position ``context_length``.
 
 ``step`` decodes incrementally with a key–value cache (the caller owns the cache dict).
+:func:`split_lm_state` / :func:`load_split` start such a decoder from a text-only one (CONCH).
 """
 
 from __future__ import annotations
@@ -152,6 +153,58 @@ class TextDecoder(nn.Module):
         for block, block_cache in zip(self.multimodal, caches[len(self.unimodal) :]):
             x = block(x, mask, context, block_cache)
         return self.head(self.ln_final(x))
+
+
+def lm_depth(lm_state: dict[str, torch.Tensor]) -> int:
+    """Blocks of a text-only decoder's state dict (keys ``unimodal.<i>.``)."""
+    indices = {int(k.split(".")[1]) for k in lm_state if k.startswith("unimodal.")}
+    return max(indices) + 1 if indices else 0
+
+
+def split_lm_state(
+    lm_state: dict[str, torch.Tensor], unimodal_depth: int, multimodal_depth: int
+) -> dict[str, torch.Tensor]:
+    """A text-only decoder's weights (an ``lm`` run's, keys as in its ``state_dict``) renamed for a
+    decoder of ``unimodal_depth`` text-only blocks then ``multimodal_depth`` multimodal ones
+    (CONCH's split language model): lm block i < ``unimodal_depth`` becomes ``unimodal.i``, the
+    others ``multimodal.(i - unimodal_depth)``, whose self-attention, norms and MLP they fill;
+    the multimodal blocks' cross-attention (``ln_cross``, ``cross_attn``) has no source and stays
+    as initialised. Token embedding, positions, mask embedding, final norm and head keep their
+    names. Raises ValueError when the depths do not add up to the lm's."""
+    if any(k.startswith("multimodal.") for k in lm_state):
+        raise ValueError("the source has multimodal blocks: split_from takes a text-only decoder (an lm run)")
+    depth = lm_depth(lm_state)
+    if depth != unimodal_depth + multimodal_depth:
+        raise ValueError(
+            f"the lm has {depth} blocks, but the unimodal ({unimodal_depth}) and multimodal ({multimodal_depth}) "
+            f"depths add up to {unimodal_depth + multimodal_depth}"
+        )
+    out = {}
+    for key, value in lm_state.items():
+        if not key.startswith("unimodal."):
+            out[key] = value
+            continue
+        _, index, rest = key.split(".", 2)
+        i = int(index)
+        out[f"unimodal.{i}.{rest}" if i < unimodal_depth else f"multimodal.{i - unimodal_depth}.{rest}"] = value
+    return out
+
+
+def load_split(decoder: TextDecoder, lm_state: dict[str, torch.Tensor]) -> list[str]:
+    """Load an lm's weights into ``decoder`` by :func:`split_lm_state`; returns the names loaded.
+    A tensor of another shape (width, vocabulary, context length) is a ValueError naming it."""
+    mapped = split_lm_state(lm_state, len(decoder.unimodal), len(decoder.multimodal))
+    own = decoder.state_dict()
+    unknown = [k for k in mapped if k not in own]
+    if unknown:
+        raise ValueError(f"the lm's tensor {unknown[0]} has no place in this decoder")
+    for name, value in mapped.items():
+        if value.shape != own[name].shape:
+            raise ValueError(
+                f"the lm's {name} has shape {tuple(value.shape)}, this decoder needs {tuple(own[name].shape)}"
+            )
+    decoder.load_state_dict(mapped, strict=False)
+    return list(mapped)
 
 
 def reorder_cache(cache: dict, index: torch.Tensor) -> None:

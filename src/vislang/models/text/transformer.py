@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from vislang.models.layers import Transformer
+from vislang.models.positions import resize_sequence
 
 
 def real_tokens(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
@@ -22,6 +23,16 @@ def real_tokens(tokens: torch.Tensor, pad_id: int) -> torch.Tensor:
     length = tokens.shape[1]
     filled = (tokens != pad_id).flip(1).cummax(dim=1).values.flip(1)  # True up to the last non-pad
     return filled | (torch.arange(length, device=tokens.device) == 0)
+
+
+def set_context_length(module: nn.Module, context_length: int) -> list[str]:
+    """Resize, in place, the positions of every text transformer in ``module`` to
+    ``context_length``; returns the log lines of what changed."""
+    lines = []
+    for tower in module.modules():
+        if isinstance(tower, TextTransformer):
+            lines += tower.set_context_length(context_length)
+    return lines
 
 
 class TextTransformer(nn.Module):
@@ -60,6 +71,33 @@ class TextTransformer(nn.Module):
         causal_mask = torch.full((context_length, context_length), float("-inf")).triu(1)
         self.register_buffer("causal_mask", causal_mask, persistent=False)
         nn.init.normal_(self.token_embed.weight, std=0.02)
+
+    def set_context_length(self, context_length: int) -> list[str]:
+        """Take ``context_length`` tokens from now on: the positions truncated or linearly resized
+        in place (:func:`vislang.models.positions.resize_sequence`; the same Parameter, so an
+        optimizer holding it keeps it) and the causal mask rebuilt."""
+        old = self.context_length
+        if context_length == old:
+            return []
+        with torch.no_grad():
+            self.pos_embed.data = resize_sequence(self.pos_embed.data, context_length)
+        mask = torch.full((context_length, context_length), float("-inf"), device=self.causal_mask.device).triu(1)
+        self.causal_mask, self.context_length = mask, context_length
+        how = "truncated" if context_length < old else "interpolated"
+        return [f"text positions {how} from {old} to {context_length}"]
+
+    def adapt_positions(self, state: dict[str, torch.Tensor], prefix: str = "") -> list[str]:
+        """Resize the position embedding in ``state`` (``prefix + "pos_embed"``) to this tower's
+        context length (truncated when shorter, linear when longer)."""
+        key = prefix + "pos_embed"
+        saved = state.get(key)
+        if saved is None or saved.ndim != 3 or saved.shape == self.pos_embed.shape:
+            return []
+        if saved.shape[-1] != self.pos_embed.shape[-1]:
+            return []  # another width: load_matching names the mismatch
+        state[key] = resize_sequence(saved, self.context_length)
+        how = "truncated" if self.context_length < saved.shape[1] else "interpolated"
+        return [f"{key}: text positions {how} from {saved.shape[1]} to {self.context_length}"]
 
     def attention_mask(self, tokens: torch.Tensor) -> torch.Tensor | None:
         """Additive mask [B, 1, L, L]: causal, or hiding padding keys when bidirectional (none

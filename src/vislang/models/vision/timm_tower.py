@@ -6,6 +6,10 @@ shared embedding. Weights are timm's random initialisation or a local file
 
 FLIP masking uses timm's own patch dropout (``patch_drop_rate``, EVA-CLIP style) on the models
 that have it (timm's ViTs); timm refuses it elsewhere.
+
+Position embeddings at another image size are timm's business too: a trunk with an absolute
+``pos_embed`` (timm's ViTs) is resized with timm's own ``resample_abs_pos_embed`` /
+``set_input_size``; convolutional trunks (ConvNeXt, ResNets) have none and take any size.
 """
 
 from __future__ import annotations
@@ -83,6 +87,47 @@ class TimmTower(nn.Module):
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.proj(self.trunk(images))
+
+    def _prefix_tokens(self) -> int:
+        """Rows of timm's ``pos_embed`` before the patch grid (class and register tokens, unless
+        the model keeps them out of the position table)."""
+        return 0 if getattr(self.trunk, "no_embed_class", False) else int(getattr(self.trunk, "num_prefix_tokens", 0))
+
+    def _grid(self) -> tuple[int, int] | None:
+        """The patch grid of a trunk with an absolute position table, or None (convolutional trunks)."""
+        embed = getattr(self.trunk, "patch_embed", None)
+        if not isinstance(getattr(self.trunk, "pos_embed", None), nn.Parameter) or embed is None:
+            return None
+        return tuple(embed.grid_size)
+
+    def set_image_size(self, image_size: int) -> list[str]:
+        """Take images of ``image_size`` from now on, through timm's ``set_input_size``; the
+        position table keeps its Parameter (an optimizer holding it keeps it). Convolutional
+        trunks need nothing."""
+        old = self._grid()
+        if old is None or not hasattr(self.trunk, "set_input_size"):
+            return []
+        param = self.trunk.pos_embed
+        self.trunk.set_input_size(img_size=(image_size, image_size))
+        new = self._grid()
+        if new == old:
+            return []
+        with torch.no_grad():
+            param.data = self.trunk.pos_embed.data
+        self.trunk.pos_embed = param
+        return [f"image positions interpolated from a {old[0]}x{old[1]} to a {new[0]}x{new[1]} grid ({image_size} px)"]
+
+    def adapt_positions(self, state: dict[str, torch.Tensor], prefix: str = "") -> list[str]:
+        """Resize timm's ``pos_embed`` in ``state`` to this trunk's grid with timm's own resampling."""
+        from timm.layers import resample_abs_pos_embed
+
+        key, grid = prefix + "trunk.pos_embed", self._grid()
+        if grid is None or key not in state or state[key].shape == self.trunk.pos_embed.shape:
+            return []
+        saved, prefix_tokens = state[key], self._prefix_tokens()
+        side = int((saved.shape[1] - prefix_tokens) ** 0.5)
+        state[key] = resample_abs_pos_embed(saved, new_size=list(grid), num_prefix_tokens=prefix_tokens)
+        return [f"{key}: positions interpolated from a {side}x{side} to a {grid[0]}x{grid[1]} grid (timm)"]
 
     def set_mask_ratio(self, ratio: float) -> None:
         """Change timm's patch-dropout rate (FLIP's unmasked tuning sets 0)."""

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from vislang.models.layers import AttentionPool, Transformer
+from vislang.models.positions import resize_grid
 from vislang.models.vision.timm_tower import TimmTower
 
 
@@ -57,6 +58,16 @@ def set_mask_ratio(module: nn.Module, ratio: float) -> None:
             tower.set_mask_ratio(ratio)
 
 
+def set_image_size(module: nn.Module, image_size: int) -> list[str]:
+    """Resize, in place, the positions of every image tower in ``module`` to ``image_size``
+    (training stages, evaluating at another size); returns the log lines of what changed."""
+    lines = []
+    for tower in module.modules():
+        if isinstance(tower, (VisionTransformer, TimmTower)):
+            lines += tower.set_image_size(image_size)
+    return lines
+
+
 class VisionTransformer(nn.Module):
     """ViT image tower. Arguments are plain values (the ``model.vision`` fields of the same names,
     mapped by :mod:`vislang.objectives.towers`), so the model layer needs no config types.
@@ -95,7 +106,7 @@ class VisionTransformer(nn.Module):
             self.stem = conv_stem(w, patch_size)
         else:
             self.stem = nn.Conv2d(3, w, patch_size, stride=patch_size, bias=patch_bias)
-        self.grid = image_size // patch_size
+        self.patch_size, self.grid = patch_size, image_size // patch_size
         # With a class token the position embedding has one more row, the class token's (CLIP).
         cls = pool == "cls"
         self.cls_token = nn.Parameter(torch.randn(1, 1, w) * w**-0.5) if cls else None
@@ -124,6 +135,39 @@ class VisionTransformer(nn.Module):
         """Change the share of patch tokens dropped while training (FLIP's unmasked tuning sets 0)."""
         self.mask_ratio = ratio
 
+    def set_image_size(self, image_size: int) -> list[str]:
+        """Take images of ``image_size`` from now on: the grid of positions resized in place (the
+        same Parameter, so an optimizer holding it keeps it; a sincos2d table recomputed); the
+        class token's row is kept. Returns a log line when the grid changed."""
+        grid = image_size // self.patch_size
+        if image_size % self.patch_size or grid < 1:
+            raise ValueError(f"image size {image_size} is not a multiple of the patch size {self.patch_size}")
+        if grid == self.grid:
+            return []
+        old, self.grid = self.grid, grid
+        cls = int(self.cls_token is not None)
+        with torch.no_grad():
+            if isinstance(self.pos_embed, nn.Parameter):
+                self.pos_embed.data = resize_grid(self.pos_embed.data, grid, cls)
+            else:
+                fixed = sincos_2d(grid, self.width).to(self.pos_embed)
+                self.pos_embed = torch.cat([self.pos_embed[:, :cls], fixed], dim=1)
+        return [f"image positions interpolated from a {old}x{old} to a {grid}x{grid} grid ({image_size} px)"]
+
+    def adapt_positions(self, state: dict[str, torch.Tensor], prefix: str = "") -> list[str]:
+        """Resize a learned position embedding in ``state`` (``prefix + "pos_embed"``) to this
+        tower's grid, class-token row kept (:mod:`vislang.models.positions`); a sincos2d table is
+        not saved, so there is nothing to adapt."""
+        key = prefix + "pos_embed"
+        if not isinstance(self.pos_embed, nn.Parameter) or key not in state:
+            return []
+        saved, cls = state[key], int(self.cls_token is not None)
+        if saved.shape == self.pos_embed.shape or saved.ndim != 3 or saved.shape[-1] != self.width:
+            return []  # the same grid, or not a position table of this width (load_matching names it)
+        old = int(math.isqrt(saved.shape[1] - cls))
+        state[key] = resize_grid(saved, self.grid, cls)
+        return [f"{key}: positions interpolated from a {old}x{old} to a {self.grid}x{self.grid} grid"]
+
     def tokens(self, images: torch.Tensor) -> torch.Tensor:
         """Patch tokens after the transformer and final norm: [B, L, width] (class token first if any)."""
         x = self.stem(images).flatten(2).transpose(1, 2)
@@ -131,6 +175,19 @@ class VisionTransformer(nn.Module):
         x = x + (pos[:, 1:] if self.cls_token is not None else pos)
         if self.training and self.mask_ratio > 0:
             x = keep_random_tokens(x, max(1, round(x.shape[1] * (1 - self.mask_ratio))))
+        if self.cls_token is not None:
+            cls = (self.cls_token.to(x.dtype) + pos[:, :1]).expand(x.shape[0], -1, -1)
+            x = torch.cat([cls, x], dim=1)
+        return self.ln_post(self.transformer(self.ln_pre(x)))
+
+    def visible_tokens(self, images: torch.Tensor, keep_index: torch.Tensor) -> torch.Tensor:
+        """MAE's encoder pass: only the patches ``keep_index`` [B, K] names (indices into the
+        row-major grid) enter the transformer, each with its position; the class token, if any,
+        first. Returns [B, K (+1), width] after the final norm."""
+        x = self.stem(images).flatten(2).transpose(1, 2)
+        pos = self.pos_embed.to(x.dtype)
+        x = x + (pos[:, 1:] if self.cls_token is not None else pos)
+        x = x.gather(1, keep_index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))
         if self.cls_token is not None:
             cls = (self.cls_token.to(x.dtype) + pos[:, :1]).expand(x.shape[0], -1, -1)
             x = torch.cat([cls, x], dim=1)

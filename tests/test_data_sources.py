@@ -184,6 +184,22 @@ def test_random_crop_is_seeded_by_the_sample():
     assert not np.array_equal(a, transform(image, np.random.default_rng(6)))
 
 
+def test_the_world_takes_the_random_crop_in_training_only():
+    from vislang.data import build_source
+
+    data = DataConfig(random_crop=True, crop_scale=(0.3, 0.5))
+    cropped = build_source(data, data.sources[0], 32, 0)
+    plain = build_source(data.model_copy(update={"random_crop": False}), data.sources[0], 32, 0)
+    held_out = build_source(data, data.sources[0], 32, 0, train=False)
+    rng = lambda: np.random.default_rng([0, 303, 7])  # noqa: E731  the loader's per-sample generator
+    image, caption = cropped.get(7, rng())
+    reference, same_caption = plain.get(7, rng())
+    assert image.shape == reference.shape == (32, 32, 3) and caption == same_caption
+    assert np.array_equal(image, cropped.get(7, rng())[0])  # a pure function of the position
+    assert not np.array_equal(image, reference)  # at most half the scene, resized back: zoomed in
+    assert np.array_equal(held_out.get(7, rng())[0], reference)
+
+
 def test_shuffle_false_reads_the_stored_order_every_epoch(tmp_path):
     captions = [f"caption number {i}" + "!" * i for i in range(5)]  # lengths 16..20 tell them apart
     table = pa.table({"image": [png_bytes((40 * i, 0, 0)) for i in range(5)], "caption": captions})

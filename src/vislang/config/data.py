@@ -124,7 +124,10 @@ class DataConfig(Section):
         "pad, or squash",
     )
     interpolation: Literal["bicubic", "bilinear"] = Field("bicubic", description="of every resize")
-    random_crop: bool = Field(False, description="training adds a random-resized crop")
+    random_crop: bool = Field(
+        False,
+        description="training adds a random-resized crop (the world's rendered scenes too; not the motion world's clips)",
+    )
     crop_scale: tuple[float, float] = Field(
         (0.9, 1.0), description="random crop: the kept area's range (low, high), 0 < low <= high <= 1"
     )

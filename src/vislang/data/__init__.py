@@ -88,12 +88,14 @@ def build_source(
     s = source
     if s.kind == "texts":  # no images: batches of tokens only (vislang.data.texts)
         return TextsSource(s.path, s.caption_columns[0], seed, resampled=s.resampled, shuffle=s.shuffle)
-    if s.kind == "world":
-        world = build_world(data.world, image_size)
-        return MotionSamples(MotionWorld(world, data.world.motion_frames)) if data.world.motion else WorldSamples(world)
     transform = ImageTransform(
         image_size, data.resize_mode, data.random_crop and train, data.crop_scale, interpolation=data.interpolation
     )
+    if s.kind == "world":
+        world = build_world(data.world, image_size)
+        if data.world.motion:
+            return MotionSamples(MotionWorld(world, data.world.motion_frames))
+        return WorldSamples(world, transform if transform.random_crop else None)
     if isinstance(s, LabelledSourceConfig):
         built = build_labelled(s, build_world(data.world, image_size), transform, data.max_image_pixels, seed)
         if check:

@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from vislang.data.decode import BadSample, SampleDecoder, decode_caption
 from vislang.data.source import RandomAccessSource
@@ -56,10 +57,14 @@ def resolve_image(value: object, root: Path) -> bytes | Path:
 
 
 class WorldSamples(RandomAccessSource):
-    """The built-in world's train split: sample ``p`` is world sample ``p`` (rendered, no files)."""
+    """The built-in world's train split: sample ``p`` is world sample ``p`` (rendered, no files).
+    ``crop`` (``data.random_crop`` in training): a random-resized crop of each rendered scene,
+    drawn from the sample's generator, as a file source's images get it."""
 
-    def __init__(self, world: World) -> None:
-        self.world = world
+    def __init__(
+        self, world: World, crop: Callable[[Image.Image, np.random.Generator], np.ndarray] | None = None
+    ) -> None:
+        self.world, self.crop = world, crop
 
     @property
     def size(self) -> None:
@@ -70,6 +75,8 @@ class WorldSamples(RandomAccessSource):
 
     def get(self, position: int, rng: np.random.Generator) -> tuple[np.ndarray, str]:
         image, caption, _ = self.world.sample("train", position)
+        if self.crop is not None:
+            image = self.crop(Image.fromarray(image), rng)
         return image, caption
 
     def captions(self, n: int) -> list[str]:

@@ -17,7 +17,11 @@ stats give its loop time after loading and warm-up. Its virtual environment is s
 conflict with vislang's: numpy<2, pyarrow<16, webdataset<0.3, open_clip<3); give it this torch.
 
     python bench/index_throughput.py [--images 2000] [--size 256] [--workers 2] [--batch-size 64]
-        [--repeats 1] [--clip-retrieval-venv /tmp/crvenv]
+        [--repeats 1] [--clip-retrieval-venv /tmp/crvenv] [--int8] [--bf16]
+
+``--int8`` adds ``vislang index --quantize int8`` as a side, ``--bf16`` adds ``vislang index
+--precision bf16``; each reports how close its embeddings are to the fp32 loop's (mean and
+minimum cosine, nearest neighbour unchanged).
 """
 
 from __future__ import annotations
@@ -102,7 +106,8 @@ def side_vislang(args: argparse.Namespace) -> dict:
     torch.set_num_threads(args.threads)
     start = time.perf_counter()
     options = IndexOptions(batch_size=args.batch_size, workers=args.workers, quiet=True,
-                           thumbnail_size=160 if args.thumbnails else None)  # fmt: skip
+                           thumbnail_size=160 if args.thumbnails else None, quantize=args.quantize,
+                           precision=args.precision)  # fmt: skip
     manifest = run_index(IndexJob(args.model, [args.images_dir], Path(args.out), options, faiss={"kind": "flat"}))
     return {"seconds": time.perf_counter() - start, "images": manifest["count"]}
 
@@ -155,13 +160,18 @@ SIDES = {
 }
 
 
+INT8 = {"vislang_index_int8": ("vislang", ("--thumbnails", "--quantize", "int8"))}
+BF16 = {"vislang_index_bf16": ("vislang", ("--thumbnails", "--precision", "bf16"))}
+
+
 def measure(args: argparse.Namespace, root: Path) -> dict:
     """Each side ``--repeats`` times, in turn (the order reversed every other round, so that a
     change in the machine's load falls on all sides); the median run of each, with every time."""
-    times: dict[str, list[dict]] = {name: [] for name in SIDES}
+    sides = SIDES | (INT8 if args.int8 else {}) | (BF16 if args.bf16 else {})
+    times: dict[str, list[dict]] = {name: [] for name in sides}
     for round_ in range(args.repeats):
-        for name in list(SIDES) if round_ % 2 == 0 else list(SIDES)[::-1]:
-            side, extra = SIDES[name]
+        for name in list(sides) if round_ % 2 == 0 else list(sides)[::-1]:
+            side, extra = sides[name]
             times[name].append(run_side(side, args, root / f"{name}-{round_}", *extra))
     runs = {}
     for name, results in times.items():
@@ -182,12 +192,16 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=1, help="runs of each side, in turn (median reported)")
     parser.add_argument("--clip-retrieval-venv", default="/tmp/crvenv", help="'' to skip clip-retrieval")
     parser.add_argument("--json", help="also write the figures here")
+    parser.add_argument("--int8", action="store_true", help="also vislang index --quantize int8 (and its agreement)")
+    parser.add_argument("--bf16", action="store_true", help="also vislang index --precision bf16 (and its agreement)")
     # a side run in its own process
     parser.add_argument("--side", choices=["openclip", "vislang"], help=argparse.SUPPRESS)
     parser.add_argument("--images-dir", help=argparse.SUPPRESS)
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--out", help=argparse.SUPPRESS)
     parser.add_argument("--thumbnails", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--quantize", help=argparse.SUPPRESS)
+    parser.add_argument("--precision", default="fp32", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.side:
         print(json.dumps((side_openclip if args.side == "openclip" else side_vislang)(args)))
@@ -201,6 +215,12 @@ def main() -> None:
         ours = np.concatenate([np.asarray(v) for v in _parquet_embeddings(root / "vislang_index-0")])
         theirs = np.load(root / "openclip_loop-0" / "embeddings.npy")
         agreement = float(np.abs(ours - theirs).max())
+        from vislang.search.quantize import agreement as closeness
+
+        close = {}
+        for name in ["vislang_index_int8"] * args.int8 + ["vislang_index_bf16"] * args.bf16:
+            other = np.concatenate([np.asarray(v) for v in _parquet_embeddings(root / f"{name}-0")])
+            close[name] = {k: round(v, 4) for k, v in closeness(theirs, other).items()}
     for run in runs.values():
         if "seconds" in run:
             run["images_per_s"] = round(run["images"] / run["seconds"], 2)
@@ -227,6 +247,9 @@ def main() -> None:
         else None,
         "max_abs_embedding_difference_vs_openclip": agreement,
     }
+    for name, agreement_ in close.items():
+        figures[f"ratio_{name}_vs_openclip"] = round(runs[name]["images_per_s"] / base, 3)
+        figures[f"{name}_agreement_vs_openclip_fp32"] = agreement_
     print(json.dumps(figures, indent=2))
     if args.json:
         Path(args.json).write_text(json.dumps(figures, indent=2) + "\n")

@@ -123,6 +123,28 @@ def test_folder_with_captions_and_a_corrupt_image(tiny_run, tmp_path):
     assert manifest["captions"] == 4 and set(manifest["faiss"]) == {"image", "text"}
 
 
+def test_int8_quantized_embeddings_stay_close_to_fp32_and_are_recorded(tiny_run, tmp_path):
+    from vislang.errors import ConfigError, DataError
+    from vislang.search.quantize import agreement
+
+    names = images(tmp_path / "pics", 12, captions=True)
+    manifest = index(str(tmp_path / "pics"), "--model", str(tiny_run), "--out", str(tmp_path / "ix"),
+                     "--no-thumbnails", "--quantize", "int8")  # fmt: skip
+    table = rows(tmp_path / "ix")
+    quantized = vectors(table, "image_embedding")
+    expected = expected_images(tiny_run, [tmp_path / "pics" / n for n in names])
+    close = agreement(expected / np.linalg.norm(expected, axis=1, keepdims=True), quantized)
+    assert not np.allclose(quantized, expected, atol=1e-6)  # the int8 kernels did run
+    assert close["min_cosine"] > 0.98 and manifest["job"]["quantize"] == "int8"
+    with pytest.raises(DataError, match="already an index with quantize 'int8'"):  # parts must not mix
+        index(str(tmp_path / "pics"), "--model", str(tiny_run), "--out", str(tmp_path / "ix"), "--no-thumbnails")
+    for extra, message in ((["--device", "cuda"], "CPU only"), (["--precision", "bf16"], "give one of them")):
+        with pytest.raises(ConfigError, match=message):
+            index(str(tmp_path / "pics"), "--model", str(tiny_run), "--out", str(tmp_path / "new"), "--quantize",
+                  "int8", *extra)  # fmt: skip
+    assert not (tmp_path / "new").exists()
+
+
 def test_thumbnail_fits_the_box(tiny_run, tmp_path):
     (tmp_path / "pics").mkdir()
     Image.new("RGB", (400, 100), (10, 200, 30)).save(tmp_path / "pics" / "wide.png")

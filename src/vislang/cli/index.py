@@ -36,6 +36,9 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--max-image-pixels", type=positive_int, help="skip larger images (default: training's limit)")
     p.add_argument("--device", default="cpu", help="torch device, e.g. cuda (default cpu)")
     p.add_argument("--precision", choices=["fp32", "bf16", "fp16"], default="fp32", help="autocast precision")
+    p.add_argument("--quantize", choices=["int8"],
+                   help="CPU: the towers' linear layers in int8 (dynamic quantization; faster, embeddings "
+                   "differ slightly from fp32: docs/search.md)")  # fmt: skip
     p.add_argument("--engine", choices=["local", "ray"], default="local", help="one process (or torchrun) or Ray")
     p.add_argument("--tasks", type=positive_int, default=2, help="--engine ray: tasks, each a share of the parts")
     p.add_argument("--kind", choices=["auto", "flat", "ivfpq", "hnsw"], default="auto", help="faiss index kind")
@@ -62,6 +65,7 @@ def run(args: argparse.Namespace) -> int:
         max_pixels=args.max_image_pixels or DEFAULT_MAX_PIXELS,
         device=args.device,
         precision=args.precision,
+        quantize=args.quantize,
         quiet=args.quiet,
     )
     faiss = {"kind": args.kind, "target_recall": args.target_recall, "nlist": args.nlist, "pq_m": args.pq_m,

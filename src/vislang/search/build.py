@@ -53,6 +53,7 @@ class IndexOptions:
     max_pixels: int = DEFAULT_MAX_PIXELS
     device: str = "cpu"
     precision: str = "fp32"
+    quantize: str | None = None  # "int8": the towers' linear layers in int8 (vislang.search.quantize)
     quiet: bool = False
 
 
@@ -286,6 +287,7 @@ def job_identity(model: str | Path, items: Items, options: IndexOptions, columns
         "columns": columns,
         "thumbnail_size": options.thumbnail_size,
         "max_pixels": options.max_pixels,
+        "quantize": options.quantize,  # parts of int8 and fp32 embeddings must not mix
     }
 
 

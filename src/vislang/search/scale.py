@@ -34,6 +34,7 @@ from vislang.search.build import (
     summarise,
 )
 from vislang.search.items import Items, open_items
+from vislang.search.quantize import check_quantize, quantize_int8
 
 ENGINES = ("local", "ray")
 
@@ -68,9 +69,13 @@ def torchrun_world() -> tuple[int, int]:
 
 def open_model(job: IndexJob) -> tuple:
     """(model in eval mode, tokenizer, preprocess) of the job."""
-    model, tokenizer, preprocess = load(job.model, job.options.device)
+    options = job.options
+    check_quantize(options.quantize, options.device, options.precision)
+    model, tokenizer, preprocess = load(job.model, options.device)
     if isinstance(model, torch.nn.Module):
         model.eval()
+    if options.quantize == "int8":
+        model = quantize_int8(model)
     return model, tokenizer, preprocess
 
 
@@ -104,6 +109,7 @@ def run_index(job: IndexJob, engine: str = "local", tasks: int = 2) -> dict | No
     """Run the whole job; the manifest, or None on ranks other than 0."""
     if engine not in ENGINES:
         raise ConfigError(f"unknown engine {engine!r} (choose {' or '.join(ENGINES)})")
+    check_quantize(job.options.quantize, job.options.device, job.options.precision)  # before anything is written
     rank, world = torchrun_world()
     if world > 1:
         if engine == "ray":

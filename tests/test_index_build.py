@@ -145,6 +145,24 @@ def test_int8_quantized_embeddings_stay_close_to_fp32_and_are_recorded(tiny_run,
     assert not (tmp_path / "new").exists()
 
 
+@pytest.mark.parametrize("sets", [["model.vision.pool=map"], ["objective=coca", "objective.decoder.n_queries=4"]])
+def test_int8_keeps_the_projections_cross_attention_slices(sets):
+    """An attention pool and CoCa's pooler slice their input projection by weight: those stay
+    fp32 linears, every other linear is quantized, and the image embedding stays close."""
+    from conftest import TINY
+    from vislang.experiment import build_config, build_objective
+    from vislang.search.quantize import quantize_int8, sliced_projections
+
+    objective = build_objective(build_config({}, [*TINY, *sets]), 300, 0, None).eval()
+    quantized = quantize_int8(objective)
+    linears = [m for m in quantized.modules() if type(m) is torch.nn.Linear]
+    assert len(linears) == len(sliced_projections(objective)) > 0
+    images = torch.randn(3, 3, 32, 32)
+    with torch.no_grad():
+        cosine = (objective.model.encode_image(images) * quantized.model.encode_image(images)).sum(-1)
+    assert cosine.min() > 0.99
+
+
 def test_thumbnail_fits_the_box(tiny_run, tmp_path):
     (tmp_path / "pics").mkdir()
     Image.new("RGB", (400, 100), (10, 200, 30)).save(tmp_path / "pics" / "wide.png")

@@ -56,6 +56,25 @@ def test_an_image_size_the_patches_do_not_divide_is_refused_before_training(tmp_
     assert not (tmp_path / "run").exists()
 
 
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["objective=coca", "train.stages=[{start_step: 3, context_length: 32}]"], "stages.0.context_length: the coca"),
+        (["objective=cap", "train.stages=[{start_step: 3, context_length: 32}]"], "stages.0.context_length: the cap"),
+        (["objective=mae", "eval.tasks=[]", "train.stages=[{start_step: 3, image_size: 48}]"], "image_size: the mae"),
+        (["objective.hard_negative_images=8", "train.stages=[{start_step: 3, image_size: 48}]"], "keeps a bank"),
+        (["data.cit={class_names: [circle]}", "train.stages=[{start_step: 3, context_length: 32}]"], "data.cit"),
+    ],
+)
+def test_stages_that_a_part_of_the_objective_cannot_follow_are_refused(sets, message, tmp_path):
+    """Parts sized once by the first inputs (a decoder's positions, MAE's pixel decoder, the
+    hard-negative bank, CiT's prompts) would break at the switch: refused before anything is written."""
+    cfg = build_config({}, [*TINY, *sets])
+    with pytest.raises(ConfigError, match=message):
+        train(cfg, tmp_path / "run", quiet=True)
+    assert not (tmp_path / "run").exists()
+
+
 def test_each_step_gets_its_stage_values():
     cfg = build_config({}, STAGED)
     assert stage_values(cfg.train.stages, 5) == {}

@@ -25,6 +25,7 @@ broken studies, and one of them should not stop an evaluation that takes hours t
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,8 +176,8 @@ def _clip_source(value: Any, root: Path) -> bytes | Path | None:
 
 def _text(value: Any) -> str | None:
     """A cell as text (a parquet integer patient id too); None for an empty one."""
-    if value is None or isinstance(value, bytes | dict | list):
-        return None
+    if value is None or isinstance(value, bytes | dict | list) or (isinstance(value, float) and math.isnan(value)):
+        return None  # a NaN group id is an empty cell, not one group
     text = " ".join(str(value).split())
     return text or None
 

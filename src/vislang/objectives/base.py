@@ -33,6 +33,8 @@ class ObjectiveConfig(Section):
     accepts_pretrained_text: ClassVar[bool] = False  # model.text.pretrained (a Hugging Face text tower)
     needs_labels: ClassVar[bool] = False  # batches must carry ``label`` (labelled sources only)
     needs_classes: ClassVar[bool] = False  # built with the labelled source's ClassTask (a head over its classes)
+    # the input sizes a stage of train.stages may change mid-run (a part sized by the others is not resized)
+    stage_inputs: ClassVar[frozenset[str]] = frozenset({"image_size", "context_length"})
 
     def check(self, model: ModelConfig, train: TrainConfig) -> None:
         """Raise ValueError for a combination with other sections that this objective cannot train."""

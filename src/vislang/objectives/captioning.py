@@ -10,7 +10,7 @@ image–text pair, in chunks of ``score_chunk`` pairs.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -34,6 +34,10 @@ class DecoderConfig(Section):
 
 class CapConfig(ObjectiveConfig):
     """Cap: image encoder + text decoder trained by teacher-forced next-token prediction."""
+
+    stage_inputs: ClassVar[frozenset[str]] = frozenset(
+        {"image_size"}
+    )  # the caption decoder's positions keep their length
 
     kind: Literal["cap"] = Field("cap", description="the objective")
     decoder: DecoderConfig = Field(DecoderConfig(), description="the text decoder")

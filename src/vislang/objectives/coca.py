@@ -52,6 +52,10 @@ class CocaDecoderConfig(DecoderConfig):
 class CocaConfig(ObjectiveConfig):
     """CoCa: contrastive loss on pooled embeddings plus captioning loss on the decoder."""
 
+    stage_inputs: ClassVar[frozenset[str]] = frozenset(
+        {"image_size"}
+    )  # the multimodal decoder's positions keep their length
+
     kind: Literal["coca"] = Field("coca", description="the objective")
     contrastive_weight: float = Field(
         1.0, ge=0, allow_inf_nan=False, description="weight of the contrastive loss (paper: 1)"

@@ -40,6 +40,8 @@ PLACEHOLDER = "X"  # the word written at the context positions (its embedding is
 class CoopConfig(ObjectiveConfig):
     """Learned prompt context on frozen towers (CoOp), trained with cross-entropy over the classes."""
 
+    stage_inputs: ClassVar[frozenset[str]] = frozenset({"image_size"})  # the prompts are tokenized once, at the start
+
     kind: Literal["coop"] = Field("coop", description="the objective")
     n_ctx: int = Field(
         4,

@@ -10,7 +10,7 @@ batches of tokens only.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -28,6 +28,8 @@ NO_SCORING = "objective lm has no image tower: give its run eval.tasks: []"
 
 class LmConfig(ObjectiveConfig):
     """LM: next-token prediction with a decoder-only text transformer."""
+
+    stage_inputs: ClassVar[frozenset[str]] = frozenset()  # the decoder's positions keep their length
 
     kind: Literal["lm"] = Field("lm", description="the objective")
     depth: int = Field(

@@ -8,7 +8,7 @@ with ``model.vision.init_from: <this run>``. The pixel decoder is dropped there.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 from pydantic import Field
@@ -33,6 +33,8 @@ class MaeDecoderConfig(Section):
 
 class MaeConfig(ObjectiveConfig):
     """MAE: per-sample random masking, encoder on the visible patches, pixels of the hidden ones."""
+
+    stage_inputs: ClassVar[frozenset[str]] = frozenset()  # the pixel decoder's grid keeps its size
 
     kind: Literal["mae"] = Field("mae", description="the objective")
     mask_ratio: float = Field(

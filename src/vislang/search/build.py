@@ -230,11 +230,13 @@ def embed_share(
     bar = _progress(sum(len(b) for _, b in plan) if not items.streams else None, options, rank)
     with bar:
         loader = _loader(_Positions(items, preprocess, options), [b for _, b in plan], options) if plan else []
-        for (part, batch), rows in zip(plan, loader):
-            embedder.add(part, rows)
+        batches = iter(loader)
+        for part, batch in plan:
+            embedder.add(part, next(batches))
             if batch[-1] == min((part + 1) * ps, size) - 1:
                 embedder.finish(part)
             bar.update(len(batch))
+        del batches  # its worker processes stop here, not at interpreter exit (an abort under torchrun)
         total = _embed_streams(embedder, items, done, rank, world, bar) if items.streams else size
     return {"written": embedder.written, "positions": total}
 

@@ -164,7 +164,13 @@ def _run_ranks(job: IndexJob, rank: int, world: int) -> dict | None:
             failure, positions = error, torch.tensor([0])
         _agree(failure)
         dist.all_reduce(positions, op=dist.ReduceOp.MAX)  # streams: every rank read them to the end
-        return finish(job, identity, int(positions.item())) if rank == 0 else None
+        manifest = None
+        try:
+            manifest = finish(job, identity, int(positions.item())) if rank == 0 else None
+        except VislangError as error:
+            failure = error
+        _agree(failure)  # the other ranks wait for rank 0's faiss build: none leaves while it works
+        return manifest
     finally:
         dist.destroy_process_group()
 

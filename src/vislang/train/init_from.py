@@ -59,7 +59,7 @@ def load_matching(
     weights = dict(weights)
     try:
         resized = adapt_positions(module, weights)
-    except ValueError as error:
+    except (ValueError, RuntimeError) as error:  # a table that is no grid; timm's resampling refusing it
         raise CheckpointError(f"{source}: {error}") from None
     if notes is not None:
         notes += [f"{prefix}{line}" for line in resized]

@@ -85,11 +85,22 @@ def start_context(cfg: RunConfig, tokenizer: BPETokenizer, sources: dict[str, So
 def check_stages(cfg: RunConfig) -> None:
     """Refuse a stage (``train.stages``) whose sizes the model cannot take (an image size the
     patches do not divide), before anything is written: the switch comes mid-run."""
+    objective = cfg.objective
     for i, stage in enumerate(cfg.train.stages):
         try:
             with_inputs(cfg, stage.image_size, stage.context_length)
         except ConfigError as error:
             raise ConfigError(f"train.stages.{i}: {error}") from None
+        for name in ("image_size", "context_length"):
+            if getattr(stage, name) is not None and name not in objective.stage_inputs:
+                raise ConfigError(
+                    f"train.stages.{i}.{name}: the {objective.kind} objective cannot change it during training"
+                )
+        resized = stage.image_size is not None or stage.context_length is not None
+        if resized and getattr(objective, "hard_negative_images", 0):
+            raise ConfigError(f"train.stages.{i}: objective.hard_negative_images keeps a bank of the first sizes")
+        if stage.context_length is not None and cfg.data.cit is not None:
+            raise ConfigError(f"train.stages.{i}.context_length: data.cit tokenizes its prompts once, at the start")
 
 
 def resolve_device(name: str) -> torch.device:

@@ -105,8 +105,12 @@ class TimmTower(nn.Module):
         position table keeps its Parameter (an optimizer holding it keeps it). Convolutional
         trunks need nothing."""
         old = self._grid()
-        if old is None or not hasattr(self.trunk, "set_input_size"):
+        if old is None:
             return []
+        if not hasattr(self.trunk, "set_input_size"):
+            raise ConfigError(
+                f"the timm trunk {type(self.trunk).__name__} cannot change its input size (no set_input_size)"
+            )
         param = self.trunk.pos_embed
         self.trunk.set_input_size(img_size=(image_size, image_size))
         new = self._grid()
@@ -126,6 +130,10 @@ class TimmTower(nn.Module):
             return []
         saved, prefix_tokens = state[key], self._prefix_tokens()
         side = int((saved.shape[1] - prefix_tokens) ** 0.5)
+        if side * side + prefix_tokens != saved.shape[1]:
+            raise ValueError(
+                f"{key}: {saved.shape[1]} positions are not a square grid plus {prefix_tokens} prefix tokens"
+            )
         state[key] = resample_abs_pos_embed(saved, new_size=list(grid), num_prefix_tokens=prefix_tokens)
         return [f"{key}: positions interpolated from a {side}x{side} to a {grid[0]}x{grid[1]} grid (timm)"]
 

@@ -84,7 +84,9 @@ def start_context(cfg: RunConfig, tokenizer: BPETokenizer, sources: dict[str, So
 
 def check_stages(cfg: RunConfig) -> None:
     """Refuse a stage (``train.stages``) whose sizes the model cannot take (an image size the
-    patches do not divide), before anything is written: the switch comes mid-run."""
+    patches do not divide), or that a part sized once by the first inputs could not follow (a
+    decoder's positions, MAE's pixel decoder, the hard-negative bank, CiT's prompts: the
+    objective's ``stage_inputs``), before anything is written: the switch comes mid-run."""
     objective = cfg.objective
     for i, stage in enumerate(cfg.train.stages):
         try:

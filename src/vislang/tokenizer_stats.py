@@ -32,7 +32,8 @@ def build_from_section(section: TokenizerConfig, texts: Sequence[str], context_l
     if section.mine_phrases:
         normalised = [normalise(t, section.lowercase) for t in texts]
         mined = mine_phrases(normalised, section.mine_phrases, section.min_phrase_count, section.max_phrase_words)
-        phrases = phrases + [p for p in mined if p not in set(phrases)]
+        listed = set(phrases)
+        phrases = phrases + [p for p in mined if p not in listed]
     return PhraseTokenizer.train_phrases(texts, phrases, section.vocab_size, context_length, section.lowercase)
 
 

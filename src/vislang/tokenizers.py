@@ -223,14 +223,17 @@ class BPETokenizer:
         special = {self.sot_id} if self.kind == "openai" else {self.pad_id, self.sot_id}
         return " ".join(self.tokenizer.decode([i for i in ids if i not in special]).split())
 
+    def encode_all(self, texts: list[str]) -> list[list[int]]:
+        """The ids of every text, without specials (one batched call)."""
+        return [e.ids for e in self.tokenizer.encode_batch(self._clean(texts), add_special_tokens=False)]
+
     def __call__(self, texts: str | Sequence[str]) -> torch.Tensor:
         if isinstance(texts, str):
             texts = [texts]
         out = torch.full((len(texts), self.context_length), self.pad_id, dtype=torch.long)
-        encodings = self.tokenizer.encode_batch(self._clean(list(texts)), add_special_tokens=False)
-        for row, encoding in enumerate(encodings):
-            start = [] if self.sot_id is None else [self.sot_id]
-            ids = [*start, *encoding.ids[: self.context_length - 1 - len(start)], self.eot_id]
+        start = [] if self.sot_id is None else [self.sot_id]
+        for row, encoded in enumerate(self.encode_all(list(texts))):
+            ids = [*start, *encoded[: self.context_length - 1 - len(start)], self.eot_id]
             out[row, : len(ids)] = torch.tensor(ids)
         return out
 
@@ -321,11 +324,5 @@ class PhraseTokenizer(BPETokenizer):
         text = "".join([*parts, self.tokenizer.decode(run)])
         return text[1:] if text.startswith(" ") else text
 
-    def __call__(self, texts: str | Sequence[str]) -> torch.Tensor:
-        if isinstance(texts, str):
-            texts = [texts]
-        out = torch.full((len(texts), self.context_length), self.pad_id, dtype=torch.long)
-        for row, text in enumerate(texts):
-            ids = [self.sot_id, *self.encode(text)[: self.context_length - 2], self.eot_id]
-            out[row, : len(ids)] = torch.tensor(ids)
-        return out
+    def encode_all(self, texts: list[str]) -> list[list[int]]:
+        return [self.encode(text) for text in texts]

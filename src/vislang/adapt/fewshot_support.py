@@ -21,13 +21,8 @@ import numpy as np
 from vislang.data.benchmark import FileImages
 from vislang.data.benchmark.base import MAX_PIXELS
 from vislang.data.decode import BadSample, open_image
-from vislang.data.samples import IMAGE_SUFFIXES
+from vislang.data.samples import image_files
 from vislang.errors import DataError
-
-
-def image_files(folder: Path) -> list[Path]:
-    """Every image file under ``folder``, recursive, sorted."""
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
 
 
 def pool_files(folder: str | Path) -> list[Path]:

@@ -34,6 +34,11 @@ from vislang.errors import DataError, first_line
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"})
 
 
+def image_files(folder: Path) -> list[Path]:
+    """Every image file under ``folder``, recursive, in sorted path order."""
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
 def decodable_captions(read_first: Callable[[object], object], items: Iterable) -> list[str]:
     """The first caption of each item (``read_first(item)``) that decodes; the others are left out.
     Used to gather a tokenizer's training texts from any source."""

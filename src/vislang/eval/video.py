@@ -314,9 +314,9 @@ class SameSubjectTask(VideoTableTask):
             return [SameSubjectEvaluator(self.type, clips, groups, context)]
         videos = self.read_videos(context, {"group_column": self.group_column}, self.n)
         groups = np.asarray(videos.values["group_column"])
-        _, _, same = pair_labels(groups)
-        if same.all() or not same.any():
-            kind = "every clip is in one group" if same.all() else "no two clips share a group"
+        distinct = len(set(groups.tolist()))  # the evaluator forms the pairs; here only whether both kinds exist
+        if distinct == 1 or distinct == len(groups):
+            kind = "every clip is in one group" if distinct == 1 else "no two clips share a group"
             raise ConfigError(f"{videos.path}: {kind} of column {self.group_column!r} (same_subject.group_column)")
         return [SameSubjectEvaluator(self.type, videos.clips, groups, context, videos)]
 

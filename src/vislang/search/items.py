@@ -27,7 +27,7 @@ from pathlib import Path
 from braceexpand import braceexpand
 
 from vislang.data.decode import BadSample, decode_caption
-from vislang.data.samples import IMAGE_SUFFIXES, folder_captions, read_table, resolve_image
+from vislang.data.samples import IMAGE_SUFFIXES, folder_captions, image_files, read_table, resolve_image
 from vislang.data.shards import (
     TRUNCATED,
     expand_urls,
@@ -72,7 +72,7 @@ class FolderItems:
 
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
-        self.files = sorted(p for p in self.root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+        self.files = image_files(self.root)
         if not self.files:
             raise DataError(f"{root}: no images (looked for {', '.join(sorted(IMAGE_SUFFIXES))})")
 

@@ -132,13 +132,9 @@ def build_tokenizer(cfg: RunConfig, sources: dict[str, Source], start: dict | No
         if "tokenizer" not in start:
             raise CheckpointError(f"{cfg.train.init_from}: not a vislang checkpoint (no tokenizer)")
         return BPETokenizer.from_json(start["tokenizer"], context)
-    if t.kind == "openai":
-        return BPETokenizer.openai(t.path, context)
-    if t.kind == "regex" and not t.path:
-        return build_from_section(t, tokenizer_corpus(sources, t.train_texts), context)
-    if t.path:
-        return BPETokenizer.load(t.path, context)
-    return BPETokenizer.train(tokenizer_corpus(sources, t.train_texts), t.vocab_size, context, t.lowercase)
+    if t.kind == "openai" or t.path:  # nothing to train: the captions are not read
+        return build_from_section(t, [], context)
+    return build_from_section(t, tokenizer_corpus(sources, t.train_texts), context)
 
 
 @dataclass

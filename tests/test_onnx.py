@@ -245,6 +245,11 @@ def test_bad_inputs_are_one_line_errors(exported, tmp_path, capsys, monkeypatch)
     assert_one_line_error(2, capsys.readouterr().err, "a cap model does not score by image and text embeddings")
     assert not (tmp_path / "o" / m.MANIFEST).exists()
 
+    video = export_untrained(build_config({}, [*TINY, "model.vision.temporal=attention"]), TEXTS, tmp_path / "video")
+    assert main(["export", video, "--format", "onnx", "--out", str(tmp_path / "o")]) == 2
+    assert_one_line_error(2, capsys.readouterr().err, "pools video frames (model.vision.temporal)")
+    assert not (tmp_path / "o" / m.MANIFEST).exists()
+
     assert main(["export", str(directory), "--format", "onnx", "--out", str(tmp_path / "o")]) == 2
     assert_one_line_error(2, capsys.readouterr().err, "is an ONNX export")
 

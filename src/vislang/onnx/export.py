@@ -106,6 +106,11 @@ def check_exportable(objective: Objective, kind: str) -> None:
             f"vislang export --format onnx: a {kind} model classifies with its own head or learned prompts over "
             f"{len(objective.classes)} classes, which the two ONNX towers would leave out"
         )
+    if getattr(model, "temporal", None) is not None:
+        raise ConfigError(
+            "vislang export --format onnx: the image tower pools video frames (model.vision.temporal), which the "
+            "still-image ONNX graph would leave out; export with --format safetensors"
+        )
 
 
 def _require_exporter() -> None:

@@ -144,3 +144,37 @@ def test_canonical_caption():
     scene = world.sample_scene(world.rng("test", 0), "test", 2)
     caption = canonical_caption(scene)
     assert caption.startswith(f"a {scene.objects[0].size} {scene.objects[0].color} {scene.objects[0].shape}")
+
+
+def test_render_size_draws_once_and_resizes_like_a_photo():
+    from PIL import Image
+
+    from vislang.config import DataConfig
+    from vislang.data import build_world
+    from vislang.data.world_motion import MotionWorld
+
+    source = World(96, seed=2)
+    for side in (32, 48, 96):
+        world = build_world(DataConfig.model_validate({"world": {"seed": 2, "render_size": 96}}).world, side)
+        for index in (0, 7):
+            image, caption, scene = world.sample("train", index)
+            big, big_caption, big_scene = source.sample("train", index)
+            expected = np.asarray(Image.fromarray(big).resize((side, side), Image.Resampling.BICUBIC))
+            # the same picture at every size, and the same caption (the draws do not depend on the size)
+            assert np.array_equal(image, expected) and caption == big_caption and scene == big_scene
+    clip = MotionWorld(World(32, seed=2, render_size=64), 4).sample("train", 0)
+    big_clip = MotionWorld(World(64, seed=2), 4).sample("train", 0)
+    assert clip.frames.shape == (4, 32, 32, 3) and clip.caption == big_clip.caption
+    frame = np.asarray(Image.fromarray(big_clip.frames[2]).resize((32, 32), Image.Resampling.BICUBIC))
+    assert np.array_equal(clip.frames[2], frame)
+
+
+def test_render_size_below_the_smallest_image_is_refused():
+    import pytest
+
+    from vislang.config import DataConfig
+
+    with pytest.raises(ValueError, match="render_size must be 0 or at least 16"):
+        DataConfig.model_validate({"world": {"render_size": 8}})
+    with pytest.raises(ValueError, match="render_size must be 0 or at least 16"):
+        World(32, render_size=8)

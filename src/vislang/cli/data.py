@@ -35,6 +35,12 @@ def add_world_parser(data_sub: argparse._SubParsersAction) -> None:
     w.add_argument("--n", type=positive_int, default=32, help="number of samples (default 32)")
     w.add_argument("--split", choices=["train", "test"], default="train")
     w.add_argument("--image-size", type=positive_int, default=64)
+    w.add_argument(
+        "--render-size",
+        type=non_negative_int,
+        default=0,
+        help="draw at this side, then resize (data.world.render_size)",
+    )
     w.add_argument("--seed", type=int, default=0)
     w.set_defaults(func=run_world)
 
@@ -114,9 +120,9 @@ def run_world(args: argparse.Namespace) -> int:
     from vislang.data.world_grid import world_grid
 
     try:
-        world = World(args.image_size, args.seed)
+        world = World(args.image_size, args.seed, render_size=args.render_size)
     except ValueError as error:
-        raise ConfigError(f"--image-size: {error}") from None
+        raise ConfigError(f"--image-size / --render-size: {error}") from None
     grid, captions = world_grid(world, args.split, args.n)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

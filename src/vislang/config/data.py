@@ -37,6 +37,21 @@ class WorldConfig(Section):
         "down, captioned with its direction (vislang.data.world_motion; the world_video suite)",
     )
     motion_frames: int = Field(8, ge=2, le=64, description="frames of one motion clip (data.frames must be 0 or this)")
+    render_size: int = Field(
+        0,
+        ge=0,
+        le=1024,
+        description="0: every scene is drawn at the model's image size; N: drawn at N px and resized to it, as photos "
+        "are, so a model trained or evaluated at another image size sees the same pictures resized "
+        "(docs/resolution.md)",
+    )
+
+    @field_validator("render_size")
+    @classmethod
+    def _render_size_drawable(cls, value: int) -> int:
+        if 0 < value < 16:
+            raise ValueError(f"render_size must be 0 or at least 16 (the world's smallest image), got {value}")
+        return value
 
 
 class SourceConfig(Section):

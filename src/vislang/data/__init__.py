@@ -47,8 +47,8 @@ __all__ = [
 
 
 def build_world(world: WorldConfig, image_size: int) -> World:
-    """The built-in world of ``data.world`` at the model's image size (it renders at that size,
-    so its images need no resizing)."""
+    """The built-in world of ``data.world`` at the model's image size (drawn at that size, or at
+    ``data.world.render_size`` and resized to it)."""
     return World(
         image_size,
         world.seed,
@@ -57,6 +57,7 @@ def build_world(world: WorldConfig, image_size: int) -> World:
         world.distinct_colors,
         world.reading_order,
         rendering=world.rendering,
+        render_size=world.render_size,
     )
 
 

@@ -18,6 +18,11 @@ same scenes, positions and captions, drawn as filled shapes (the usual domain), 
 same numbers from a sample's stream as ``filled`` does, so captions do not depend on the
 rendering; what only one rendering needs (the texture) comes from a stream derived from the
 sample's seed, so ``filled`` stays what it was before renderings existed.
+
+By default a scene is drawn at the asked image size, pixel-sharp, so the same scene at 32 and at
+48 px are two drawings. With ``render_size`` it is drawn once at that side and resized to the
+image size, as a photo is: the world is then a collection of pictures, and a model evaluated at
+another image size sees the same pictures resized (docs/resolution.md measures the difference).
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ from dataclasses import dataclass
 from typing import get_args
 
 import numpy as np
+from PIL import Image
 
 from vislang.config.data import Rendering
 
@@ -136,7 +142,8 @@ class World:
     ``reading_order`` makes two-object captions name the left (or upper) object first, so that
     only "to the left of" and "above" occur. Without it either wording is drawn ("a red circle
     to the left of a blue square" or "a blue square to the right of a red circle"), and which
-    object a caption names first says nothing about where it is.
+    object a caption names first says nothing about where it is. ``render_size`` (0: the image
+    size) is the side scenes are drawn at before they are resized to ``image_size``.
     """
 
     def __init__(
@@ -148,9 +155,12 @@ class World:
         distinct_colors: bool = False,
         reading_order: bool = False,
         rendering: str = "filled",
+        render_size: int = 0,
     ) -> None:
         if image_size < 16:
             raise ValueError(f"world image_size must be at least 16, got {image_size}")
+        if render_size and render_size < 16:
+            raise ValueError(f"world render_size must be 0 or at least 16, got {render_size}")
         self.rendering = _check_rendering(rendering)
         self.image_size = image_size
         self.seed = seed
@@ -158,7 +168,8 @@ class World:
         self.partial_caption_prob = partial_caption_prob
         self.distinct_colors = distinct_colors
         self.reading_order = reading_order
-        coords = np.arange(image_size, dtype=np.float32) + 0.5
+        self.draw_size = render_size or image_size  # the side scenes are drawn at
+        coords = np.arange(self.draw_size, dtype=np.float32) + 0.5
         self._yy, self._xx = np.meshgrid(coords, coords, indexing="ij")
 
     # -- sampling ---------------------------------------------------------------------------
@@ -219,7 +230,7 @@ class World:
         draws the same numbers from ``rng``, so what is drawn from it afterwards (the caption)
         does not depend on the rendering."""
         rendering = self.rendering if rendering is None else _check_rendering(rendering)
-        size = self.image_size
+        size = self.draw_size
         base = (rng.uniform(5, 60) + rng.uniform(-10, 10, size=3)).astype(np.float32)
         image = rng.standard_normal((size, size, 3), dtype=np.float32) * 6.0 + base
         if rendering == "textured":
@@ -243,12 +254,20 @@ class World:
             if rendering == "sketch":
                 mask = _outline(mask, width)
             image[rows, cols][mask] = color
-        return np.clip(image, 0, 255).astype(np.uint8)
+        return self.to_image_size(np.clip(image, 0, 255).astype(np.uint8))
+
+    def to_image_size(self, image: np.ndarray) -> np.ndarray:
+        """A uint8 image drawn at ``draw_size`` resized to ``image_size`` (PIL's bicubic, which
+        filters when it shrinks, as photo pipelines resize); unchanged when the two agree."""
+        if self.draw_size == self.image_size:
+            return image
+        side = self.image_size
+        return np.asarray(Image.fromarray(image).resize((side, side), Image.Resampling.BICUBIC))
 
     def _texture(self, rng: np.random.Generator) -> np.ndarray:
         """Background clutter to add to the plain background: a stripe pattern of random
         direction, period and colour, and a few soft blobs of random colours."""
-        size = self.image_size
+        size = self.draw_size
         angle, phase = rng.uniform(0, np.pi), rng.uniform(0, 2 * np.pi)
         period = size * rng.uniform(0.08, 0.2)
         along = (self._xx * np.cos(angle) + self._yy * np.sin(angle)) * (2 * np.pi / period)
@@ -262,7 +281,7 @@ class World:
         return texture.astype(np.float32)
 
     def _place(self, scene: Scene, radii: list[float], rng: np.random.Generator) -> list[tuple[float, float]]:
-        size, margin = self.image_size, 1.0
+        size, margin = self.draw_size, 1.0
         if len(radii) == 1:
             r = radii[0]
             return [(rng.uniform(r + margin, size - r - margin), rng.uniform(r + margin, size - r - margin))]

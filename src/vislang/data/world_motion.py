@@ -93,7 +93,7 @@ class MotionWorld:
     def render(self, subject: WorldObject, direction: str, rng: np.random.Generator) -> np.ndarray:
         """The clip [T, S, S, 3]: a fixed noisy background, the object moving in a straight line
         at constant speed along ``direction``, staying wholly inside the frame."""
-        size, w = self.world.image_size, self.world
+        size, w = self.world.draw_size, self.world  # drawn at the world's draw size, then resized
         base = (rng.uniform(5, 60) + rng.uniform(-10, 10, size=3)).astype(np.float32)
         background = rng.standard_normal((size, size, 3), dtype=np.float32) * 6.0 + base
         radius = min(size * rng.uniform(*RADIUS[subject.size]), size / 4 - 1.5)
@@ -106,7 +106,8 @@ class MotionWorld:
         angle = rng.uniform(-0.2, 0.2)
         cos, sin = np.cos(angle), np.sin(angle)
         color = np.asarray(COLORS[subject.color], dtype=np.float32) + rng.uniform(-12, 12, size=3)
-        clip = np.empty((self.frames, size, size, 3), dtype=np.uint8)
+        side = w.image_size
+        clip = np.empty((self.frames, side, side, 3), dtype=np.uint8)
         for t in range(self.frames):
             along = along0 + travel * t / (self.frames - 1)
             pos = along if dx > 0 or dy > 0 else size - along  # left and up run mirrored
@@ -114,7 +115,7 @@ class MotionWorld:
             u0, v0 = (w._xx - cx) / radius, (w._yy - cy) / radius
             image = background.copy()
             image[shape_mask(subject.shape, cos * u0 + sin * v0, -sin * u0 + cos * v0)] = color
-            clip[t] = np.clip(image, 0, 255).astype(np.uint8)
+            clip[t] = w.to_image_size(np.clip(image, 0, 255).astype(np.uint8))
         return clip
 
     def clip_of(self, subject: WorldObject, split: str, index: int) -> MotionClip:

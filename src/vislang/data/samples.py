@@ -53,12 +53,15 @@ def decodable_captions(read_first: Callable[[object], object], items: Iterable) 
 
 def resolve_image(value: object, root: Path) -> bytes | Path:
     """A table cell as encoded bytes (binary column, or Hugging Face's ``{"bytes", "path"}``
-    struct) or as a path relative to the table's folder (string column)."""
+    struct) or as a path, absolute or relative to the table's folder (string column); an empty
+    cell is a ``missing_file`` :class:`BadSample`. Videos' cells are read the same way."""
     if isinstance(value, dict):  # Hugging Face datasets' Image feature
         value = value.get("bytes") or value.get("path")
-    if not value:
-        raise BadSample("missing_file")
-    return value if isinstance(value, bytes) else root / str(value)
+    if isinstance(value, bytes | bytearray) and value:
+        return bytes(value)
+    if isinstance(value, str) and value.strip():
+        return root / Path(value.strip()).expanduser()  # an absolute path replaces the root
+    raise BadSample("missing_file")
 
 
 class WorldSamples(RandomAccessSource):

@@ -40,6 +40,7 @@ from vislang.data.benchmark import ArrayImages, Retrieval
 from vislang.data.benchmark.base import MAX_PIXELS
 from vislang.data.benchmark.manifest import read_table
 from vislang.data.decode import BadSample
+from vislang.data.samples import resolve_image
 from vislang.data.transforms import ImageTransform
 from vislang.data.video import read_clip
 from vislang.data.world_motion import SUBJECTS, MotionWorld, motion_retrieval_set, subject_set, temporal_set
@@ -161,19 +162,6 @@ class VideoTable:
         return ", ".join(f"{reason} {count}" for reason, count in sorted(self.skipped.items())) or "none"
 
 
-def _clip_source(value: Any, root: Path) -> bytes | Path | None:
-    """Where a video cell's clip is: encoded bytes (also Hugging Face's ``{bytes, path}``), a
-    path relative to the table's folder, or None for an empty cell."""
-    if isinstance(value, dict):
-        value = value.get("bytes") or value.get("path")
-    if isinstance(value, bytes | bytearray):
-        return bytes(value) if value else None
-    if isinstance(value, str) and value.strip():
-        path = Path(value.strip()).expanduser()
-        return path if path.is_absolute() else root / path
-    return None
-
-
 def _text(value: Any) -> str | None:
     """A cell as text (a parquet integer patient id too); None for an empty one."""
     if value is None or isinstance(value, bytes | dict | list) or (isinstance(value, float) and math.isnan(value)):
@@ -206,8 +194,9 @@ def read_video_table(
         if empty is not None:
             out.skip(where, f"no_{empty.removesuffix('_column')}")
             continue
-        source = _clip_source(table.columns[video_column][i], path.parent)
-        if source is None:
+        try:
+            source = resolve_image(table.columns[video_column][i], path.parent)
+        except BadSample:
             out.skip(where, "no_video")
             continue
         try:

@@ -9,6 +9,8 @@ nothing here prints a traceback for them.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import sys
 
 from vislang.cli import (
@@ -68,10 +70,28 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        code = args.func(args)
     except VislangError as error:
         print(f"vislang: error: {error}", file=sys.stderr)
-        return 2
+        code = 2
     except KeyboardInterrupt:
         print("vislang: interrupted (a run continues from its last checkpoint with --resume)", file=sys.stderr)
-        return 130
+        code = 130
+    if argv is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        leave_rank(code)
+    return code
+
+
+def leave_rank(code: int) -> None:
+    """End a torchrun rank whose command has finished, without interpreter finalisation.
+
+    Its work is on disk by now (checkpoints and indexes are written atomically, the logs closed,
+    the process group destroyed), but the collective library's C++ threads and the tensors they
+    hold can still be torn down during finalisation, and that can abort the process ("terminate
+    called without an active exception", seen in CI once in a while on a finished two-rank run),
+    which makes torchrun report a job that succeeded as failed. Flushing and leaving at once
+    keeps the exit status the command's."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)

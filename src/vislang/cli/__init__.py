@@ -77,7 +77,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("vislang: interrupted (a run continues from its last checkpoint with --resume)", file=sys.stderr)
         code = 130
-    if argv is None and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    world = os.environ.get("WORLD_SIZE", "1")
+    if argv is None and world.isdigit() and int(world) > 1:  # a torchrun rank
         leave_rank(code)
     return code
 
